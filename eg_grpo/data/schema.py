@@ -1,0 +1,166 @@
+"""The three tables every stage reads: items, requests, impressions (parquet under one folder).
+
+A real dataset is a loader that produces these three tables; nothing downstream knows where they
+came from. Extra columns are allowed (the simulator adds ground-truth columns prefixed ``gt_``);
+missing or malformed required columns are a :class:`SchemaError` naming table, column and problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SPLITS = ("train", "valid", "test")
+
+# table -> {column: kind}; kinds are checked by `_check_kind`.
+ITEMS_COLUMNS = {
+    "item_id": "int",
+    "title": "str",
+    "category_path": "list[str]",
+    "brand": "str",
+    "price": "float",
+}
+REQUESTS_COLUMNS = {
+    "request_id": "int",
+    "user_id": "int",
+    "query": "str",
+    "timestamp": "int",
+    "history": "list[int]",
+    "split": "split",
+}
+IMPRESSIONS_COLUMNS = {
+    "request_id": "int",
+    "item_id": "int",
+    "position": "int",
+    "clicked": "bool",
+    "purchased": "bool",
+}
+TABLES = {"items": ITEMS_COLUMNS, "requests": REQUESTS_COLUMNS, "impressions": IMPRESSIONS_COLUMNS}
+
+
+class SchemaError(ValueError):
+    """A table does not follow the schema. The message names the table, the column and the problem."""
+
+    def __init__(self, table: str, column: str | None, problem: str):
+        self.table, self.column, self.problem = table, column, problem
+        where = f"table '{table}'" + (f", column '{column}'" if column else "")
+        super().__init__(f"{where}: {problem}")
+
+
+def _check_kind(table: str, column: str, values: pd.Series, kind: str) -> None:
+    if values.isna().any():
+        bad = int(values.isna().sum())
+        raise SchemaError(table, column, f"{bad} missing value(s); every row needs one")
+    if kind == "int":
+        if not (pd.api.types.is_integer_dtype(values) or pd.api.types.is_bool_dtype(values)):
+            raise SchemaError(table, column, f"expected integers, got dtype {values.dtype}")
+    elif kind == "float":
+        if not pd.api.types.is_numeric_dtype(values):
+            raise SchemaError(table, column, f"expected numbers, got dtype {values.dtype}")
+        if not np.isfinite(values.to_numpy(dtype=float)).all():
+            raise SchemaError(table, column, "non-finite value(s) (inf/nan)")
+    elif kind == "bool":
+        if not (pd.api.types.is_bool_dtype(values) or set(pd.unique(values)) <= {0, 1}):
+            raise SchemaError(table, column, f"expected booleans (or 0/1), got dtype {values.dtype}")
+    elif kind == "str":
+        not_str = [v for v in values.head(1000) if not isinstance(v, str)]
+        if not_str:
+            raise SchemaError(table, column, f"expected strings, found {type(not_str[0]).__name__}")
+    elif kind == "split":
+        unknown = set(pd.unique(values)) - set(SPLITS)
+        if unknown:
+            raise SchemaError(table, column, f"unknown split value(s) {sorted(unknown)}; use {SPLITS}")
+    elif kind.startswith("list["):
+        elem = str if kind == "list[str]" else (int, np.integer)
+        for i, v in enumerate(values):
+            if not isinstance(v, list | tuple | np.ndarray):
+                raise SchemaError(table, column, f"row {i}: expected a list, got {type(v).__name__}")
+            if len(v) and not all(isinstance(x, elem) for x in v):
+                raise SchemaError(table, column, f"row {i}: list elements must be {kind[5:-1]}")
+
+
+def validate_table(name: str, df: pd.DataFrame) -> pd.DataFrame:
+    """Checks one table against the schema and returns it. Raises :class:`SchemaError`."""
+    if name not in TABLES:
+        raise ValueError(f"unknown table '{name}'; the schema has {sorted(TABLES)}")
+    if len(df) == 0:
+        raise SchemaError(name, None, "the table is empty")
+    for column, kind in TABLES[name].items():
+        if column not in df.columns:
+            raise SchemaError(name, column, f"required column is missing (columns: {list(df.columns)})")
+        _check_kind(name, column, df[column], kind)
+    key = {"items": ["item_id"], "requests": ["request_id"], "impressions": ["request_id", "item_id"]}[name]
+    duplicated = df.duplicated(key)
+    if duplicated.any():
+        row = df[duplicated].iloc[0]
+        raise SchemaError(name, ",".join(key), f"duplicate key {tuple(row[k] for k in key)}")
+    if name == "impressions":
+        bad = df["purchased"].astype(bool) & ~df["clicked"].astype(bool)
+        if bad.any():
+            raise SchemaError(name, "purchased", f"{int(bad.sum())} purchase(s) without a click")
+        if (df["position"] < 0).any():
+            raise SchemaError(name, "position", "negative position(s)")
+    return df
+
+
+@dataclass
+class SearchLog:
+    """The three tables of one dataset, validated and cross-checked."""
+
+    items: pd.DataFrame
+    requests: pd.DataFrame
+    impressions: pd.DataFrame
+
+    def __post_init__(self):
+        validate_table("items", self.items)
+        validate_table("requests", self.requests)
+        validate_table("impressions", self.impressions)
+        known_items = set(self.items["item_id"].tolist())
+        unknown = set(pd.unique(self.impressions["item_id"]).tolist()) - known_items
+        if unknown:
+            raise SchemaError("impressions", "item_id", f"{len(unknown)} item id(s) not in items, e.g. {min(unknown)}")
+        unknown = set(pd.unique(self.impressions["request_id"]).tolist()) - set(self.requests["request_id"].tolist())
+        if unknown:
+            raise SchemaError(
+                "impressions", "request_id", f"{len(unknown)} request id(s) not in requests, e.g. {min(unknown)}"
+            )
+
+    def split(self, name: str) -> pd.DataFrame:
+        """The requests of one split; an empty split is an error (it would silently train on nothing)."""
+        if name not in SPLITS:
+            raise ValueError(f"unknown split '{name}'; use one of {SPLITS}")
+        rows = self.requests[self.requests["split"] == name]
+        if len(rows) == 0:
+            raise SchemaError("requests", "split", f"split '{name}' has no rows")
+        return rows
+
+    def save(self, data_dir: str | Path) -> None:
+        """Writes ``items.parquet``, ``requests.parquet``, ``impressions.parquet`` atomically."""
+        data_dir = Path(data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for name in TABLES:
+            tmp = data_dir / f".{name}.parquet.tmp"
+            getattr(self, name).to_parquet(tmp, index=False)
+            tmp.replace(data_dir / f"{name}.parquet")
+
+    @classmethod
+    def load(cls, data_dir: str | Path) -> SearchLog:
+        data_dir = Path(data_dir)
+        tables = {}
+        for name in TABLES:
+            path = data_dir / f"{name}.parquet"
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"{path} not found: a data folder holds items/requests/impressions.parquet "
+                    "(write one with `python recipes/make_data.py --config recipes/configs/tiny/data.yaml "
+                    "--output_dir DIR`)"
+                )
+            df = pd.read_parquet(path)
+            for column, kind in TABLES[name].items():  # parquet gives numpy arrays for list columns
+                if kind.startswith("list[") and column in df.columns:
+                    df[column] = [list(v) for v in df[column]]
+            tables[name] = df
+        return cls(**tables)

@@ -1,0 +1,1 @@
+"""Semantic IDs: text encoders, RQ-VAE with the CQ constraints, baselines and the codebook."""
