@@ -1,0 +1,105 @@
+"""`EGGRPOConfig`: TRL's `GRPOConfig` plus the expert-guidance and SID-decoding fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+EXPERT_SOURCES = ("purchased", "clicked", "exposed")
+EXPERT_SCHEDULES = ("always", "no_positive", "decay")
+ROLLOUT_MODES = ("sample", "beam")
+
+
+@dataclass
+class EGGRPOConfig(GRPOConfig):
+    r"""
+    Configuration class for [`eg_grpo.trainer.EGGRPOTrainer`].
+
+    Only the parameters specific to expert-guided GRPO are listed here; for the rest see
+    [`~trl.GRPOConfig`]. Defaults that differ from TRL's are chosen for SID generation: completions are
+    `L + 1` tokens long, so `max_completion_length` defaults to 8, and `beta` stays `0.0` (the k3 KL
+    estimator is biased on expert rows, which the policy did not sample).
+
+    Parameters:
+        sid_dir (`str`, *optional*):
+            Folder written by `recipes/build_sids.py` (holds `codebook/`). Required: the trie and the
+            diagnostics are built from it.
+        num_expert_samples (`int`, *optional*, defaults to `2`):
+            Number `k` of the `num_generations` members of each group that are replaced by ground-truth SIDs
+            from the logs. `0` is vanilla GRPO on the same code path, so the comparison is fair. Must be
+            smaller than `num_generations` (a group needs at least one policy sample).
+        expert_source (`list[str]`, *optional*, defaults to `["purchased", "clicked"]`):
+            Which logged SIDs of a request are experts, in priority order. Any of `"purchased"`, `"clicked"`,
+            `"exposed"`.
+        expert_schedule (`str`, *optional*, defaults to `"always"`):
+            When experts are spliced in: `"always"`; `"no_positive"`, only into groups where no policy sample
+            already hits a logged SID; `"decay"`, with `k` falling linearly to 0 over `expert_decay_steps`.
+        expert_decay_steps (`int`, *optional*, defaults to `100`):
+            Length of the linear decay for `expert_schedule="decay"`.
+        rollout_mode (`str`, *optional*, defaults to `"sample"`):
+            `"sample"`: each group member is sampled independently. `"beam"`: one constrained beam search per
+            group returns `num_generations` distinct SIDs (experts replace the lowest-ranked beams).
+        constrained_decoding (`bool`, *optional*, defaults to `True`):
+            Constrain rollouts to valid SIDs with the SID trie. Required for `rollout_mode="beam"`.
+    """
+
+    sid_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder written by recipes/build_sids.py (holds codebook/). Required."},
+    )
+    num_expert_samples: int = field(
+        default=2,
+        metadata={"help": "Group members replaced by logged ground-truth SIDs; 0 = vanilla GRPO."},
+    )
+    expert_source: list[str] = field(
+        default_factory=lambda: ["purchased", "clicked"],
+        metadata={"help": "Logged SIDs used as experts, in priority order: purchased, clicked, exposed."},
+    )
+    expert_schedule: str = field(
+        default="always",
+        metadata={"help": "always | no_positive (only groups without a hit) | decay (k falls to 0)."},
+    )
+    expert_decay_steps: int = field(
+        default=100, metadata={"help": "Steps over which k decays to 0 when expert_schedule=decay."}
+    )
+    rollout_mode: str = field(
+        default="sample", metadata={"help": "sample (independent samples) | beam (one beam search per group)."}
+    )
+    constrained_decoding: bool = field(
+        default=True, metadata={"help": "Constrain rollouts to valid SIDs with the SID trie."}
+    )
+    max_completion_length: int | None = field(
+        default=8, metadata={"help": "Maximum completion length; a SID needs num_levels + 1 tokens."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.sid_dir is None:
+            raise ValueError("sid_dir is required: point it to the output folder of recipes/build_sids.py")
+        if self.num_expert_samples < 0 or self.num_expert_samples >= self.num_generations:
+            raise ValueError(
+                f"num_expert_samples={self.num_expert_samples} must be in [0, num_generations-1] "
+                f"(num_generations={self.num_generations}); a group needs at least one policy sample"
+            )
+        unknown = [s for s in self.expert_source if s not in EXPERT_SOURCES]
+        if unknown or not self.expert_source:
+            raise ValueError(f"expert_source {self.expert_source} must be a non-empty list of {EXPERT_SOURCES}")
+        if self.expert_schedule not in EXPERT_SCHEDULES:
+            raise ValueError(f"expert_schedule='{self.expert_schedule}' must be one of {EXPERT_SCHEDULES}")
+        if self.expert_decay_steps <= 0:
+            raise ValueError("expert_decay_steps must be positive")
+        if self.rollout_mode not in ROLLOUT_MODES:
+            raise ValueError(f"rollout_mode='{self.rollout_mode}' must be one of {ROLLOUT_MODES}")
+        if self.rollout_mode == "beam" and not self.constrained_decoding:
+            raise ValueError("rollout_mode='beam' needs constrained_decoding=True (beams must be distinct valid SIDs)")
+        if self.rollout_mode == "beam" and self.use_vllm:
+            raise ValueError("rollout_mode='beam' runs on the transformers path; set use_vllm=False or use sample")
+        local_rows = self.per_device_train_batch_size * self.steps_per_generation
+        if local_rows % self.num_generations:
+            # Per-group splicing and per-group beam search need every group whole on one process.
+            raise ValueError(
+                f"per_device_train_batch_size × steps_per_generation = {local_rows} must be a multiple of "
+                f"num_generations = {self.num_generations}, so every rollout group sits whole on one process; "
+                "raise per_device_train_batch_size or steps_per_generation, or lower num_generations"
+            )

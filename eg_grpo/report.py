@@ -1,0 +1,139 @@
+"""Comparison tables and curves from local run folders (no network), and the chain's report."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+# Curves a person compares vanilla and expert-guided runs on; the first key found in a run is used.
+CURVES = {
+    "reward (weighted sum)": ["reward"],
+    "zero-spread group fraction": ["eg/zero_std_group_frac", "frac_reward_zero_std"],
+    "distinct SIDs per group (policy samples)": ["eg/distinct_sids_per_group"],
+    "hit rate of policy samples": ["eg/hit_rate_sampled"],
+    "valid-split HR@10": ["eval_hr@10"],
+}
+TEST_METRICS = ["hr@10", "ndcg@10", "click_hitrate@10", "semantic_hitrate@10", "valid_sid_rate", "distinct_sids"]
+
+
+def load_log_history(run_dir: str | Path) -> list[dict]:
+    """The trainer's log history: ``log_history.json`` (written at the end) or the newest checkpoint's state."""
+    run_dir = Path(run_dir)
+    if (run_dir / "log_history.json").exists():
+        return json.loads((run_dir / "log_history.json").read_text())
+    states = sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    if not states:
+        raise FileNotFoundError(f"{run_dir}: no log_history.json and no checkpoint-*/trainer_state.json")
+    return json.loads(states[-1].read_text())["log_history"]
+
+
+def series(history: list[dict], keys: list[str]) -> tuple[list[int], list[float], str | None]:
+    for key in keys:
+        points = [(h["step"], h[key]) for h in history if key in h and not _nan(h[key])]
+        if points:
+            steps, values = zip(*points)
+            return list(steps), list(values), key
+    return [], [], None
+
+
+def reward_objectives(history: list[dict]) -> list[str]:
+    return sorted({k for h in history for k in h if k.startswith("rewards/") and k.endswith("/mean")})
+
+
+def _nan(x) -> bool:
+    return isinstance(x, float) and math.isnan(x)
+
+
+def plot_curves(run_dirs: list[str | Path], out_png: str | Path) -> Path:
+    """One panel per curve (plus one per reward objective), one line per run."""
+    histories = {Path(d).name: load_log_history(d) for d in run_dirs}
+    objectives = sorted({k for h in histories.values() for k in reward_objectives(h)})
+    panels = dict(CURVES) | {f"reward: {k.split('/')[1]}": [k] for k in objectives}
+    cols = 3
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
+    for ax, (title, keys) in zip(axes.flat, panels.items()):
+        for name, history in histories.items():
+            steps, values, _ = series(history, keys)
+            if steps:
+                ax.plot(steps, values, label=name, marker="o" if len(steps) < 15 else None, markersize=3)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
+def _fmt(x) -> str:
+    if x is None or _nan(x):
+        return "–"
+    return f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+def training_table(run_dirs: list[str | Path]) -> str:
+    """Markdown: per run, the mean over training of the diagnostics, and the final valid HR@10."""
+    header = ["run", "steps", "reward", "zero-spread frac", "distinct SIDs/group", "hit rate (sampled)",
+              "final valid HR@10"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for d in run_dirs:
+        h = load_log_history(d)
+        cells = [Path(d).name, str(max((x.get("step", 0) for x in h), default=0))]
+        for keys in (CURVES["reward (weighted sum)"], CURVES["zero-spread group fraction"],
+                     CURVES["distinct SIDs per group (policy samples)"], CURVES["hit rate of policy samples"]):  # fmt: skip
+            _, values, _ = series(h, keys)
+            cells.append(_fmt(sum(values) / len(values)) if values else "–")
+        _, values, _ = series(h, CURVES["valid-split HR@10"])
+        cells.append(_fmt(values[-1]) if values else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def test_table(eval_dirs: list[str | Path]) -> str:
+    """Markdown: the test metrics of each evaluated model (eval_results.json)."""
+    lines = ["| model | " + " | ".join(TEST_METRICS) + " |", "|" + "---|" * (len(TEST_METRICS) + 1)]
+    for d in eval_dirs:
+        path = Path(d) / "eval_results.json"
+        if not path.exists():
+            continue
+        results = json.loads(path.read_text())
+        lines.append(f"| {Path(d).name} | " + " | ".join(_fmt(results.get(m)) for m in TEST_METRICS) + " |")
+    return "\n".join(lines)
+
+
+def write_report(root: str | Path, sid_dir: str | Path, rl_dirs: list[str], eval_dirs: list[str]) -> Path:
+    """Writes ``root/report/report.md`` with the SID statistics, test metrics, curves and beam sweeps."""
+    out = Path(root) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    parts = ["# eg-grpo report", ""]
+    stats_path = Path(sid_dir) / "stats.json"
+    if stats_path.exists():
+        stats = json.loads(stats_path.read_text())
+        parts += ["## Semantic IDs", "", "```json", json.dumps(stats, indent=1)[:3000], "```", ""]
+    parts += ["## Test metrics", "", test_table(eval_dirs), ""]
+    existing = [d for d in rl_dirs if Path(d).exists()]
+    if existing:
+        curves = plot_curves(existing, out / "training_curves.png")
+        parts += ["## Training (vanilla vs expert-guided)", "", training_table(existing), "",
+                  f"![training curves]({curves.name})", ""]  # fmt: skip
+    for d in eval_dirs:
+        for png in sorted(Path(d).glob("*.png")):
+            target = out / f"{Path(d).name}_{png.name}"
+            target.write_bytes(png.read_bytes())
+            parts += [f"### Beam-size sweep: {Path(d).name}", "", f"![beam sweep]({target.name})", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(parts))
+    return report

@@ -1,0 +1,109 @@
+"""The RL stage: load the SFT model, the RL rows and the rewards, train `EGGRPOTrainer`, save.
+
+`recipes/eg_grpo.py` is a thin launcher around :func:`train`; the demo chain calls it too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import AutoTokenizer
+from transformers.trainer_utils import get_last_checkpoint
+from trl import ModelConfig, get_peft_config
+
+from eg_grpo.config import EGGRPOConfig
+from eg_grpo.data.rl_dataset import build_rl_dataset
+from eg_grpo.data.schema import SearchLog
+from eg_grpo.io import mark_stage_done, write_json
+from eg_grpo.sid.codebook import SIDCodebook
+from eg_grpo.sid.tokens import SIDVocab
+from eg_grpo.trainer import EGGRPOTrainer
+
+DEFAULT_REWARDS = [{"name": "sid_match", "weight": 1.0}]
+
+
+@dataclass
+class EGGRPOScriptArguments:
+    """Arguments of `recipes/eg_grpo.py` that are not the trainer's or the model's.
+
+    Args:
+        data_dir: folder written by `recipes/make_data.py` (or a real-dataset loader).
+        ranker_dir: folder written by `recipes/train_ranker.py`; needed by the ranker-based rewards.
+        rewards: reward specs, each `{name: <built-in or pkg.module:Class>, weight: float, **kwargs}`.
+        train_split: requests to train on.
+        max_train_rows: subsample the RL rows (seeded); None keeps all.
+        chain: build any missing or stale earlier stage (data, SIDs, ranker, SFT) from `stage_configs`.
+        stage_configs: the config file of each earlier stage, used when `chain` is on.
+    """
+
+    data_dir: str | None = field(default=None, metadata={"help": "Folder with items/requests/impressions.parquet."})
+    ranker_dir: str | None = field(default=None, metadata={"help": "Folder written by recipes/train_ranker.py."})
+    rewards: list[dict] | None = field(
+        default=None, metadata={"help": "Reward specs: [{name: sid_match, weight: 1.0, ...}, ...]."}
+    )
+    train_split: str = field(default="train", metadata={"help": "Split of requests to train on."})
+    max_train_rows: int | None = field(default=None, metadata={"help": "Subsample the RL rows (seeded)."})
+    chain: bool = field(default=True, metadata={"help": "Build missing or stale earlier stages first."})
+    stage_configs: dict | None = field(
+        default=None, metadata={"help": "Config file per earlier stage: {data: ..., sids: ..., ranker: ..., sft: ...}."}
+    )
+
+
+def _resolve_checkpoint(training_args: EGGRPOConfig) -> str | None:
+    """`--resume_from_checkpoint` may name a checkpoint, or be `true`/`last` for the newest in output_dir."""
+    value = training_args.resume_from_checkpoint
+    if value is None or str(value).lower() in ("", "false", "none"):
+        return None
+    if str(value).lower() in ("true", "last"):
+        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+        if last is None:
+            print(f"[eg_grpo] no checkpoint in {training_args.output_dir}; starting from scratch")
+        return last
+    if not os.path.isdir(value):
+        raise FileNotFoundError(f"--resume_from_checkpoint {value}: no such checkpoint folder")
+    return value
+
+
+def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_args: ModelConfig):
+    """Everything `train` needs, assembled but not run (tests and benchmarks use it directly)."""
+    from reward_models import RewardContext, build_reward_funcs
+
+    if script_args.data_dir is None:
+        raise ValueError("data_dir is required (the folder written by recipes/make_data.py)")
+    if model_args.model_name_or_path is None:
+        raise ValueError("model_name_or_path is required (the folder written by recipes/sft.py)")
+    log = SearchLog.load(script_args.data_dir)
+    codebook = SIDCodebook.load(Path(training_args.sid_dir) / "codebook")
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    vocab = SIDVocab(tokenizer, codebook.codebook_sizes)
+    dataset = build_rl_dataset(
+        log, codebook, vocab, tokenizer, split=script_args.train_split,
+        expert_source=training_args.expert_source, max_rows=script_args.max_train_rows, seed=training_args.seed,
+    )  # fmt: skip
+    context = RewardContext(codebook=codebook, vocab=vocab, log=log, data_dir=script_args.data_dir,
+                            ranker_dir=script_args.ranker_dir)  # fmt: skip
+    reward_funcs, weights = build_reward_funcs(script_args.rewards or DEFAULT_REWARDS, context)
+    training_args.reward_weights = weights
+    training_args.model_init_kwargs = {**(training_args.model_init_kwargs or {}), "dtype": model_args.dtype or "auto"}
+    return EGGRPOTrainer(
+        model=model_args.model_name_or_path, reward_funcs=reward_funcs, args=training_args,
+        train_dataset=dataset, processing_class=tokenizer, peft_config=get_peft_config(model_args),
+        codebook=codebook,
+    )  # fmt: skip
+
+
+def train(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_args: ModelConfig) -> Path:
+    """Trains, saves the model and tokenizer, the log history and a stage marker; returns output_dir."""
+    trainer = build_trainer(script_args, training_args, model_args)
+    trainer.train(resume_from_checkpoint=_resolve_checkpoint(training_args))
+    out = Path(training_args.output_dir)
+    trainer.save_model(str(out))
+    if trainer.accelerator.is_main_process:
+        trainer.processing_class.save_pretrained(str(out))
+        write_json(out / "log_history.json", trainer.state.log_history)
+        mark_stage_done(out, {"script": script_args, "training": training_args.to_dict(), "model": model_args},
+                        num_expert_samples=training_args.num_expert_samples)  # fmt: skip
+    trainer.accelerator.wait_for_everyone()
+    return out

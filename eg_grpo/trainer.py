@@ -1,0 +1,250 @@
+"""`EGGRPOTrainer`: TRL's `GRPOTrainer` with trie-constrained rollouts and expert-guided groups.
+
+Two hooks of the parent are wrapped, nothing is copied (see docs and
+`../shared/notes/trl-1.16-internals.md` §9):
+
+- `_generate_and_score_completions(inputs)`: marks every row `is_expert=False`, plans the expert
+  candidates of each group, calls the parent (which generates, scores and computes advantages on
+  the spliced group), then adds `expert_mask` and logs the `eg/*` diagnostics.
+- `_generate_single_turn(...)`: generates with the SID trie (sampling, or one beam search per group)
+  and splices the experts into the groups before the parent decodes, masks, scores and computes
+  old/ref log-probs. Everything downstream therefore sees the spliced group.
+
+`_calculate_rewards` is wrapped only to keep the gathered rewards for the diagnostics.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from pathlib import Path
+
+import torch
+import trl
+from transformers import GenerationConfig, LogitsProcessorList
+from trl import GRPOTrainer
+from trl.models import unwrap_model_for_generation
+from trl.trainer.utils import pad
+
+from eg_grpo.config import EGGRPOConfig
+from eg_grpo.decoding import SIDTrie, SIDTrieLogitsProcessor
+from eg_grpo.expert import experts_for_step, splice_group, strip_after_eos
+from eg_grpo.sid.codebook import SIDCodebook
+from eg_grpo.sid.tokens import SIDVocab
+
+EXPERT_COLUMN = "expert_completion_ids"
+
+# The private hooks this trainer wraps, with the parameters it relies on. Checked at start-up so an
+# upgraded TRL fails loudly here instead of training on silently wrong rollouts.
+_EXPECTED_HOOKS = {
+    "_generate_and_score_completions": ["self", "inputs"],
+    "_generate_single_turn": ["self", "prompt_ids", "images", "multimodal_fields", "num_generations"],
+    "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
+}
+
+
+def check_trl_hooks(parent: type = GRPOTrainer) -> None:
+    """Raises `RuntimeError` when the installed TRL's hooks differ from what this trainer wraps."""
+    for name, expected in _EXPECTED_HOOKS.items():
+        hook = getattr(parent, name, None)
+        if hook is None:
+            raise RuntimeError(f"trl {trl.__version__}: GRPOTrainer.{name} is gone; eg-grpo needs trl 1.16.x")
+        params = list(inspect.signature(hook).parameters)
+        if params[: len(expected)] != expected:
+            raise RuntimeError(
+                f"trl {trl.__version__}: GRPOTrainer.{name}{tuple(params)} does not start with {tuple(expected)}; "
+                "eg-grpo wraps this private hook and is pinned to trl 1.16.x — install `trl>=1.16,<1.17`"
+            )
+
+
+class EGGRPOTrainer(GRPOTrainer):
+    """GRPO whose rollouts are valid SIDs and whose groups hold logged ground-truth SIDs.
+
+    Args:
+        model, reward_funcs, train_dataset, eval_dataset, processing_class, callbacks, optimizers, peft_config:
+            As in [`~trl.GRPOTrainer`]. The dataset needs the columns `prompt`, `request_id` and
+            `expert_completion_ids` (see `eg_grpo.data.rl_dataset`).
+        args ([`EGGRPOConfig`]): the configuration; `args.sid_dir` names the codebook.
+        codebook ([`SIDCodebook`], *optional*): the codebook, if already loaded; else read from `args.sid_dir`.
+    """
+
+    _tag_names = ["trl", "grpo", "eg-grpo"]
+
+    def __init__(self, model, reward_funcs, args: EGGRPOConfig, train_dataset=None, eval_dataset=None,
+                 processing_class=None, callbacks=None, optimizers=(None, None), peft_config=None,
+                 codebook: SIDCodebook | None = None):  # fmt: skip
+        check_trl_hooks()
+        if not isinstance(args, EGGRPOConfig):
+            raise TypeError(f"args must be an EGGRPOConfig, got {type(args).__name__}")
+        for dataset in (train_dataset,):
+            missing = {"prompt", "request_id", EXPERT_COLUMN} - set(getattr(dataset, "column_names", []) or [])
+            if dataset is not None and missing:
+                raise ValueError(f"the train dataset lacks column(s) {sorted(missing)}; build it with "
+                                 "eg_grpo.data.rl_dataset.build_rl_dataset")  # fmt: skip
+        super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks,
+                         optimizers=optimizers, peft_config=peft_config)  # fmt: skip
+        self.codebook = codebook or SIDCodebook.load(Path(args.sid_dir) / "codebook")
+        self.sid_vocab = SIDVocab(self._tokenizer, self.codebook.codebook_sizes)
+        sid_token_ids = self.codebook.sid_token_ids(self.sid_vocab)  # S lists of L+1 ids, ending with eos
+        self._valid_sids = {tuple(ids) for ids in sid_token_ids}
+        if args.max_completion_length < self.codebook.num_levels + 1:
+            raise ValueError(f"max_completion_length={args.max_completion_length} cannot hold a SID of "
+                             f"{self.codebook.num_levels} tokens plus the end token")  # fmt: skip
+        vocab_size = self.model.get_output_embeddings().weight.shape[0]
+        self.sid_trie = SIDTrie.from_sid_token_ids(sid_token_ids, vocab_size=vocab_size).to(self.accelerator.device)
+        self._eos = self.sid_vocab.eos_token_id
+        self._plan: list[list[list[int]]] | None = None  # per row: the group's expert candidates
+        self._rows: list[dict] | None = None
+        self._row_diagnostics: dict[str, list] = {}
+
+    # ----------------------------------------------------------------------------------------------
+    # Hook 1: mark rows, plan experts, call the parent, log diagnostics.
+    def _generate_and_score_completions(self, inputs):
+        rows = [dict(row, is_expert=False) for row in inputs]
+        training = self.model.training
+        G = self.num_generations if training else self.num_generations_eval
+        if training:
+            self._check_groups(rows, G)
+            self._plan = [list(row[EXPERT_COLUMN]) for row in rows]
+        self._rows, self._row_diagnostics = rows, {}
+        try:
+            out = super()._generate_and_score_completions(rows)
+        finally:
+            self._plan, self._rows = None, None
+        device = self.accelerator.device
+        out["expert_mask"] = torch.tensor([row["is_expert"] for row in rows], dtype=torch.bool, device=device)
+        self._log_diagnostics(out["expert_mask"], G, "train" if training else "eval")
+        return out
+
+    def _check_groups(self, rows: list[dict], G: int) -> None:
+        if len(rows) % G:
+            raise RuntimeError(f"{len(rows)} local rows do not form whole groups of {G}")
+        for start in range(0, len(rows), G):
+            ids = {rows[i]["request_id"] for i in range(start, start + G)}
+            if len(ids) != 1:
+                raise RuntimeError(f"rows {start}..{start + G - 1} mix requests {sorted(ids)}; groups must be whole")
+
+    # ----------------------------------------------------------------------------------------------
+    # Hook 2: constrained generation, then splicing.
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):
+        plan, self._plan = self._plan, None  # consumed once: a tool-loop re-entry must not splice again
+        use_trie = self.args.constrained_decoding and not (self.use_vllm or self.use_transformers_continuous_batching)
+        if use_trie:
+            completion_ids, logprobs = self._trie_generate(prompt_ids, num_generations), None
+        else:
+            completion_ids, logprobs = super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs
+            )
+        if plan is not None:
+            self._splice(completion_ids, logprobs, plan, num_generations)
+        self._record_row_diagnostics(completion_ids, num_generations)
+        return completion_ids, logprobs
+
+    def _generation_config(self, num_generations: int) -> GenerationConfig:
+        # Every parameter is set here: a model's own generation_config.json must not leak in (peers' failure 3).
+        beam = self.args.rollout_mode == "beam" and self.model.training
+        return GenerationConfig(
+            max_new_tokens=self.codebook.num_levels + 1, min_new_tokens=0,
+            do_sample=not beam, num_beams=num_generations if beam else 1,
+            num_return_sequences=num_generations if beam else 1,
+            temperature=self.args.temperature if not beam else 1.0,
+            top_k=(self.args.top_k or 0) if not beam else 0, top_p=self.args.top_p if not beam else 1.0,
+            min_p=None, repetition_penalty=1.0, length_penalty=0.0, early_stopping=True, no_repeat_ngram_size=0,
+            pad_token_id=self._tokenizer.pad_token_id, eos_token_id=self._eos, bos_token_id=None,
+            use_cache=True, renormalize_logits=True,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def _trie_generate(self, prompt_ids: list[list[int]], num_generations: int) -> list[list[int]]:
+        beam = self.args.rollout_mode == "beam" and self.model.training
+        # Beam search runs once per group: its G beams are the group's G distinct SIDs.
+        sources = prompt_ids[::num_generations] if beam else prompt_ids
+        tensors = [torch.tensor(ids) for ids in sources]
+        input_ids = pad(tensors, padding_value=self._tokenizer.pad_token_id, padding_side="left")
+        attention_mask = pad([torch.ones_like(t) for t in tensors], padding_value=0, padding_side="left")
+        device = self.accelerator.device
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)  # (R, P)
+        processor = SIDTrieLogitsProcessor(self.sid_trie, prompt_length=input_ids.shape[1])
+        with unwrap_model_for_generation(
+            self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+            gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+        ) as unwrapped:  # fmt: skip
+            output = unwrapped.generate(
+                input_ids=input_ids, attention_mask=attention_mask,
+                generation_config=self._generation_config(num_generations),
+                logits_processor=LogitsProcessorList([processor]),
+            )  # fmt: skip
+        completions = output[:, input_ids.shape[1] :].cpu()  # (rows, T); beam: rows = groups × G, in beam order
+        return [list(strip_after_eos(row.tolist(), self._eos)) for row in completions]
+
+    def _splice(self, completion_ids, logprobs, plan, G: int) -> None:
+        step = self.state.global_step
+        k = experts_for_step(self.args.expert_schedule, self.args.num_expert_samples, step,
+                             self.args.expert_decay_steps)  # fmt: skip
+        duplicates = 0
+        for start in range(0, len(completion_ids), G):
+            group = completion_ids[start : start + G]
+            result = splice_group(group, plan[start], k, self._eos,
+                                  only_without_positive=self.args.expert_schedule == "no_positive")  # fmt: skip
+            completion_ids[start : start + G] = group
+            duplicates += result.duplicates
+            for j in result.expert_rows:
+                self._rows[start + j]["is_expert"] = True
+                if logprobs is not None:  # vLLM: a NaN sampling log-prob makes the IS ratio exactly 1
+                    logprobs[start + j] = [float("nan")] * len(group[j])
+        self._row_diagnostics["duplicates"] = [float(duplicates)]
+
+    # ----------------------------------------------------------------------------------------------
+    # Diagnostics
+    def _record_row_diagnostics(self, completion_ids, G: int) -> None:
+        keys = [strip_after_eos(c, self._eos) for c in completion_ids]
+        rows = self._rows or [{} for _ in keys]
+        self._row_diagnostics["valid"] = [float(key in self._valid_sids) for key in keys]
+        self._row_diagnostics["hit"] = [
+            float(key in {tuple(e) for e in row.get(EXPERT_COLUMN, [])}) for key, row in zip(keys, rows)
+        ]
+        self._row_diagnostics["group_keys"] = [keys[s : s + G] for s in range(0, len(keys), G)]
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_rewards_per_func = rewards_per_func  # (B_global, n_funcs), already gathered
+        return rewards_per_func
+
+    def _log_diagnostics(self, expert_mask: torch.Tensor, G: int, mode: str) -> None:
+        device = self.accelerator.device
+        diag = self._row_diagnostics
+        sampled = ~expert_mask
+        valid = torch.tensor(diag["valid"], device=device)
+        hit = torch.tensor(diag["hit"], device=device)
+        # Distinct SIDs among the policy's own samples of each group (experts excluded).
+        flags = expert_mask.view(-1, G).tolist()
+        distinct = [
+            float(len({k for k, e in zip(keys, f) if not e})) for keys, f in zip(diag["group_keys"], flags)
+        ]
+        gather = self.accelerator.gather
+        all_sampled = gather(sampled)
+        metrics = self._metrics[mode]
+        metrics["eg/expert_frac"].append(gather(expert_mask.float()).mean().item())
+        metrics["eg/valid_sid_rate"].append(_masked_mean(gather(valid), all_sampled))
+        metrics["eg/hit_rate_sampled"].append(_masked_mean(gather(hit), all_sampled))
+        metrics["eg/distinct_sids_per_group"].append(gather(torch.tensor(distinct, device=device)).mean().item())
+        if "duplicates" in diag:
+            metrics["eg/expert_duplicates"].append(gather(torch.tensor(diag["duplicates"], device=device)).sum().item())
+        rewards = getattr(self, "_last_rewards_per_func", None)
+        if rewards is not None:
+            weighted = (rewards * self.reward_weights.to(rewards.device).unsqueeze(0)).nansum(dim=1)  # (B_global,)
+            spread = weighted.view(-1, G).max(dim=1).values - weighted.view(-1, G).min(dim=1).values  # (groups,)
+            metrics["eg/zero_std_group_frac"].append((spread.abs() < 1e-8).float().mean().item())
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    return values[mask].mean().item() if mask.any() else float("nan")
+
+
+def copy_config(args: EGGRPOConfig, **changes) -> EGGRPOConfig:
+    """A copy of ``args`` with fields changed (used by benchmarks and the vanilla/expert pair)."""
+    new = copy.deepcopy(args)
+    for key, value in changes.items():
+        setattr(new, key, value)
+    return new
