@@ -10,8 +10,10 @@
     accelerate launch recipes/eg_grpo.py --config recipes/configs/demo/eg_grpo.yaml --resume_from_checkpoint last
 """
 
+
 import sys
 
+import _recipe_path  # noqa: F401  (first: see recipes/_recipe_path.py)
 from accelerate import PartialState
 from trl import ModelConfig, TrlParser
 

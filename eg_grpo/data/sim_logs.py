@@ -1,0 +1,195 @@
+"""The simulated impression log: a legacy retrieval + ranking, a click model, purchases, histories.
+
+All per-impression work is numpy over ``(R, C)`` arrays (requests x candidates); the only Python
+loop is over requests, to accumulate each user's history in time order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from eg_grpo.data.ground_truth import GroundTruthCodes, graded_relevance
+from eg_grpo.data.sim_catalogue import Catalogue, Taxonomy, pick
+from eg_grpo.data.sim_users import Users, sample_in_groups
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _groups(keys: np.ndarray, n_groups: int):
+    """Items sorted by a group key, the slice of each group, and cumulative popularity weights."""
+    order = np.argsort(keys, kind="stable")
+    start = np.searchsorted(keys[order], np.arange(n_groups), side="left")
+    end = np.searchsorted(keys[order], np.arange(n_groups), side="right")
+    return order, start, end
+
+
+def _duplicates(cand: np.ndarray) -> np.ndarray:
+    """``(R, C)`` bool: True where the item already appears earlier in its row (in item order)."""
+    by_item = np.argsort(cand, axis=1, kind="stable")
+    sorted_items = np.take_along_axis(cand, by_item, 1)
+    dup_sorted = np.zeros(cand.shape, dtype=bool)
+    dup_sorted[:, 1:] = sorted_items[:, 1:] == sorted_items[:, :-1]
+    dup = np.zeros(cand.shape, dtype=bool)
+    np.put_along_axis(dup, by_item, dup_sorted, 1)
+    return dup
+
+
+def retrieve_candidates(config, tax: Taxonomy, cat: Catalogue, users: Users, requests, rng) -> np.ndarray:
+    """The legacy retrieval: ``(R, C)`` candidate item rows per request.
+
+    A candidate comes from the request's leaf, its mid category, a brand (the one asked for, or one
+    the user likes) or the global popularity list, in fixed shares of the ``C`` slots; inside a
+    source, items are drawn by popularity. Empty queries draw their leaf slots from the user's
+    preferred leaves, like a recommendation feed.
+    """
+    n_req, n_slots, n_items = len(requests), config.candidates_per_request, len(cat.leaf)
+    leaf_index = {key: i for i, key in enumerate(tax.leaf_keys)}
+    leaf = requests["gt_category"].map(lambda k: leaf_index.get(k, -1)).to_numpy()  # (R,), -1 = none
+    brand_index = {b: i for i, b in enumerate(tax.brands)}
+    brand = requests["gt_brand"].map(lambda b: brand_index.get(b, -1)).to_numpy()  # (R,)
+    user = requests["user_id"].to_numpy()
+    empty = (requests["gt_intent"] == "empty").to_numpy()
+
+    shape = (n_req, n_slots)
+    col = rng.integers(0, users.leaves.shape[1], shape)
+    # Which source fills each slot: 0 leaf, 1 mid, 2 brand, 3 popular (fixed shares per request).
+    cuts = np.cumsum([config.legacy_leaf_share, config.legacy_mid_share, config.legacy_brand_share])
+    source = np.searchsorted(cuts * n_slots, np.arange(n_slots) + 0.5)[None, :].repeat(n_req, 0)
+    slot_leaf = np.where(leaf[:, None] >= 0, leaf[:, None], users.leaves[user[:, None], col])
+    slot_leaf = np.where(
+        empty[:, None] & (rng.random(shape) < 0.5), users.leaves[user[:, None], col], slot_leaf
+    )
+    slot_brand = np.where(brand[:, None] >= 0, brand[:, None], users.brands[user[:, None], col])
+    source = np.where((leaf[:, None] < 0) & (source < 2), 2, source)  # brand-only: no leaf to use
+
+    pop = cat.popularity
+    out = np.empty(shape, dtype=np.int64)
+    # global popularity
+    out[...] = np.minimum(np.searchsorted(np.cumsum(pop), rng.random(shape) * pop.sum()), n_items - 1)
+    item_mid = tax.leaf_mid[cat.leaf]
+    for src, group, keys, n_groups in (
+        (0, slot_leaf, cat.leaf, len(tax.leaf_keys)),
+        (1, tax.leaf_mid[slot_leaf], item_mid, int(tax.leaf_mid.max()) + 1),
+        (2, slot_brand, cat.brand, len(tax.brands)),
+    ):
+        order, start, end = _groups(keys, n_groups)
+        mask = (source == src) & (end[group] > start[group])  # empty groups keep the popular draw
+        cum = np.cumsum(pop[order])
+        out[mask] = sample_in_groups(rng, group[mask], start, end, order, cum)
+    return out
+
+
+def simulate_impressions(
+    config, tax: Taxonomy, cat: Catalogue, users: Users, requests: pd.DataFrame, codes: GroundTruthCodes, rng
+) -> pd.DataFrame:
+    """Ranks candidates with the legacy ranker, shows 10-20 of them, and draws clicks and purchases.
+
+    Returns:
+        The impressions table with ``gt_click_prob`` and ``gt_relevance``, sorted by request then
+        position.
+    """
+    n_req, n_items = len(requests), len(cat.leaf)
+    cand = retrieve_candidates(config, tax, cat, users, requests, rng)  # (R, C)
+    # A candidate drawn twice is shown once: redraw duplicates uniformly (small catalogues
+    # collide often), and drop what still collides.
+    for _ in range(3):
+        dup = _duplicates(cand)
+        if not dup.any():
+            break
+        cand[dup] = rng.integers(0, n_items, int(dup.sum()))
+    req_rows = np.arange(n_req)[:, None]
+    rel = graded_relevance(codes, req_rows, cand)  # (R, C) int8
+    # Legacy ranking: noisy relevance + popularity (it does not know the user's taste).
+    score = config.legacy_relevance_weight * (
+        rel + config.legacy_noise * rng.standard_normal(cand.shape)
+    ) + config.legacy_popularity_weight * np.log(cat.popularity[cand] * n_items)
+    score[_duplicates(cand)] = -np.inf
+
+    n_show = config.max_impressions
+    ranked = np.argsort(-score, axis=1, kind="stable")[:, :n_show]  # (R, n_show)
+    shown_score = np.take_along_axis(score, ranked, 1)
+    length = rng.integers(config.min_impressions, config.max_impressions + 1, n_req)
+    keep = (np.arange(n_show)[None, :] < length[:, None]) & np.isfinite(shown_score)
+    r_idx, pos = np.nonzero(keep)  # row-major: by request, then position
+    item = np.take_along_axis(cand, ranked, 1)[r_idx, pos]
+    rel_shown = np.take_along_axis(rel, ranked, 1)[r_idx, pos]
+
+    # Click model: examination falls with position; attraction from relevance, personal affinity
+    # (preferred leaf, brand, style), price fit (item price vs the user's tier) and quality.
+    user = requests["user_id"].to_numpy()[r_idx]
+    leaf = cat.leaf[item]
+    affinity = (
+        (users.leaves[user] == leaf[:, None]).any(1).astype(float)
+        + (users.brands[user] == cat.brand[item][:, None]).any(1)
+        + (
+            pick(users.style_u[user], tax.attr_offset["styles"][leaf], tax.attr_count["styles"][leaf])
+            == cat.style[item]
+        )
+    )
+    price_fit = -0.5 * (cat.price_z[item] - (users.price_tier[user] - 1.0)) ** 2
+    quality = cat.quality_z[item]
+    examine = (pos + 1.0) ** (-config.position_bias_exponent)
+    attract = _sigmoid(
+        config.click_bias
+        + config.click_relevance_weight * rel_shown
+        + config.click_affinity_weight * affinity
+        + config.click_price_weight * price_fit
+        + config.click_quality_weight * quality
+    )
+    click_prob = examine * attract
+    clicked = rng.random(len(item)) < click_prob
+    buy_prob = _sigmoid(
+        config.purchase_bias
+        + config.purchase_relevance_weight * rel_shown
+        + config.purchase_affinity_weight * affinity
+        + config.purchase_price_weight * price_fit
+        + config.purchase_quality_weight * quality
+    )
+    purchased = clicked & (rng.random(len(item)) < buy_prob)
+    return pd.DataFrame(
+        {
+            "request_id": requests["request_id"].to_numpy()[r_idx],
+            "item_id": cat.items["item_id"].to_numpy()[item],
+            "position": pos.astype(np.int64),
+            "clicked": clicked,
+            "purchased": purchased,
+            "gt_click_prob": click_prob,
+            "gt_relevance": rel_shown.astype(np.int8),
+        }
+    )
+
+
+def add_histories_and_splits(
+    config, requests: pd.DataFrame, impressions: pd.DataFrame, users: Users
+) -> pd.DataFrame:
+    """Adds ``history`` (the user's earlier purchases and clicks) and the temporal ``split``.
+
+    ``requests`` must be sorted by timestamp with distinct timestamps and ids ``0..R-1``; a
+    request's history holds the user's purchases before the log, then the items clicked in the
+    user's earlier requests (by time, then position), the last ``config.max_history`` of them.
+    """
+    n_req = len(requests)
+    clicks = impressions[impressions["clicked"].to_numpy()]
+    clicked_req = clicks["request_id"].to_numpy()
+    clicked_item = clicks["item_id"].to_numpy()
+    bounds = np.searchsorted(clicked_req, np.arange(n_req + 1))
+    running = [list(h) for h in users.prelog_history]
+    history = []
+    for r, u in enumerate(requests["user_id"].to_numpy().tolist()):
+        h = running[u]
+        history.append(h[-config.max_history :] if config.max_history > 0 else [])
+        if bounds[r + 1] > bounds[r]:
+            h.extend(clicked_item[bounds[r] : bounds[r + 1]].tolist())
+            del h[: max(len(h) - config.max_history, 0)]  # keep memory bounded
+    n_test = round(n_req * config.test_fraction)
+    n_valid = round(n_req * config.valid_fraction)
+    split = np.full(n_req, "train", dtype=object)
+    split[n_req - n_test - n_valid : n_req - n_test] = "valid"
+    split[n_req - n_test :] = "test"
+    requests = requests.copy()
+    requests.insert(4, "history", history)
+    requests.insert(5, "split", split)
+    return requests
