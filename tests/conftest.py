@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from eg_grpo.data.schema import SearchLog
 from eg_grpo.data.simulator import SimulatorConfig, simulate
+
+# Tests import recipes by path; appended (not prepended) so `eg_grpo` stays the package, never
+# the launcher recipes/eg_grpo.py, and `import _recipe_path` inside a recipe resolves.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "recipes"))
 
 
 @pytest.fixture(scope="session")
