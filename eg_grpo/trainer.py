@@ -27,7 +27,7 @@ from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
 from eg_grpo.config import EGGRPOConfig
-from eg_grpo.decoding import SIDTrie, SIDTrieLogitsProcessor
+from eg_grpo.decoding import SIDTrie, SIDTrieLogitsProcessor, isolated_generation_config, sid_generation_config
 from eg_grpo.expert import experts_for_step, splice_group, strip_after_eos
 from eg_grpo.sid.codebook import SIDCodebook
 from eg_grpo.sid.tokens import SIDVocab
@@ -142,18 +142,17 @@ class EGGRPOTrainer(GRPOTrainer):
         return completion_ids, logprobs
 
     def _generation_config(self, num_generations: int) -> GenerationConfig:
-        # Every parameter is set here: a model's own generation_config.json must not leak in (peers' failure 3).
+        # Every parameter is set explicitly: a model's own generation_config.json must not leak in.
         beam = self.args.rollout_mode == "beam" and self.model.training
-        return GenerationConfig(
-            max_new_tokens=self.codebook.num_levels + 1, min_new_tokens=0,
-            do_sample=not beam, num_beams=num_generations if beam else 1,
-            num_return_sequences=num_generations if beam else 1,
-            temperature=self.args.temperature if not beam else 1.0,
-            top_k=(self.args.top_k or 0) if not beam else 0, top_p=self.args.top_p if not beam else 1.0,
-            min_p=None, repetition_penalty=1.0, length_penalty=0.0, early_stopping=True, no_repeat_ngram_size=0,
-            pad_token_id=self._tokenizer.pad_token_id, eos_token_id=self._eos, bos_token_id=None,
-            use_cache=True, renormalize_logits=True,
+        config = sid_generation_config(
+            "beam" if beam else "sample", num=num_generations if beam else 1,
+            max_new_tokens=self.codebook.num_levels + 1, eos_token_id=self._eos,
+            pad_token_id=self._tokenizer.pad_token_id, temperature=self.args.temperature,
         )  # fmt: skip
+        config.return_dict_in_generate, config.output_scores, config.output_logits = False, False, False
+        if not beam:  # GRPO's own sampling knobs still apply on top of the trie mask
+            config.top_k, config.top_p = self.args.top_k or 0, self.args.top_p
+        return config
 
     @torch.no_grad()
     def _trie_generate(self, prompt_ids: list[list[int]], num_generations: int) -> list[list[int]]:
@@ -165,11 +164,11 @@ class EGGRPOTrainer(GRPOTrainer):
         attention_mask = pad([torch.ones_like(t) for t in tensors], padding_value=0, padding_side="left")
         device = self.accelerator.device
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)  # (R, P)
-        processor = SIDTrieLogitsProcessor(self.sid_trie, prompt_length=input_ids.shape[1])
+        processor = SIDTrieLogitsProcessor(self.sid_trie, input_ids.shape[1], self._tokenizer.pad_token_id)
         with unwrap_model_for_generation(
             self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
             gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
-        ) as unwrapped:  # fmt: skip
+        ) as unwrapped, isolated_generation_config(unwrapped):  # fmt: skip
             output = unwrapped.generate(
                 input_ids=input_ids, attention_mask=attention_mask,
                 generation_config=self._generation_config(num_generations),

@@ -33,7 +33,7 @@ def logged_sids(log: SearchLog, codebook: SIDCodebook) -> pd.DataFrame:
         ``exposed_sids`` (each a list of SID code lists).
     """
     imp = log.impressions.sort_values(["request_id", "position"])
-    codes = codebook.codes_of(imp["item_id"].to_numpy())  # (n_impressions, L)
+    codes = codebook.sids_of(imp["item_id"].to_numpy())  # (n_impressions, L)
     keys = [tuple(int(c) for c in row) for row in codes]
     imp = imp.assign(sid=keys)
     out = {}
