@@ -42,6 +42,13 @@ class EGGRPOConfig(GRPOConfig):
             group returns `num_generations` distinct SIDs (experts replace the lowest-ranked beams).
         constrained_decoding (`bool`, *optional*, defaults to `True`):
             Constrain rollouts to valid SIDs with the SID trie. Required for `rollout_mode="beam"`.
+        sid_eval_steps (`int`, *optional*, defaults to `0`):
+            Every this many steps (and after the last), log `valid/hr@K` and `valid/ndcg@K` from a
+            constrained beam search over a fixed valid subsample. `0` turns it off.
+        sid_eval_examples (`int`, *optional*, defaults to `200`):
+            Size of that subsample.
+        sid_eval_beams (`int`, *optional*, defaults to `10`):
+            Beam width of that search (the largest K logged).
     """
 
     sid_dir: str | None = field(
@@ -69,6 +76,9 @@ class EGGRPOConfig(GRPOConfig):
     constrained_decoding: bool = field(
         default=True, metadata={"help": "Constrain rollouts to valid SIDs with the SID trie."}
     )
+    sid_eval_steps: int = field(default=0, metadata={"help": "Log valid HR@K every N steps; 0 = off."})
+    sid_eval_examples: int = field(default=200, metadata={"help": "Valid requests in that evaluation."})
+    sid_eval_beams: int = field(default=10, metadata={"help": "Beam width of that evaluation."})
     max_completion_length: int | None = field(
         default=8, metadata={"help": "Maximum completion length; a SID needs num_levels + 1 tokens."}
     )
@@ -95,6 +105,8 @@ class EGGRPOConfig(GRPOConfig):
             raise ValueError("rollout_mode='beam' needs constrained_decoding=True (beams must be distinct valid SIDs)")
         if self.rollout_mode == "beam" and self.use_vllm:
             raise ValueError("rollout_mode='beam' runs on the transformers path; set use_vllm=False or use sample")
+        if self.sid_eval_steps < 0 or self.sid_eval_examples <= 0 or self.sid_eval_beams <= 0:
+            raise ValueError("sid_eval_steps must be >= 0; sid_eval_examples and sid_eval_beams > 0")
         local_rows = self.per_device_train_batch_size * self.steps_per_generation
         if local_rows % self.num_generations:
             # Per-group splicing and per-group beam search need every group whole on one process.

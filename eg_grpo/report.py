@@ -17,7 +17,7 @@ CURVES = {
     "zero-spread group fraction": ["eg/zero_std_group_frac", "frac_reward_zero_std"],
     "distinct SIDs per group (policy samples)": ["eg/distinct_sids_per_group"],
     "hit rate of policy samples": ["eg/hit_rate_sampled"],
-    "valid-split HR@10": ["eval_hr@10"],
+    "valid-split HR@10": ["valid/hr@10"],
 }
 TEST_METRICS = ["hr@10", "ndcg@10", "click_hitrate@10", "semantic_hitrate@10", "valid_sid_rate", "distinct_sids"]
 

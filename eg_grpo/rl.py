@@ -11,12 +11,16 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
-from trl import ModelConfig, get_peft_config
+from trl import ModelConfig
 
+from eg_grpo.callbacks import HeldOutSIDMetrics
 from eg_grpo.config import EGGRPOConfig
+from eg_grpo.data.prompts import DEFAULT_MAX_HISTORY
 from eg_grpo.data.rl_dataset import build_rl_dataset
 from eg_grpo.data.schema import SearchLog
+from eg_grpo.eval.evaluator import EvalSettings
 from eg_grpo.io import mark_stage_done, write_json
+from eg_grpo.sft import lora_config
 from eg_grpo.sid.codebook import SIDCodebook
 from eg_grpo.sid.tokens import SIDVocab
 from eg_grpo.trainer import EGGRPOTrainer
@@ -34,6 +38,7 @@ class EGGRPOScriptArguments:
         rewards: reward specs, each `{name: <built-in or pkg.module:Class>, weight: float, **kwargs}`.
         train_split: requests to train on.
         max_train_rows: subsample the RL rows (seeded); None keeps all.
+        max_history, use_titles: prompt settings; must match the SFT run's.
         chain: build any missing or stale earlier stage (data, SIDs, ranker, SFT) from `stage_configs`.
         stage_configs: the config file of each earlier stage, used when `chain` is on.
     """
@@ -45,6 +50,8 @@ class EGGRPOScriptArguments:
     )
     train_split: str = field(default="train", metadata={"help": "Split of requests to train on."})
     max_train_rows: int | None = field(default=None, metadata={"help": "Subsample the RL rows (seeded)."})
+    max_history: int = field(default=DEFAULT_MAX_HISTORY, metadata={"help": "History items in the prompt (as in SFT)."})
+    use_titles: bool = field(default=False, metadata={"help": "Titles in the prompt (as in SFT)."})
     chain: bool = field(default=True, metadata={"help": "Build missing or stale earlier stages first."})
     stage_configs: dict | None = field(
         default=None, metadata={"help": "Config file per earlier stage: {data: ..., sids: ..., ranker: ..., sft: ...}."}
@@ -80,18 +87,28 @@ def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfi
     vocab = SIDVocab(tokenizer, codebook.codebook_sizes)
     dataset = build_rl_dataset(
         log, codebook, vocab, tokenizer, split=script_args.train_split,
-        expert_source=training_args.expert_source, max_rows=script_args.max_train_rows, seed=training_args.seed,
+        expert_source=training_args.expert_source, max_history=script_args.max_history,
+        use_titles=script_args.use_titles, max_rows=script_args.max_train_rows, seed=training_args.seed,
     )  # fmt: skip
     context = RewardContext(codebook=codebook, vocab=vocab, log=log, data_dir=script_args.data_dir,
                             ranker_dir=script_args.ranker_dir)  # fmt: skip
     reward_funcs, weights = build_reward_funcs(script_args.rewards or DEFAULT_REWARDS, context)
     training_args.reward_weights = weights
     training_args.model_init_kwargs = {**(training_args.model_init_kwargs or {}), "dtype": model_args.dtype or "auto"}
-    return EGGRPOTrainer(
+    trainer = EGGRPOTrainer(
         model=model_args.model_name_or_path, reward_funcs=reward_funcs, args=training_args,
-        train_dataset=dataset, processing_class=tokenizer, peft_config=get_peft_config(model_args),
+        train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(model_args),
         codebook=codebook,
     )  # fmt: skip
+    if training_args.sid_eval_steps:
+        ks = [k for k in (1, 5, 10) if k <= training_args.sid_eval_beams]
+        settings = EvalSettings(split="valid", num_beams=training_args.sid_eval_beams, ks=ks,
+                                beam_sizes=[training_args.sid_eval_beams], rerun_beam_sizes=False,
+                                recall_num_items=[10], max_examples=training_args.sid_eval_examples,
+                                max_history=script_args.max_history, use_titles=script_args.use_titles,
+                                seed=training_args.seed)  # fmt: skip
+        trainer.add_callback(HeldOutSIDMetrics(trainer, log, training_args.sid_eval_steps, settings))
+    return trainer
 
 
 def train(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_args: ModelConfig) -> Path:

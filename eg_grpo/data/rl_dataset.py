@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 from datasets import Dataset
 
-from eg_grpo.data.prompts import build_prompt
+from eg_grpo.data.prompts import DEFAULT_MAX_HISTORY
 from eg_grpo.data.schema import SearchLog
+from eg_grpo.data.sft_dataset import request_prompts
 from eg_grpo.sid.codebook import SIDCodebook
 from eg_grpo.sid.tokens import SIDVocab
 
@@ -58,6 +59,8 @@ def build_rl_dataset(
     split: str = "train",
     expert_source: Sequence[str] = ("purchased", "clicked"),
     require_expert: bool = True,
+    max_history: int = DEFAULT_MAX_HISTORY,
+    use_titles: bool = False,
     max_rows: int | None = None,
     seed: int = 0,
 ) -> Dataset:
@@ -72,6 +75,8 @@ def build_rl_dataset(
         expert_source: logged SIDs that become `expert_completion_ids`, in priority order.
         require_expert: keep only requests with at least one expert SID (the sparse SID-match reward
             carries no signal for the others).
+        max_history, use_titles: prompt settings; must be those the SFT model was trained with (the
+            prompt is built by the same function as in SFT and evaluation).
         max_rows: optionally subsample (seeded) to this many rows.
 
     Returns:
@@ -85,18 +90,17 @@ def build_rl_dataset(
     requests = log.split(split)
     sids = logged_sids(log, codebook)
     requests = requests[requests["request_id"].isin(sids.index)]
-    item_sid = dict(zip(codebook.item_ids.tolist(), (tuple(int(c) for c in r) for r in codebook.codes)))
+    prompts = request_prompts(log, requests, codebook, tokenizer, max_history, use_titles)
     rows = []
-    for req in requests.itertuples(index=False):
+    categories = requests["gt_category"] if "gt_category" in requests else [""] * len(requests)
+    for req, prompt, category in zip(requests.itertuples(index=False), prompts, categories):
         logged = sids.loc[req.request_id]
         experts = _unique(tuple(s) for src in expert_source for s in logged[SOURCE_COLUMNS[src]])
         if require_expert and not experts:
             continue
-        history = [item_sid[i] for i in req.history if i in item_sid]
-        category = getattr(req, "gt_category", "") or ""
         rows.append(
             {
-                "prompt": build_prompt(req.query, history, tokenizer=tokenizer),
+                "prompt": prompt,
                 "request_id": int(req.request_id),
                 "user_id": int(req.user_id),
                 "query": req.query,

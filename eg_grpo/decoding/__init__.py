@@ -1,0 +1,21 @@
+"""SID-trie constrained decoding: the tensor trie, its logits processor, and SID generation helpers."""
+
+from eg_grpo.decoding.generate import (
+    SIDCandidate,
+    generate_sids,
+    isolated_generation_config,
+    sid_generation_config,
+)
+from eg_grpo.decoding.processor import SIDTrieLogitsProcessor
+from eg_grpo.decoding.trie import DEAD, SIDTrie, sid_token_ids_from_codes
+
+__all__ = [
+    "DEAD",
+    "SIDCandidate",
+    "SIDTrie",
+    "SIDTrieLogitsProcessor",
+    "generate_sids",
+    "isolated_generation_config",
+    "sid_generation_config",
+    "sid_token_ids_from_codes",
+]
