@@ -27,7 +27,12 @@ from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
 from eg_grpo.config import EGGRPOConfig
-from eg_grpo.decoding import SIDTrie, SIDTrieLogitsProcessor, isolated_generation_config, sid_generation_config
+from eg_grpo.decoding import (
+    SIDTrie,
+    SIDTrieLogitsProcessor,
+    isolated_generation_config,
+    sid_generation_config,
+)
 from eg_grpo.expert import experts_for_step, splice_group, strip_after_eos
 from eg_grpo.sid.codebook import SIDCodebook
 from eg_grpo.sid.tokens import SIDVocab

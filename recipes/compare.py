@@ -3,8 +3,11 @@
     python recipes/compare.py outputs/demo/vanilla_grpo outputs/demo/eg_grpo --output_dir outputs/demo/compare
 """
 
+
 import argparse
 from pathlib import Path
+
+import _recipe_path  # noqa: F401  (first: see recipes/_recipe_path.py)
 
 from eg_grpo.report import plot_curves, test_table, training_table
 
