@@ -114,7 +114,10 @@ def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfi
 def train(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_args: ModelConfig) -> Path:
     """Trains, saves the model and tokenizer, the log history and a stage marker; returns output_dir."""
     trainer = build_trainer(script_args, training_args, model_args)
-    trainer.train(resume_from_checkpoint=_resolve_checkpoint(training_args))
+    checkpoint = _resolve_checkpoint(training_args)
+    if checkpoint is not None:
+        trainer.accelerator.print(f"[eg_grpo] resuming from {checkpoint}")
+    trainer.train(resume_from_checkpoint=checkpoint)
     out = Path(training_args.output_dir)
     trainer.save_model(str(out))
     if trainer.accelerator.is_main_process:

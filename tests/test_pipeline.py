@@ -1,0 +1,116 @@
+"""The stage chain end to end on the tiny size: two kills, resume, skip when current, rebuild when stale."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from eg_grpo.pipeline import CHAIN_MARKER, REPO_ROOT, ChainConfig
+
+TINY = REPO_ROOT / "recipes/configs/tiny"
+# Overrides that keep every stage to seconds; the configs are otherwise the shipped tiny ones.
+OVERRIDES = {
+    "sids": {"method": "rqkmeans"},
+    "sft": {"num_train_epochs": 1},
+    "vanilla_grpo": {"max_steps": 2, "sid_eval_steps": 0, "save_strategy": "no"},
+    "eg_grpo": {"max_steps": 8, "save_steps": 2, "sid_eval_steps": 4, "save_total_limit": None},
+    "evaluate": {"num_beams": 10, "ks": [1, 5, 10], "beam_sizes": [5, 10], "recall_num_items": [10, 50],
+                 "max_examples": 40},  # fmt: skip
+}
+STAGES = ["data", "sids", "ranker", "sft", "vanilla_grpo", "eg_grpo", "eval_sft", "eval_vanilla_grpo",
+          "eval_eg_grpo"]  # fmt: skip
+
+
+def write_chain(folder: Path) -> Path:
+    stages = {}
+    for stage, source in ChainConfig.load(TINY / "chain.yaml").stages.items():
+        config = yaml.safe_load((REPO_ROOT / source).read_text())
+        config.update(OVERRIDES.get(stage, {}))
+        if stage in ("vanilla_grpo", "eg_grpo"):
+            config.pop("stage_configs", None)
+        stages[stage] = str(folder / f"{stage}.yaml")
+        Path(stages[stage]).write_text(yaml.safe_dump(config))
+    chain = folder / "chain.yaml"
+    chain.write_text(yaml.safe_dump({"output_root": str(folder / "out"), "stages": stages}))
+    return chain
+
+
+def start_chain(chain: Path, log: Path) -> subprocess.Popen:
+    code = f"from eg_grpo.pipeline import run_chain; run_chain({str(chain)!r})"
+    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+
+
+def kill_when(process: subprocess.Popen, condition, timeout: float = 600) -> None:
+    """SIGKILLs the chain and every stage it started once ``condition()`` holds (a crashed machine)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, "the chain ended before the point where it was to be killed"
+        assert time.monotonic() < deadline, "timed out waiting for the kill point"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def run_to_end(chain: Path, log: Path) -> str:
+    process = start_chain(chain, log)
+    assert process.wait(timeout=900) == 0, log.read_text()[-3000:]
+    return log.read_text()
+
+
+def skipped(output: str) -> set[str]:
+    return {s for s in STAGES if f"[chain] {s}: up to date" in output}
+
+
+@pytest.fixture(scope="module")
+def interrupted_chain(tmp_path_factory):
+    """Runs the chain killed twice (between stages, then mid-RL after a checkpoint), then to its end."""
+    folder = tmp_path_factory.mktemp("chain")
+    chain = write_chain(folder)
+    out = folder / "out"
+    first = start_chain(chain, folder / "run1.log")
+    kill_when(first, lambda: (out / "sft" / CHAIN_MARKER).exists())
+    second = start_chain(chain, folder / "run2.log")
+    kill_when(second, lambda: (out / "eg_grpo" / "checkpoint-2" / "trainer_state.json").exists())
+    markers = {s: (out / s / CHAIN_MARKER).stat().st_mtime_ns for s in ("data", "sids", "ranker", "sft")}
+    third = run_to_end(chain, folder / "run3.log")
+    return folder, chain, out, markers, third
+
+
+def test_killed_chain_redoes_no_finished_stage_and_resumes_rl(interrupted_chain):
+    folder, _, out, markers, third = interrupted_chain
+    assert {"data", "sids", "ranker", "sft", "vanilla_grpo"} <= skipped(third)
+    for stage, mtime in markers.items():
+        assert (out / stage / CHAIN_MARKER).stat().st_mtime_ns == mtime, f"{stage} was redone"
+    assert "[eg_grpo] resuming from" in third and "checkpoint-2" in third
+    history = json.loads((out / "eg_grpo" / "log_history.json").read_text())
+    assert max(h["step"] for h in history) == 8
+    assert any("valid/hr@10" in h for h in history)
+    for run in ("sft", "vanilla_grpo", "eg_grpo"):
+        results = json.loads((out / "eval" / run / "eval_results.json").read_text())
+        assert results["valid_sid_rate"] == 1.0 and results["num_examples"] == 40
+    report = (out / "report" / "report.md").read_text()
+    assert "vanilla_grpo" in report and "eg_grpo" in report and (out / "report" / "training_curves.png").exists()
+    assert not list(out.glob(".*partial*")), "a half-written artifact was left behind"
+
+
+def test_rerun_skips_everything_and_a_changed_config_rebuilds_what_follows(interrupted_chain):
+    folder, chain, out, _, _ = interrupted_chain
+    assert skipped(run_to_end(chain, folder / "run4.log")) == set(STAGES)
+
+    config_path = folder / "eg_grpo.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["learning_rate"] = config["learning_rate"] / 2
+    config_path.write_text(yaml.safe_dump(config))
+    output = run_to_end(chain, folder / "run5.log")
+    assert skipped(output) == set(STAGES) - {"eg_grpo", "eval_eg_grpo"}
+    assert "[chain] eg_grpo: config or inputs changed" in output
