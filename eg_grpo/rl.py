@@ -45,8 +45,11 @@ class EGGRPOScriptArguments:
 
     data_dir: str | None = field(default=None, metadata={"help": "Folder with items/requests/impressions.parquet."})
     ranker_dir: str | None = field(default=None, metadata={"help": "Folder written by recipes/train_ranker.py."})
-    rewards: list[dict] | None = field(
-        default=None, metadata={"help": "Reward specs: [{name: sid_match, weight: 1.0, ...}, ...]."}
+    # Typed `str` for the command line (a JSON string); from YAML it arrives as the list itself.
+    # reward_models.build_reward_funcs accepts both.
+    rewards: str | None = field(
+        default=None,
+        metadata={"help": "Reward specs: a YAML list [{name: sid_match, weight: 1.0, ...}] or the same as JSON."},
     )
     train_split: str = field(default="train", metadata={"help": "Split of requests to train on."})
     max_train_rows: int | None = field(default=None, metadata={"help": "Subsample the RL rows (seeded)."})
