@@ -1,0 +1,156 @@
+"""Retrieval metrics over ranked SID lists: pure functions, hand-checkable, no model involved.
+
+Conventions for every function:
+- ``ranked``: one list per example of the SIDs a beam search returned, best first. A SID is a tuple
+  of codes; ``None`` stands for a sequence that is not a valid SID (it never matches anything).
+- Ranks are 0-based; NDCG uses ``log2`` discounts: a hit at rank ``r`` scores ``1 / log2(r + 2)``.
+  With one target per example the ideal DCG is 1, so NDCG@K is the mean discounted gain.
+- Duplicates in a ranked list count once (at their first position), so a repeated SID never earns twice.
+- Every function returns the mean over examples; an empty input is an error, never a silent 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+SID = tuple[int, ...]
+
+
+def _check(ranked: Sequence, *aligned: Sequence) -> None:
+    if len(ranked) == 0:
+        raise ValueError("no examples to score: the ranked list is empty")
+    for other in aligned:
+        if len(other) != len(ranked):
+            raise ValueError(f"ranked has {len(ranked)} examples but an aligned input has {len(other)}")
+
+
+def _dedup(sids: Iterable) -> list:
+    seen, out = set(), []
+    for s in sids:
+        if s is None or s not in seen:
+            out.append(s)
+            if s is not None:
+                seen.add(s)
+    return out
+
+
+def first_hit_rank(ranked_sids: Sequence, targets: set | SID) -> int | None:
+    """0-based rank of the first SID of ``ranked_sids`` in ``targets`` (a SID or a set of SIDs), or None."""
+    targets = {targets} if isinstance(targets, tuple) else targets
+    for rank, sid in enumerate(_dedup(ranked_sids)):
+        if sid is not None and sid in targets:
+            return rank
+    return None
+
+
+def hit_rate_at_k(ranked: Sequence[Sequence], targets: Sequence[SID], k: int) -> float:
+    """Share of examples whose target SID is among the first ``k`` distinct returned SIDs."""
+    _check(ranked, targets)
+    hits = [(r := first_hit_rank(lst, t)) is not None and r < k for lst, t in zip(ranked, targets)]
+    return float(np.mean(hits))
+
+
+def ndcg_at_k(ranked: Sequence[Sequence], targets: Sequence[SID], k: int) -> float:
+    """Mean ``1 / log2(rank + 2)`` of the target's rank when it is below ``k``, else 0 (one target)."""
+    _check(ranked, targets)
+    gains = []
+    for lst, t in zip(ranked, targets):
+        r = first_hit_rank(lst, t)
+        gains.append(1.0 / math.log2(r + 2) if r is not None and r < k else 0.0)
+    return float(np.mean(gains))
+
+
+def click_hitrate_at_b(ranked: Sequence[Sequence], clicked_sids: Sequence[set], b: int) -> float:
+    """Share of examples where a clicked item lies in one of the first ``b`` returned clusters.
+
+    Args:
+        ranked: returned SIDs per example.
+        clicked_sids: per example, the set of SIDs of the items the user clicked.
+        b: beam size considered.
+    """
+    _check(ranked, clicked_sids)
+    hits = [(r := first_hit_rank(lst, set(c))) is not None and r < b for lst, c in zip(ranked, clicked_sids)]
+    return float(np.mean(hits))
+
+
+def semantic_hitrate_at_b(ranked: Sequence[Sequence], relevant_sids: Sequence[set], b: int) -> float:
+    """Mean share of the returned clusters (first ``b``, invalid ones included) that hold a relevant item.
+
+    Args:
+        ranked: returned SIDs per example.
+        relevant_sids: per example, the set of SIDs holding at least one item relevant to the query.
+        b: beam size considered. The denominator is the number of clusters actually returned
+            (at most ``b``); an example that returned nothing scores 0.
+    """
+    _check(ranked, relevant_sids)
+    shares = []
+    for lst, rel in zip(ranked, relevant_sids):
+        top = _dedup(lst)[:b]
+        shares.append(sum(s is not None and s in rel for s in top) / len(top) if top else 0.0)
+    return float(np.mean(shares))
+
+
+def recall_at_n_items(
+    ranked: Sequence[Sequence],
+    clicked_items: Sequence[set],
+    cluster_items: Callable[[SID], Sequence[int]],
+    n: int,
+) -> float:
+    """Recall of the clicked items when the returned clusters are expanded into items, cut at ``n`` items.
+
+    Clusters are expanded in beam order. The last cluster that crosses the cut contributes only
+    ``m`` of its ``s`` items; which ones is up to the ranker, so each of its clicked items counts
+    ``m / s`` (the expectation under an arbitrary order inside the cluster). A large cluster
+    therefore earns nothing for free: it uses up the item budget.
+
+    Args:
+        ranked: returned SIDs per example.
+        clicked_items: per example, the set of clicked item ids (an empty set scores 0).
+        cluster_items: SID → the item ids of that cluster (e.g. ``SIDCodebook.items_of``).
+        n: the item budget.
+    """
+    _check(ranked, clicked_items)
+    scores = []
+    for lst, clicked in zip(ranked, clicked_items):
+        clicked = set(clicked)
+        if not clicked:
+            scores.append(0.0)
+            continue
+        budget, found = n, 0.0
+        for sid in _dedup(lst):
+            if budget <= 0:
+                break
+            if sid is None:
+                continue
+            members = list(cluster_items(sid))
+            if not members:
+                continue
+            take = min(budget, len(members))
+            found += len(clicked.intersection(members)) * take / len(members)
+            budget -= take
+        scores.append(found / len(clicked))
+    return float(np.mean(scores))
+
+
+def items_returned_at_b(ranked: Sequence[Sequence], cluster_size: Callable[[SID], int], b: int) -> float:
+    """Mean number of items the first ``b`` returned clusters hold (what recall hands to ranking)."""
+    _check(ranked)
+    return float(np.mean([sum(cluster_size(s) for s in _dedup(lst)[:b] if s is not None) for lst in ranked]))
+
+
+def valid_sid_rate(ranked: Sequence[Sequence], is_valid: Callable[[SID], bool]) -> float:
+    """Share of all returned sequences that spell a SID of the codebook (``None`` = not a SID)."""
+    _check(ranked)
+    flat = [s for lst in ranked for s in lst]
+    if not flat:
+        return 0.0
+    return float(np.mean([s is not None and bool(is_valid(s)) for s in flat]))
+
+
+def distinct_sids(ranked: Sequence[Sequence], top: int = 1) -> int:
+    """Number of distinct valid SIDs among the first ``top`` of every example (1: the top-1 answers)."""
+    _check(ranked)
+    return len({s for lst in ranked for s in _dedup(lst)[:top] if s is not None})

@@ -1,0 +1,144 @@
+"""The generative recall channel, called the way a search service calls a recall channel.
+
+    >>> channel = RecallChannel("outputs/demo/sft", "outputs/demo/sids")
+    >>> channel.recall("red ball pen", history=[12, 873], beam=20, max_items=200)
+    [4411, 4415, 90, ...]
+
+A request is a query and the user's recent item ids; the answer is item ids, best first. The model
+writes ``beam`` distinct SIDs by trie-constrained beam search; each SID is a cluster, expanded into
+its items in beam order until ``max_items`` are collected. Inside a cluster the items come in the
+order of ``item_scores`` (e.g. popularity) when given, else in the codebook's order; the ranking
+stage downstream reorders them anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eg_grpo.data.prompts import DEFAULT_MAX_HISTORY, build_prompt
+from eg_grpo.data.sft_dataset import check_tokenizer_has_sids, load_codebook
+from eg_grpo.decoding import SIDTrie, generate_sids
+from eg_grpo.modeling import load_model_and_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+class RecallChannel:
+    """A trained SID generator behind a ``recall(query, history, beam, max_items)`` call.
+
+    Args:
+        model_dir: a model folder saved by ``recipes/sft.py`` or ``recipes/eg_grpo.py``.
+        sid_dir: the SID folder the model was trained with (``build_sids.py`` output or a codebook folder).
+        item_scores: optional item id → score; items inside a cluster are returned by descending score.
+        item_titles: optional item id → title, used in the prompt only if the model was trained with titles.
+        max_history: history items in the prompt (as in training).
+        use_titles: whether the prompt carries titles (as in training).
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        batch_size: prompts per beam-search call in :meth:`recall_batch`.
+
+    Raises:
+        ValueError: the model's tokenizer lacks the codebook's SID tokens.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        sid_dir: str | Path,
+        item_scores: Mapping[int, float] | None = None,
+        item_titles: Mapping[int, str] | None = None,
+        max_history: int = DEFAULT_MAX_HISTORY,
+        use_titles: bool = False,
+        device: str = "auto",
+        batch_size: int = 16,
+    ):
+        self.codebook = load_codebook(sid_dir)
+        self.model, self.tokenizer = load_model_and_tokenizer(str(model_dir))
+        self.vocab = check_tokenizer_has_sids(self.tokenizer, self.codebook)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model.to(device)
+        self.trie = SIDTrie.from_sid_token_ids(
+            self.codebook.sid_token_ids(self.vocab), self.model.get_output_embeddings().weight.shape[0]
+        ).to(device)
+        if use_titles and item_titles is None:
+            raise ValueError("use_titles=True needs item_titles (item id -> title)")
+        self.item_titles, self.use_titles = item_titles, use_titles
+        self.max_history, self.batch_size = max_history, batch_size
+        self._sid_of = {
+            int(i): tuple(int(c) for c in row) for i, row in zip(self.codebook.item_ids, self.codebook.codes)
+        }
+        self._members: dict[tuple[int, ...], np.ndarray] = {}
+        self._item_scores = item_scores
+
+    def _prompt(self, query: str, history: Sequence[int]) -> str:
+        # Items unknown to the codebook (new since the SIDs were built) carry no SID: they are left out.
+        known = [int(i) for i in history if int(i) in self._sid_of]
+        titles = [self.item_titles.get(i, "") for i in known] if self.use_titles else None
+        return build_prompt(
+            query or "",
+            [self._sid_of[i] for i in known],
+            titles,
+            tokenizer=self.tokenizer,
+            max_history=self.max_history,
+        )
+
+    def _items(self, sid: tuple[int, ...]) -> np.ndarray:
+        members = self._members.get(sid)
+        if members is None:
+            members = self.codebook.items_of(sid)
+            if self._item_scores is not None and len(members) > 1:
+                scores = np.array([self._item_scores.get(int(i), float("-inf")) for i in members])
+                members = members[np.argsort(-scores, kind="stable")]
+            self._members[sid] = members
+        return members
+
+    def expand(self, sids: Sequence[tuple[int, ...]], max_items: int) -> list[int]:
+        """Items of ``sids`` in order, cut at ``max_items`` (an item in two clusters appears once)."""
+        out, seen = [], set()
+        for sid in sids:
+            for item in self._items(sid).tolist():
+                if item not in seen:
+                    seen.add(item)
+                    out.append(item)
+                    if len(out) >= max_items:
+                        return out
+        return out
+
+    def recall_sids(self, queries: Sequence[str], histories: Sequence[Sequence[int]], beam: int):
+        """Per request, the ``beam`` best SIDs (code tuples), best first."""
+        prompts = [self._prompt(q, h) for q, h in zip(queries, histories)]
+        candidates = generate_sids(
+            self.model, self.tokenizer, prompts, self.trie, mode="beam", num=beam, batch_size=self.batch_size
+        )
+        return [
+            [sid for c in cands if (sid := self.vocab.decode(c.token_ids)) is not None]
+            for cands in candidates
+        ]
+
+    def recall_batch(
+        self, queries: Sequence[str], histories: Sequence[Sequence[int]], beam: int = 20, max_items: int = 200
+    ) -> list[list[int]]:
+        """:meth:`recall` for many requests at once (batched beam search)."""
+        if len(queries) != len(histories):
+            raise ValueError(f"{len(queries)} queries but {len(histories)} histories")
+        if beam < 1 or max_items < 1:
+            raise ValueError(f"beam and max_items must be >= 1, got beam={beam}, max_items={max_items}")
+        return [self.expand(sids, max_items) for sids in self.recall_sids(queries, histories, beam)]
+
+    def recall(
+        self, query: str, history: Sequence[int] = (), beam: int = 20, max_items: int = 200
+    ) -> list[int]:
+        """Item ids for one request, best cluster first, at most ``max_items``.
+
+        Args:
+            query: the query text (``""`` for recommendation).
+            history: the user's recent item ids, oldest first.
+            beam: number of SIDs (clusters) generated.
+            max_items: the item budget of this channel.
+        """
+        return self.recall_batch([query], [history], beam, max_items)[0]

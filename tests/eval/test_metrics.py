@@ -1,0 +1,91 @@
+"""Hand-computed values of every retrieval metric (eg_grpo.eval.metrics)."""
+
+import math
+
+import pytest
+
+from eg_grpo.eval import metrics as M
+
+A, B, C, D, E = (0, 0, 0), (0, 0, 1), (0, 1, 0), (1, 0, 0), (1, 1, 1)
+
+# Three examples, targets found at ranks 0, 2 and never.
+RANKED = [[A, B, C], [B, C, A], [C, D, E]]
+TARGETS = [A, A, B]
+
+
+def test_first_hit_rank_skips_duplicates_and_invalid():
+    assert M.first_hit_rank([B, B, None, A], A) == 2
+    # duplicates count once -> [B, None, A]: A at rank 2
+    assert M.first_hit_rank([None, A], {A, B}) == 1
+    assert M.first_hit_rank([C, D], A) is None
+
+
+@pytest.mark.parametrize(("k", "expected"), [(1, 1 / 3), (2, 1 / 3), (3, 2 / 3), (10, 2 / 3)])
+def test_hit_rate(k, expected):
+    assert M.hit_rate_at_k(RANKED, TARGETS, k) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("k", "expected"),
+    [(1, 1 / 3), (2, 1 / 3), (3, (1 + 1 / math.log2(4)) / 3), (5, (1 + 0.5) / 3)],
+)
+def test_ndcg_log2(k, expected):
+    assert M.ndcg_at_k(RANKED, TARGETS, k) == pytest.approx(expected)
+
+
+def test_duplicate_sid_does_not_earn_twice():
+    # The repeated B is dropped, so A moves from rank 2 to rank 1: 1/log2(3).
+    assert M.ndcg_at_k([[B, B, A]], [A], 3) == pytest.approx(1 / math.log2(3))
+    assert M.hit_rate_at_k([[B, B, A]], [A], 2) == 1.0
+
+
+def test_click_hitrate_any_clicked_cluster():
+    clicked = [{E}, {C, D}, set()]
+    # ex0: E not returned; ex1: C at rank 1; ex2: nothing clicked
+    assert M.click_hitrate_at_b(RANKED, clicked, 1) == 0.0
+    assert M.click_hitrate_at_b(RANKED, clicked, 2) == pytest.approx(1 / 3)
+
+
+def test_semantic_hitrate_share_of_returned_clusters():
+    relevant = [{A, C}, {A}, set()]
+    # b=2: ex0 [A,B] -> 1/2; ex1 [B,C] -> 0; ex2 -> 0  => 1/6
+    assert M.semantic_hitrate_at_b(RANKED, relevant, 2) == pytest.approx(1 / 6)
+    # b=3: ex0 2/3; ex1 1/3; ex2 0 => 1/3
+    assert M.semantic_hitrate_at_b(RANKED, relevant, 3) == pytest.approx(1 / 3)
+    # fewer returned than b: the denominator is what was returned; invalid sequences count as misses
+    assert M.semantic_hitrate_at_b([[A, None]], [{A}], 5) == pytest.approx(1 / 2)
+    assert M.semantic_hitrate_at_b([[]], [{A}], 5) == 0.0
+
+
+def test_recall_at_n_items_cuts_inside_a_cluster():
+    clusters = {A: [1, 2, 3, 4], B: [5], C: [6, 7]}
+    items = clusters.__getitem__
+    ranked = [[B, A, C]]
+    # budget 3: B gives 1 item (5), A gives 2 of its 4 -> clicked 3 counts 2/4
+    assert M.recall_at_n_items(ranked, [{3}], items, 3) == pytest.approx(0.5)
+    # budget 5: A fully included
+    assert M.recall_at_n_items(ranked, [{3}], items, 5) == pytest.approx(1.0)
+    # two clicked items, one in C (never reached with budget 5), one in B
+    assert M.recall_at_n_items(ranked, [{5, 7}], items, 5) == pytest.approx(0.5)
+    assert M.recall_at_n_items(ranked, [{5, 7}], items, 7) == pytest.approx(1.0)
+    # a big cluster ranked first eats the budget: the small cluster holding the click is cut off
+    assert M.recall_at_n_items([[A, B]], [{5}], items, 4) == 0.0
+    # no clicked item: 0, invalid sequences skipped
+    assert M.recall_at_n_items([[None, B]], [set()], items, 4) == 0.0
+    assert M.recall_at_n_items([[None, B]], [{5}], items, 1) == 1.0
+
+
+def test_items_returned_valid_rate_distinct():
+    sizes = {A: 4, B: 1, C: 2, D: 3, E: 5}
+    assert M.items_returned_at_b(RANKED, sizes.__getitem__, 2) == pytest.approx((5 + 3 + 5) / 3)
+    assert M.valid_sid_rate([[A, None], [E, D]], {A, D}.__contains__) == pytest.approx(2 / 4)
+    assert M.distinct_sids(RANKED) == 3
+    assert M.distinct_sids([[A, B], [A, C]]) == 1
+    assert M.distinct_sids([[A, B], [A, C]], top=2) == 3
+
+
+def test_empty_or_misaligned_input_is_an_error():
+    with pytest.raises(ValueError, match="empty"):
+        M.hit_rate_at_k([], [], 10)
+    with pytest.raises(ValueError, match="aligned"):
+        M.ndcg_at_k(RANKED, TARGETS[:2], 10)

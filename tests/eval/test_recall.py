@@ -1,0 +1,45 @@
+"""The recall API (eg_grpo.eval.recall.RecallChannel) on the tiny trained model."""
+
+import pytest
+
+from eg_grpo.eval.recall import RecallChannel
+
+
+@pytest.fixture(scope="module")
+def channel(tiny_sft_dir, tiny_sid_dir):
+    return RecallChannel(tiny_sft_dir, tiny_sid_dir, device="cpu")
+
+
+def test_recall_returns_items_of_the_beam_clusters_in_order(channel, tiny_log, tiny_codebook):
+    request = tiny_log.split("test").iloc[0]
+    sids = channel.recall_sids([request["query"]], [request["history"]], beam=5)[0]
+    assert len(sids) == 5 and len(set(sids)) == 5
+    items = channel.recall(request["query"], request["history"], beam=5, max_items=1000)
+    expected = [i for s in sids for i in tiny_codebook.items_of(s).tolist()]
+    assert items == expected  # clusters expanded in beam order, nothing cut
+    cut = channel.recall(request["query"], request["history"], beam=5, max_items=4)
+    assert cut == expected[:4]
+    catalogue = set(tiny_log.items["item_id"].tolist())
+    assert set(items) <= catalogue and len(set(items)) == len(items)
+
+
+def test_item_scores_order_items_inside_a_cluster(tiny_sft_dir, tiny_sid_dir, tiny_codebook):
+    big = max(map(tuple, tiny_codebook.valid_sids().tolist()), key=lambda s: len(tiny_codebook.items_of(s)))
+    members = tiny_codebook.items_of(big).tolist()
+    assert len(members) >= 2
+    scores = {item: float(rank) for rank, item in enumerate(members)}  # last member scores highest
+    channel = RecallChannel(tiny_sft_dir, tiny_sid_dir, item_scores=scores, device="cpu")
+    assert channel.expand([big], max_items=100) == members[::-1]
+
+
+def test_batch_unknown_history_and_bad_arguments(channel, tiny_log):
+    rows = tiny_log.split("valid").head(3)
+    batch = channel.recall_batch(rows["query"].tolist(), rows["history"].tolist(), beam=3, max_items=10)
+    single = [channel.recall(q, h, beam=3, max_items=10) for q, h in zip(rows["query"], rows["history"])]
+    assert batch == single
+    # an item the codebook has never seen (new in the catalogue) is left out of the prompt, not an error
+    assert channel._prompt("pen", [10**9]) == channel._prompt("pen", [])
+    with pytest.raises(ValueError, match="beam and max_items"):
+        channel.recall("pen", [], beam=0)
+    with pytest.raises(ValueError, match="histories"):
+        channel.recall_batch(["a", "b"], [[]], beam=2)
