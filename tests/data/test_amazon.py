@@ -9,7 +9,7 @@ import pytest
 from eg_grpo.data.amazon import AmazonConfig, load_amazon
 from eg_grpo.data.schema import SearchLog
 
-AMAZON_OFFICE = Path("/work/shared/data/amazon_office")
+AMAZON_OFFICE = Path(__file__).resolve().parents[3] / "shared" / "data" / "amazon_office"  # ../shared beside the repo
 
 # user A1: valid rows 4, 5 then test row 8; A2: valid 7, test 13; A3 only in test (target 12).
 VALID = [("A1", [1, 2, 3], 4), ("A1", [1, 2, 3, 4], 5), ("A2", [6], 7)]
