@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from trl import GRPOConfig
 
 EXPERT_SOURCES = ("purchased", "clicked", "exposed")
@@ -84,6 +85,10 @@ class EGGRPOConfig(GRPOConfig):
     )
 
     def __post_init__(self):
+        if self.bf16 is None and (self.use_cpu or not torch.cuda.is_available()):
+            # TRL turns bf16 on by default; on a CPU its autocast is slow and shifts the logits that the
+            # rollouts were sampled from, so the CPU default is fp32.
+            self.bf16 = False
         super().__post_init__()
         if self.sid_dir is None:
             raise ValueError("sid_dir is required: point it to the output folder of recipes/build_sids.py")
