@@ -358,26 +358,9 @@ def merge_lora_adapter(adapter_dir: str | Path, output_dir: str | Path) -> Path:
     if not (adapter_dir / "adapter_config.json").exists():
         raise FileNotFoundError(f"{adapter_dir} holds no adapter_config.json; is it a LoRA run's output folder?")
     model = AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir)).merge_and_unload()
-    untie_if_diverged(model)
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
     with atomic_dir(output_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return Path(output_dir)
 
-
-def untie_if_diverged(model: PreTrainedModel) -> None:
-    """Unties embeddings and head when they hold different values.
-
-    With `modules_to_save=["embed_tokens", "lm_head"]` PEFT trains separate copies of both, so a
-    model with tied embeddings (Qwen2.5-0.5B, the tiny Qwen2) comes out of a merge with two
-    different matrices while its config still says "tied"; saved as is, the head would be dropped
-    and re-tied to the embeddings on load, silently changing every logit.
-    """
-    head, embed = model.get_output_embeddings(), model.get_input_embeddings()
-    if head is None or head.weight is embed.weight or torch.equal(head.weight, embed.weight):
-        return
-    model.config.tie_word_embeddings = False
-    if hasattr(model.config, "get_text_config"):
-        model.config.get_text_config().tie_word_embeddings = False
-    head.weight = torch.nn.Parameter(head.weight.detach().clone())

@@ -44,4 +44,4 @@ def test_lora_run_trains_sid_rows_and_merges_to_the_same_model(tmp_path, tiny_da
         trained = trainer.model.eval()(input_ids=ids).logits
         saved, merged_logits = reloaded(input_ids=ids).logits, merged(ids).logits
     torch.testing.assert_close(saved, trained, rtol=1e-4, atol=1e-4)  # the adapter holds the trained policy
-    torch.testing.assert_close(merged_logits, saved, rtol=1e-4, atol=1e-4)  # untied head kept by the merge
+    torch.testing.assert_close(merged_logits, saved, rtol=1e-4, atol=1e-4)  # PEFT's merge unties the two trained copies
