@@ -52,7 +52,7 @@ def common_settings(args, out: str) -> dict:
         output_dir=out, num_generations=args.num_generations, per_device_train_batch_size=args.batch,
         gradient_accumulation_steps=1, max_steps=args.steps, learning_rate=1e-5, max_completion_length=8,
         logging_steps=10_000, save_strategy="no", report_to="none", use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=False, seed=0, disable_tqdm=True, beta=0.0,
+        gradient_checkpointing=False, seed=0, disable_tqdm=True, beta=0.0, bf16=torch.cuda.is_available(),
     )  # fmt: skip
 
 

@@ -27,6 +27,7 @@ class HeldOutSIDMetrics(TrainerCallback):
     def __init__(self, trainer, log, every: int, settings: EvalSettings):
         if every <= 0:
             raise ValueError("every must be positive")
+        log.split(settings.split)  # an empty split fails here, at start-up, not after `every` steps
         self.trainer, self.log, self.every, self.settings = trainer, log, every, settings
 
     def on_step_end(self, args, state, control, **kwargs):

@@ -46,6 +46,8 @@ class EGGRPOConfig(GRPOConfig):
         sid_eval_steps (`int`, *optional*, defaults to `0`):
             Every this many steps (and after the last), log `valid/hr@K` and `valid/ndcg@K` from a
             constrained beam search over a fixed valid subsample. `0` turns it off.
+        sid_eval_split (`str`, *optional*, defaults to `"valid"`):
+            The split of that evaluation.
         sid_eval_examples (`int`, *optional*, defaults to `200`):
             Size of that subsample.
         sid_eval_beams (`int`, *optional*, defaults to `10`):
@@ -78,6 +80,7 @@ class EGGRPOConfig(GRPOConfig):
         default=True, metadata={"help": "Constrain rollouts to valid SIDs with the SID trie."}
     )
     sid_eval_steps: int = field(default=0, metadata={"help": "Log valid HR@K every N steps; 0 = off."})
+    sid_eval_split: str = field(default="valid", metadata={"help": "Split of that evaluation."})
     sid_eval_examples: int = field(default=200, metadata={"help": "Valid requests in that evaluation."})
     sid_eval_beams: int = field(default=10, metadata={"help": "Beam width of that evaluation."})
     max_completion_length: int | None = field(

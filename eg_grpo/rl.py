@@ -105,7 +105,7 @@ def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfi
     )  # fmt: skip
     if training_args.sid_eval_steps:
         ks = [k for k in (1, 5, 10) if k <= training_args.sid_eval_beams]
-        settings = EvalSettings(split="valid", num_beams=training_args.sid_eval_beams, ks=ks,
+        settings = EvalSettings(split=training_args.sid_eval_split, num_beams=training_args.sid_eval_beams, ks=ks,
                                 beam_sizes=[training_args.sid_eval_beams], rerun_beam_sizes=False,
                                 recall_num_items=[10], max_examples=training_args.sid_eval_examples,
                                 max_history=script_args.max_history, use_titles=script_args.use_titles,
