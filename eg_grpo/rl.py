@@ -76,10 +76,22 @@ def _resolve_checkpoint(training_args: EGGRPOConfig) -> str | None:
     return value
 
 
+def configure_tracking(training_args: EGGRPOConfig) -> None:
+    """W&B without a key or network runs offline (a local run folder to `wandb sync` later), and runs of
+    one output root share a group so vanilla and expert-guided sit side by side."""
+    if "wandb" not in (training_args.report_to or []):
+        return
+    if not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ:
+        os.environ["WANDB_MODE"] = "offline"
+        print("[eg_grpo] no WANDB_API_KEY: W&B runs offline; `wandb sync wandb/offline-run-*` uploads it later")
+    os.environ.setdefault("WANDB_RUN_GROUP", Path(training_args.output_dir).resolve().parent.name)
+
+
 def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_args: ModelConfig):
     """Everything `train` needs, assembled but not run (tests and benchmarks use it directly)."""
     from reward_models import RewardContext, build_reward_funcs
 
+    configure_tracking(training_args)
     if script_args.data_dir is None:
         raise ValueError("data_dir is required (the folder written by recipes/make_data.py)")
     if model_args.model_name_or_path is None:
