@@ -15,7 +15,6 @@ Two hooks of the parent are wrapped, nothing is copied (see docs and
 
 from __future__ import annotations
 
-import copy
 import inspect
 from pathlib import Path
 
@@ -245,10 +244,3 @@ class EGGRPOTrainer(GRPOTrainer):
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
     return values[mask].mean().item() if mask.any() else float("nan")
 
-
-def copy_config(args: EGGRPOConfig, **changes) -> EGGRPOConfig:
-    """A copy of ``args`` with fields changed (used by benchmarks and the vanilla/expert pair)."""
-    new = copy.deepcopy(args)
-    for key, value in changes.items():
-        setattr(new, key, value)
-    return new
