@@ -9,8 +9,6 @@ Two hooks of the parent are wrapped, nothing is copied (see docs and
 - `_generate_single_turn(...)`: generates with the SID trie (sampling, or one beam search per group)
   and splices the experts into the groups before the parent decodes, masks, scores and computes
   old/ref log-probs. Everything downstream therefore sees the spliced group.
-
-`_calculate_rewards` is wrapped only to keep the gathered rewards for the diagnostics.
 """
 
 from __future__ import annotations
@@ -43,7 +41,6 @@ EXPERT_COLUMN = "expert_completion_ids"
 _EXPECTED_HOOKS = {
     "_generate_and_score_completions": ["self", "inputs"],
     "_generate_single_turn": ["self", "prompt_ids", "images", "multimodal_fields", "num_generations"],
-    "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
 }
 
 
@@ -209,11 +206,6 @@ class EGGRPOTrainer(GRPOTrainer):
         ]
         self._row_diagnostics["group_keys"] = [keys[s : s + G] for s in range(0, len(keys), G)]
 
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self._last_rewards_per_func = rewards_per_func  # (B_global, n_funcs), already gathered
-        return rewards_per_func
-
     def _log_diagnostics(self, expert_mask: torch.Tensor, G: int, mode: str) -> None:
         device = self.accelerator.device
         diag = self._row_diagnostics
@@ -234,11 +226,10 @@ class EGGRPOTrainer(GRPOTrainer):
         metrics["eg/distinct_sids_per_group"].append(gather(torch.tensor(distinct, device=device)).mean().item())
         if "duplicates" in diag:
             metrics["eg/expert_duplicates"].append(gather(torch.tensor(diag["duplicates"], device=device)).sum().item())
-        rewards = getattr(self, "_last_rewards_per_func", None)
-        if rewards is not None:
-            weighted = (rewards * self.reward_weights.to(rewards.device).unsqueeze(0)).nansum(dim=1)  # (B_global,)
-            spread = weighted.view(-1, G).max(dim=1).values - weighted.view(-1, G).min(dim=1).values  # (groups,)
-            metrics["eg/zero_std_group_frac"].append((spread.abs() < 1e-8).float().mean().item())
+        # TRL's own zero-std flag is per row, repeated over each group's G rows, so its mean over the
+        # gathered rows is already the fraction of groups; logged under eg/ beside the other diagnostics.
+        if metrics["frac_reward_zero_std"]:
+            metrics["eg/zero_std_group_frac"].append(metrics["frac_reward_zero_std"][-1])
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:

@@ -122,13 +122,17 @@ class CheckedReward:
             values = self.reward_fn(
                 prompts=prompts, completions=completions, completion_ids=completion_ids, **columns
             )
-        except RewardError:
-            raise
         except Exception as exc:
-            raise RewardError(
-                f"reward '{self.__name__}' raised {type(exc).__name__}: {exc} on batch ({describe_batch(columns, n)})"
-            ) from exc
+            raise self._failure(exc, columns, n) from exc
         return validate_rewards(self.__name__, values, n, describe_batch(columns, n))
+
+    def _failure(self, exc: Exception, columns: dict, n: int) -> RewardError:
+        """The error to raise when the wrapped reward raised ``exc`` (a RewardError passes through)."""
+        if isinstance(exc, RewardError):
+            return exc
+        return RewardError(
+            f"reward '{self.__name__}' raised {type(exc).__name__}: {exc} on batch ({describe_batch(columns, n)})"
+        )
 
     def __repr__(self) -> str:
         return f"checked({self.reward_fn!r})"
@@ -143,12 +147,8 @@ class CheckedAsyncReward(CheckedReward):
             values = await self.reward_fn(
                 prompts=prompts, completions=completions, completion_ids=completion_ids, **columns
             )
-        except RewardError:
-            raise
         except Exception as exc:
-            raise RewardError(
-                f"reward '{self.__name__}' raised {type(exc).__name__}: {exc} on batch ({describe_batch(columns, n)})"
-            ) from exc
+            raise self._failure(exc, columns, n) from exc
         return validate_rewards(self.__name__, values, n, describe_batch(columns, n))
 
 
