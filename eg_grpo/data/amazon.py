@@ -57,6 +57,10 @@ class AmazonConfig:
         train_on_valid_rows: with ``target_split="test"``, add the valid rows to the training split.
         valid_holdout_fraction: with ``target_split="test"``, the share of valid users whose valid
             rows are held back as split ``valid`` (for monitoring) instead of trained on.
+        valid_holdout_tail: with ``target_split="test"``, the share of valid rows held back as split
+            ``valid`` counted from the end of ``valid.csv``, whose rows are in target-time order: the
+            latest period, after everything trained on, like the test split after the valid rows. Tuning
+            on it sees the same period shift as the test report (``valid_holdout_fraction`` does not).
         max_history: history items kept per row (the publisher used 10).
         min_history: the shortest history a window may have (a window with no history has nothing to
             condition on).
@@ -69,6 +73,7 @@ class AmazonConfig:
     window_test_histories: bool = True
     train_on_valid_rows: bool = True
     valid_holdout_fraction: float = 0.0
+    valid_holdout_tail: float = 0.0
     max_history: int = 10
     min_history: int = 1
     use_train_csv: bool = True
@@ -80,6 +85,8 @@ class AmazonConfig:
             raise ValueError(f"target_split must be 'test' or 'valid', got {self.target_split!r}")
         if not 0.0 <= self.valid_holdout_fraction < 1.0:
             raise ValueError(f"valid_holdout_fraction must be in [0, 1), got {self.valid_holdout_fraction}")
+        if not 0.0 <= self.valid_holdout_tail < 1.0:
+            raise ValueError(f"valid_holdout_tail must be in [0, 1), got {self.valid_holdout_tail}")
         if self.max_history < 1 or self.min_history < 1 or self.min_history > self.max_history:
             raise ValueError(
                 f"need 1 <= min_history <= max_history, got min_history={self.min_history}, "
@@ -177,8 +184,9 @@ def build_requests(
                     out.append((r.user_key, h, int(t), "train", "window:test_history", r.source_row))
     if cfg.target_split == "test":
         held = _holdout_users(valid_users, cfg.valid_holdout_fraction, cfg.seed)
+        first_tail_row = int(round(len(valid) * (1.0 - cfg.valid_holdout_tail)))
         for r in valid.itertuples():
-            if r.user_key in held:
+            if r.user_key in held or r.source_row >= first_tail_row:
                 split = "valid"
             elif cfg.train_on_valid_rows:
                 split = "train"

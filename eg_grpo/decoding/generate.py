@@ -114,6 +114,28 @@ def _left_padded(tokenizer, prompts, device) -> tuple[torch.Tensor, torch.Tensor
     return input_ids.to(device), attention_mask.to(device)
 
 
+def _shared_prompt_cache(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, copies: int) -> dict:
+    """The KV cache of each prompt but its last token, computed once and repeated ``copies`` times.
+
+    ``generate`` repeats every prompt once per beam (or per returned sample) *before* its prefill, so
+    a width-50 beam search runs each prompt through the model 50 times; with short SIDs that prefill
+    is nearly all the work. Here the prompt runs once and its cache is repeated instead; ``generate``
+    then feeds only the last prompt token. Positions follow ``generate``'s own rule for left padding
+    (``cumsum(mask) - 1``, pads at 0), so the result equals the unshared run up to float rounding.
+
+    Returns:
+        ``{name: cache}`` to pass to ``generate``, under the name this transformers version uses.
+    """
+    prefix_mask = attention_mask[:, :-1]  # (B, P - 1)
+    position_ids = (prefix_mask.long().cumsum(-1) - 1).masked_fill(prefix_mask == 0, 0)
+    out = model(input_ids=input_ids[:, :-1], attention_mask=prefix_mask, position_ids=position_ids,
+                use_cache=True, logits_to_keep=1)  # fmt: skip
+    name = "cache" if "cache" in out else "past_key_values"  # renamed in transformers 5.x
+    cache = out[name]
+    cache.batch_repeat_interleave(copies)  # (B * copies, heads, P - 1, d) per layer
+    return {name: cache}
+
+
 def _sequence_logprobs(completions: torch.Tensor, logits: Sequence[torch.Tensor], eos: int) -> torch.Tensor:
     """Sum of the model's log-probabilities of ``completions`` ``(rows, T)`` up to and including eos."""
     T = min(len(logits), completions.shape[1])
@@ -143,6 +165,7 @@ def generate_sids(
     seed: int | None = None,
     show_progress: bool = False,
     num_beams: int | None = None,
+    share_prompt_cache: bool = True,
 ) -> list[list[SIDCandidate]]:
     """Generate SIDs for each prompt with the trie constraint.
 
@@ -165,6 +188,9 @@ def generate_sids(
         seed: if set, seeds torch's global RNG before sampling (for reproducible samples).
         show_progress: show a progress bar over batches.
         num_beams: beam width, default ``num`` (beam search only).
+        share_prompt_cache: run each prompt through the model once and share its KV cache among its
+            beams or samples (same result, many times faster for wide beams; see
+            :func:`_shared_prompt_cache`). Off for models whose cache cannot be repeated.
 
     Returns:
         Per prompt, a list of :class:`SIDCandidate` ``(token_ids, score)``; ``token_ids`` end with eos.
@@ -198,9 +224,13 @@ def generate_sids(
             input_ids, attention_mask = _left_padded(tokenizer, chunk, device)  # (B, P)
             processor = SIDTrieLogitsProcessor(trie, prompt_length=input_ids.shape[1],
                                                pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+            copies = config.num_beams if config.num_beams > 1 else config.num_return_sequences
+            cache = {}
+            if share_prompt_cache and copies > 1 and input_ids.shape[1] > 1:
+                cache = _shared_prompt_cache(model, input_ids, attention_mask, copies)
             with isolated_generation_config(model):
                 out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
-                                     logits_processor=LogitsProcessorList([processor]))  # fmt: skip
+                                     logits_processor=LogitsProcessorList([processor]), **cache)  # fmt: skip
             completions = out.sequences[:, input_ids.shape[1] :]  # (B * num, T)
             if getattr(out, "sequences_scores", None) is not None:
                 scores = out.sequences_scores.float()  # (B * num,), sum of log-probs (length_penalty=0)

@@ -99,6 +99,10 @@ def test_options_change_the_rows(dataset_dir):
     # every valid user held back: valid rows form the valid split, none is trained on
     log, prov = load_amazon(dataset_dir, AmazonConfig(valid_holdout_fraction=0.999))
     assert "train/valid_row" not in prov["rows"] and prov["rows"]["valid/valid_row"] == 3
+    # the latest third of the valid rows (csv order = target time) held back: only the last row (A2 → 7)
+    log, _ = load_amazon(dataset_dir, AmazonConfig(valid_holdout_tail=0.34))
+    assert _rows(log, "valid") == [("A2", (6,), 7, "valid_row")]
+    assert {("A1", (1, 2, 3), 4, "valid_row"), ("A1", (1, 2, 3, 4), 5, "valid_row")} <= set(_rows(log, "train"))
     log, _ = load_amazon(dataset_dir, AmazonConfig(target_purchased=True))
     assert log.impressions["purchased"].all()
 
