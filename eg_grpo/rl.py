@@ -37,7 +37,8 @@ class EGGRPOScriptArguments:
         ranker_dir: folder written by `recipes/train_ranker.py`; needed by the ranker-based rewards.
         rewards: reward specs, each `{name: <built-in or pkg.module:Class>, weight: float, **kwargs}`.
         train_split: requests to train on.
-        max_train_rows: subsample the RL rows (seeded); None keeps all.
+        max_train_rows: keep only this many RL rows; None keeps all.
+        keep_train_rows: which rows `max_train_rows` keeps: `random` (seeded) or `latest` (by timestamp).
         max_history, use_titles: prompt settings; must match the SFT run's.
         chain: build any missing or stale earlier stage (data, SIDs, ranker, SFT) from `stage_configs`.
         stage_configs: the config file of each earlier stage, used when `chain` is on.
@@ -52,7 +53,10 @@ class EGGRPOScriptArguments:
         metadata={"help": "Reward specs: a YAML list [{name: sid_match, weight: 1.0, ...}] or the same as JSON."},
     )
     train_split: str = field(default="train", metadata={"help": "Split of requests to train on."})
-    max_train_rows: int | None = field(default=None, metadata={"help": "Subsample the RL rows (seeded)."})
+    max_train_rows: int | None = field(default=None, metadata={"help": "Keep only this many RL rows."})
+    keep_train_rows: str = field(
+        default="random", metadata={"help": "Which max_train_rows rows: random (seeded) or latest (by timestamp)."}
+    )
     max_history: int = field(default=DEFAULT_MAX_HISTORY, metadata={"help": "History items in the prompt (as in SFT)."})
     use_titles: bool = field(default=False, metadata={"help": "Titles in the prompt (as in SFT)."})
     chain: bool = field(default=True, metadata={"help": "Build missing or stale earlier stages first."})
@@ -104,6 +108,7 @@ def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfi
         log, codebook, vocab, tokenizer, split=script_args.train_split,
         expert_source=training_args.expert_source, max_history=script_args.max_history,
         use_titles=script_args.use_titles, max_rows=script_args.max_train_rows, seed=training_args.seed,
+        keep_rows=script_args.keep_train_rows,
     )  # fmt: skip
     context = RewardContext(codebook=codebook, vocab=vocab, log=log, data_dir=script_args.data_dir,
                             ranker_dir=script_args.ranker_dir)  # fmt: skip

@@ -38,6 +38,8 @@ class SFTScriptArguments:
         train_split / eval_split: requests to train on / to compute the eval loss on (None: no eval).
         max_history / use_titles: prompt options (evaluation must use the same).
         max_train_rows / max_eval_rows: optional seeded subsamples.
+        recent_fraction / recent_repeats: oversample the latest training rows (see
+            :func:`eg_grpo.data.sft_dataset.build_sft_dataset`).
         tiny_preset, tiny_*: sizes of the tiny Qwen2 (``model_name_or_path: tiny``); None keeps the preset's.
         num_threads: torch CPU threads. On a shared CPU, 1 thread avoids the oversubscription that
             made 2 threads 15× slower per step in our measurements (tiny model, 6 jobs on 2 cores).
@@ -53,6 +55,10 @@ class SFTScriptArguments:
     max_history: int = field(default=10, metadata={"help": "History items in the prompt."})
     use_titles: bool = field(default=False, metadata={"help": "Titles after the history SIDs."})
     max_train_rows: int | None = field(default=None, metadata={"help": "Subsample the training rows."})
+    recent_fraction: float = field(
+        default=0.0, metadata={"help": "Share of training rows, latest first, that recent_repeats applies to."}
+    )
+    recent_repeats: int = field(default=1, metadata={"help": "Times each recent row appears (1: none)."})
     max_eval_rows: int | None = field(default=500, metadata={"help": "Subsample the eval rows."})
     tiny_preset: str = field(default="test", metadata={"help": "Preset of eg_grpo.modeling.TINY_PRESETS."})
     tiny_vocab_size: int | None = field(
@@ -108,8 +114,9 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
         max_history=script_args.max_history, use_titles=script_args.use_titles, seed=training_args.seed
     )
     train_dataset = build_sft_dataset(
-        log, codebook, tokenizer, script_args.train_split, max_rows=script_args.max_train_rows, **rows
-    )
+        log, codebook, tokenizer, script_args.train_split, max_rows=script_args.max_train_rows,
+        recent_fraction=script_args.recent_fraction, recent_repeats=script_args.recent_repeats, **rows,
+    )  # fmt: skip
     eval_dataset = None
     if script_args.eval_split:
         eval_dataset = build_sft_dataset(

@@ -63,6 +63,7 @@ def build_rl_dataset(
     use_titles: bool = False,
     max_rows: int | None = None,
     seed: int = 0,
+    keep_rows: str = "random",
 ) -> Dataset:
     """Builds the rows `EGGRPOTrainer` trains on.
 
@@ -77,7 +78,11 @@ def build_rl_dataset(
             carries no signal for the others).
         max_history, use_titles: prompt settings; must be those the SFT model was trained with (the
             prompt is built by the same function as in SFT and evaluation).
-        max_rows: optionally subsample (seeded) to this many rows.
+        max_rows: optionally keep only this many rows.
+        seed: seed of the random subsample.
+        keep_rows: which ``max_rows`` rows: ``"random"`` (a seeded sample) or ``"latest"`` (the
+            latest by ``timestamp``: when what users want drifts, the period right before the
+            evaluation is the best evidence of it).
 
     Returns:
         A `datasets.Dataset` with `prompt`, `request_id`, `user_id`, `query`, `purchased_sids`,
@@ -87,11 +92,13 @@ def build_rl_dataset(
     Raises:
         ValueError: when no row is left (an empty split, or no request with a logged positive).
     """
+    if keep_rows not in ("random", "latest"):
+        raise ValueError(f"keep_rows={keep_rows!r}: use 'random' or 'latest'")
     requests = log.split(split)
     sids = logged_sids(log, codebook)
     requests = requests[requests["request_id"].isin(sids.index)]
     prompts = request_prompts(log, requests, codebook, tokenizer, max_history, use_titles)
-    rows = []
+    rows, timestamps = [], []
     categories = requests["gt_category"] if "gt_category" in requests else [""] * len(requests)
     for req, prompt, category in zip(requests.itertuples(index=False), prompts, categories):
         logged = sids.loc[req.request_id]
@@ -111,11 +118,15 @@ def build_rl_dataset(
                 "query_category": category.split(" > ")[0] if category else "",
             }
         )
+        timestamps.append(req.timestamp)
     if not rows:
         raise ValueError(
             f"no RL rows in split '{split}': it has no request with a logged {'/'.join(expert_source)} item"
         )
     if max_rows is not None and len(rows) > max_rows:
-        keep = np.random.default_rng(seed).choice(len(rows), size=max_rows, replace=False)
+        if keep_rows == "latest":
+            keep = np.argsort(np.asarray(timestamps), kind="stable")[len(rows) - max_rows :]
+        else:
+            keep = np.random.default_rng(seed).choice(len(rows), size=max_rows, replace=False)
         rows = [rows[i] for i in sorted(keep)]
     return Dataset.from_list(rows)

@@ -83,6 +83,12 @@ def test_sft_rows(log, codebook, tokenizer):
     ds = build_sft_dataset(log, codebook, tokenizer, "train", use_titles=True, max_history=1)
     assert ds["prompt"][1] == "history: <a_0><b_0><c_1> blue pen;\nsid:"
     assert len(build_sft_dataset(log, codebook, tokenizer, "train", max_rows=1)) == 1
+    # the later of the two rows (by timestamp) appears 3 times, the earlier once
+    ds = build_sft_dataset(log, codebook, tokenizer, "train", recent_fraction=0.5, recent_repeats=3)
+    latest = int(log.requests.set_index("request_id").loc[[0, 1], "timestamp"].idxmax())
+    assert sorted(ds["request_id"]) == sorted([0, 1] + [latest] * 2)
+    with pytest.raises(ValueError, match="recent_repeats"):
+        build_sft_dataset(log, codebook, tokenizer, "train", recent_fraction=0.5, recent_repeats=0)
 
 
 def test_bad_inputs(log, codebook, tokenizer):

@@ -176,3 +176,17 @@ def test_rewards_on_the_real_rl_rows(context, tiny_log, rm_codebook, rm_tokenize
     assert out["sid_match"] == [1.0] * len(prompts)  # the first expert is a purchased or clicked SID
     assert all(v is None or 0.0 <= v <= 1.0 for v in out["category_consistency"])
     assert all(0.0 < v < 1.0 for v in out["ctr"])
+
+
+def test_rl_rows_keep_the_latest_when_asked(context, tiny_log, rm_codebook, rm_tokenizer):
+    from eg_grpo.data.rl_dataset import build_rl_dataset
+
+    every = build_rl_dataset(tiny_log, rm_codebook, context.vocab, rm_tokenizer, split="train")
+    latest = build_rl_dataset(
+        tiny_log, rm_codebook, context.vocab, rm_tokenizer, split="train", max_rows=10, keep_rows="latest"
+    )
+    time_of = tiny_log.requests.set_index("request_id")["timestamp"]
+    kept, rest = time_of.loc[latest["request_id"]], time_of.loc[sorted(set(every["request_id"]) - set(latest["request_id"]))]
+    assert len(kept) == 10 and kept.min() >= rest.max()
+    with pytest.raises(ValueError, match="keep_rows"):
+        build_rl_dataset(tiny_log, rm_codebook, context.vocab, rm_tokenizer, keep_rows="newest")
