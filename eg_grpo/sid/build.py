@@ -24,7 +24,12 @@ import numpy as np
 import torch
 
 from eg_grpo.sid.codebook import SIDCodebook
-from eg_grpo.sid.constraints import allocate_level1_codes, query_click_pairs, top_level_categories
+from eg_grpo.sid.constraints import (
+    QUERY_SOURCES,
+    allocate_level1_codes,
+    query_click_pairs,
+    top_level_categories,
+)
 from eg_grpo.sid.encoders import build_encoder, item_texts, load_item_vectors, torch_threads
 from eg_grpo.sid.rqkmeans import fit_residual_kmeans
 from eg_grpo.sid.rqvae import FrozenQuantizer, TrainSettings, train_rqvae
@@ -47,6 +52,10 @@ class SIDConfig:
     )
     query_contrastive: bool = field(
         default=True, metadata={"help": "cq_sid: query-item InfoNCE on train clicks"}
+    )
+    query_source: str = field(
+        default="query",
+        metadata={"help": "cq_sid: 'query' (search logs) or 'last_item' (recommendation: the last history item's title)"},
     )
     levels: int = field(default=3, metadata={"help": "SID length L"})
     codebook_size: int = field(default=256, metadata={"help": "codes per level K"})
@@ -94,6 +103,8 @@ class SIDConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown method '{self.method}'; use one of {METHODS}")
+        if self.query_source not in QUERY_SOURCES:
+            raise ValueError(f"unknown query_source '{self.query_source}'; use one of {QUERY_SOURCES}")
         if self.levels < 1 or self.codebook_size < 2:
             raise ValueError(
                 f"need levels >= 1 and codebook_size >= 2, got {self.levels} x {self.codebook_size}"
@@ -225,7 +236,7 @@ def _build(log, config, item_vectors, encoder, data_dir, show_progress):
             slices = allocate_level1_codes(tops, k)
     groups = tops if slices is not None else None
     query_on = cq and config.query_contrastive
-    train_pairs = query_click_pairs(log, "train") if query_on else None
+    train_pairs = query_click_pairs(log, "train", config.query_source) if query_on else None
     if query_on and (encoder is None or len(train_pairs) == 0):
         logger.warning(
             "query-item contrastive learning is switched off: %s",
@@ -298,7 +309,7 @@ def _build(log, config, item_vectors, encoder, data_dir, show_progress):
     )
 
     query_codes = pair_codes = None
-    valid_pairs = query_click_pairs(log, "valid") if "valid" in set(log.requests["split"]) else None
+    valid_pairs = query_click_pairs(log, "valid", config.query_source) if "valid" in set(log.requests["split"]) else None
     if encoder is not None and valid_pairs is not None and len(valid_pairs):
         qv = encoder.encode(valid_pairs["query"].tolist(), show_progress=show_progress)
         q_codes, qz = quantizer.codes(qv, None)  # a query has no category: all level-1 codes

@@ -97,16 +97,33 @@ def allocate_level1_codes(tops: np.ndarray, num_codes: int) -> dict[str, tuple[i
     return slices
 
 
-def query_click_pairs(log, split: str) -> pd.DataFrame:
+QUERY_SOURCES = ("query", "last_item")
+
+
+def query_click_pairs(log, split: str, query_source: str = "query") -> pd.DataFrame:
     """(query, item) pairs of one split: every click under a non-empty query, one row per click.
+
+    Args:
+        log: the dataset.
+        split: which requests.
+        query_source: ``"query"``: the request's query text. ``"last_item"``: the title of the last
+            item of the request's history, for recommendation data, which has no query: the item a
+            user just interacted with takes the query's part, so the contrastive term pulls items
+            that follow one another towards shared codes (a collaborative signal).
 
     Returns:
         A frame with columns ``query`` (str) and ``item_id`` (int); empty when there are none.
     """
-    requests = log.requests[log.requests["split"] == split][["request_id", "query"]]
+    if query_source not in QUERY_SOURCES:
+        raise ValueError(f"query_source={query_source!r}: use one of {QUERY_SOURCES}")
+    requests = log.requests[log.requests["split"] == split][["request_id", "query", "history"]]
+    if query_source == "last_item":
+        titles = log.items.set_index("item_id")["title"].astype(str).to_dict()
+        last = [titles.get(int(h[-1]), "") if len(h) else "" for h in requests["history"]]
+        requests = requests.assign(query=last)
     requests = requests[requests["query"].astype(str).str.strip() != ""]
     clicks = log.impressions[log.impressions["clicked"].astype(bool)][["request_id", "item_id"]]
-    pairs = clicks.merge(requests, on="request_id", how="inner")
+    pairs = clicks.merge(requests[["request_id", "query"]], on="request_id", how="inner")
     return pairs[["query", "item_id"]].reset_index(drop=True)
 
 

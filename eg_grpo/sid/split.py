@@ -71,6 +71,22 @@ class _SpareSIDs:
                 for d in range(depth, self.levels):
                     self.used[d].add(new[: d + 1])
                 return new
+        return self._take_from_a_relative(sid)
+
+    def _take_from_a_relative(self, sid: tuple[int, ...]) -> tuple[int, ...]:
+        # The cluster's own branch is full (every code at every level below level 1 is taken on its
+        # path). Any leaf prefix under the same level-1 code with a free last-level code will do; the
+        # one sharing the longest prefix with `sid` first (then in code order, for determinism).
+        def shared(prefix):
+            return next((d for d, (a, b) in enumerate(zip(prefix, sid)) if a != b), len(prefix))
+
+        leaves = sorted((p for p in self.used[self.levels - 2] if p[0] == sid[0]), key=lambda p: (-shared(p), p))
+        for prefix in leaves:
+            for code in range(self.k):
+                candidate = (*prefix, code)
+                if candidate not in self.used[self.levels - 1]:
+                    self.used[self.levels - 1].add(candidate)
+                    return candidate
         raise ValueError(
             f"no spare SID left under level-1 code {sid[0]} to split an oversized cluster; raise "
             "codebook_size or max_cluster_size"

@@ -59,3 +59,17 @@ def test_query_click_pairs_use_clicks_of_nonempty_queries_in_split(syn_log):
     ]
     assert len(pairs) == len(expected) > 0
     assert (pairs["query"] != "").all()
+
+
+def test_last_item_pairs_take_the_last_history_items_title_as_query(tiny_log):
+    pairs = query_click_pairs(tiny_log, "train", query_source="last_item")
+    req = tiny_log.requests.set_index("request_id")
+    title = tiny_log.items.set_index("item_id")["title"]
+    clicks = tiny_log.impressions[tiny_log.impressions.clicked]
+    in_train = clicks.request_id.map(req["split"]).eq("train")
+    clicks = clicks[in_train & clicks.request_id.map(req["history"].map(len)).gt(0)]
+    assert len(pairs) == len(clicks) > 0
+    assert pairs["query"].tolist() == [title[req.loc[r, "history"][-1]] for r in clicks.request_id]
+    assert pairs["item_id"].tolist() == clicks.item_id.tolist()
+    with pytest.raises(ValueError, match="query_source"):
+        query_click_pairs(tiny_log, "train", query_source="title")

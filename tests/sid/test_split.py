@@ -39,6 +39,15 @@ def test_split_uses_a_fresh_prefix_when_last_level_is_full():
     assert {tuple(r) for r in new[:6]} - {(0, 0, 0)} <= {(0, 1, 0), (0, 1, 1)}
 
 
+def test_split_takes_a_free_leaf_of_a_relative_when_its_own_branch_is_full():
+    # k=2: under level-1 code 0 both level-2 codes are used and (0, 0) has no free last code, so the
+    # oversized (0, 0, 0) must move to the free leaf (0, 1, 1) of its relative (0, 1).
+    codes = np.array([[0, 0, 0]] * 2 + [[0, 0, 1], [0, 1, 0]])
+    lat = np.arange(4, dtype=np.float32)[:, None].repeat(2, 1)
+    new, _ = split_oversized(codes, lat, k=2, max_cluster_size=1)
+    assert sorted(map(tuple, new.tolist())) == [(0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1)]
+
+
 def test_split_fails_clearly_without_spare_codes():
     codes = np.array([[0, 0]] * 5 + [[0, 1]])
     with pytest.raises(ValueError, match="no spare SID left under level-1 code 0"):
