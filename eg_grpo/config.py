@@ -42,7 +42,10 @@ class EGGRPOConfig(GRPOConfig):
             `"sample"`: each group member is sampled independently. `"beam"`: one constrained beam search per
             group returns `num_generations` distinct SIDs (experts replace the lowest-ranked beams).
         constrained_decoding (`bool`, *optional*, defaults to `True`):
-            Constrain rollouts to valid SIDs with the SID trie. Required for `rollout_mode="beam"`.
+            Constrain rollouts to valid SIDs with the SID trie. Required for `rollout_mode="beam"`. With
+            `use_vllm=True` the trie runs as a vLLM logits processor (`eg_grpo.vllm_rollouts`), which needs
+            `vllm_importance_sampling_correction=False` and no `off_policy_mask_threshold`: vLLM's log-probs
+            are then those of the constrained distribution, the trainer's are full-vocabulary.
         sid_eval_steps (`int`, *optional*, defaults to `0`):
             Every this many steps (and after the last), log `valid/hr@K` and `valid/ndcg@K` from a
             constrained beam search over a fixed valid subsample. `0` turns it off.
@@ -113,6 +116,8 @@ class EGGRPOConfig(GRPOConfig):
             raise ValueError("rollout_mode='beam' needs constrained_decoding=True (beams must be distinct valid SIDs)")
         if self.rollout_mode == "beam" and self.use_vllm:
             raise ValueError("rollout_mode='beam' runs on the transformers path; set use_vllm=False or use sample")
+        if self.use_vllm and self.constrained_decoding:
+            self._check_vllm_trie_sampling_corrections()
         if self.sid_eval_steps < 0 or self.sid_eval_examples <= 0 or self.sid_eval_beams <= 0:
             raise ValueError("sid_eval_steps must be >= 0; sid_eval_examples and sid_eval_beams > 0")
         local_rows = self.per_device_train_batch_size * self.steps_per_generation
@@ -122,4 +127,29 @@ class EGGRPOConfig(GRPOConfig):
                 f"per_device_train_batch_size × steps_per_generation = {local_rows} must be a multiple of "
                 f"num_generations = {self.num_generations}, so every rollout group sits whole on one process; "
                 "raise per_device_train_batch_size or steps_per_generation, or lower num_generations"
+            )
+
+    def _check_vllm_trie_sampling_corrections(self) -> None:
+        # vLLM samples from the trie-masked distribution and, in TRL's `processed_logprobs` mode, returns
+        # its log-probs: log p(y) - log Z_valid(prefix), with Z_valid <= 1 the mass of the allowed tokens.
+        # The trainer's log-probs are full-vocabulary (as on the transformers path, where both sides of
+        # every ratio are, and no correction is applied). The IS ratio exp(train - sampled) is therefore
+        # Z_valid < 1 on every token by construction, not a vLLM/trainer mismatch: it would scale each
+        # sequence's loss down by how much mass the policy puts outside the catalogue, and OPSM would read
+        # the same gap as off-policy drift. With both off, the vLLM path trains the same objective as the
+        # transformers path. We raise rather than switch TRL's default off silently: the user's config
+        # then states what runs (and a saved config does not claim a correction that never happened).
+        if self.vllm_importance_sampling_correction:
+            raise ValueError(
+                "use_vllm with constrained_decoding needs vllm_importance_sampling_correction=False: vLLM returns "
+                "log-probs of the trie-constrained distribution while the trainer's are full-vocabulary, so the "
+                "importance ratio would be < 1 on every token by construction (the mass outside valid SIDs), not "
+                "a vLLM mismatch. Set `vllm_importance_sampling_correction: false` (the transformers path applies "
+                "no correction either), or constrained_decoding=false to keep TRL's correction on free text"
+            )
+        if self.off_policy_mask_threshold is not None:
+            raise ValueError(
+                "use_vllm with constrained_decoding cannot use off_policy_mask_threshold: it compares vLLM's "
+                "trie-constrained log-probs with the trainer's full-vocabulary ones and would read the constraint "
+                "as off-policy drift; unset off_policy_mask_threshold"
             )

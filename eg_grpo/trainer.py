@@ -9,11 +9,15 @@ Two hooks of the parent are wrapped, nothing is copied (see docs and
 - `_generate_single_turn(...)`: generates with the SID trie (sampling, or one beam search per group)
   and splices the experts into the groups before the parent decodes, masks, scores and computes
   old/ref log-probs. Everything downstream therefore sees the spliced group.
+
+With `use_vllm`, the parent's vLLM path generates and the trie runs inside vLLM as a logits processor
+(`eg_grpo.vllm_rollouts`, `eg_grpo.decoding.vllm_processor`); the splicing is the same.
 """
 
 from __future__ import annotations
 
 import inspect
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -33,6 +37,12 @@ from eg_grpo.decoding import (
 from eg_grpo.expert import experts_for_step, splice_group, strip_after_eos
 from eg_grpo.sid.codebook import SIDCodebook
 from eg_grpo.sid.tokens import SIDVocab
+from eg_grpo.vllm_rollouts import (
+    check_colocate_calls,
+    check_server_processor,
+    colocate_llm_with_trie,
+    trie_generation_kwargs,
+)
 
 EXPERT_COLUMN = "expert_completion_ids"
 
@@ -82,9 +92,23 @@ class EGGRPOTrainer(GRPOTrainer):
             if dataset is not None and missing:
                 raise ValueError(f"the train dataset lacks column(s) {sorted(missing)}; build it with "
                                  "eg_grpo.data.rl_dataset.build_rl_dataset")  # fmt: skip
-        super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
-                         eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks,
-                         optimizers=optimizers, peft_config=peft_config)  # fmt: skip
+        # vLLM rollouts: the trie is a vLLM logits processor that each request opts into through
+        # generation_kwargs (which TRL forwards as-is); colocated engines get the processor while TRL
+        # builds them, a server must have been started with it (see eg_grpo.vllm_rollouts).
+        vllm_trie = args.use_vllm and args.constrained_decoding
+        if vllm_trie:
+            args.generation_kwargs = trie_generation_kwargs(
+                args.generation_kwargs, args.vllm_mode, args.sid_dir
+            )
+        colocate = vllm_trie and args.vllm_mode == "colocate"
+        with colocate_llm_with_trie() if colocate else nullcontext() as llm_calls:
+            super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
+                             eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks,
+                             optimizers=optimizers, peft_config=peft_config)  # fmt: skip
+        if colocate:
+            check_colocate_calls(llm_calls)
+        elif vllm_trie and self.accelerator.is_main_process:
+            check_server_processor(self.vllm_generation.vllm_client.get_server_info())
         self.codebook = codebook or SIDCodebook.load(Path(args.sid_dir) / "codebook")
         self.sid_vocab = SIDVocab(self._tokenizer, self.codebook.codebook_sizes)
         sid_token_ids = self.codebook.sid_token_ids(self.sid_vocab)  # S lists of L+1 ids, ending with eos
@@ -130,6 +154,7 @@ class EGGRPOTrainer(GRPOTrainer):
     # Hook 2: constrained generation, then splicing.
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):
         plan, self._plan = self._plan, None  # consumed once: a tool-loop re-entry must not splice again
+        # vLLM applies the trie itself (its logits processor); continuous batching takes no processor.
         use_trie = self.args.constrained_decoding and not (self.use_vllm or self.use_transformers_continuous_batching)
         if use_trie:
             completion_ids, logprobs = self._trie_generate(prompt_ids, num_generations), None
