@@ -7,6 +7,7 @@ inside it), on a fixed seeded subsample so successive points are comparable.
 from __future__ import annotations
 
 from transformers import TrainerCallback
+from trl.models import unwrap_model_for_generation
 
 from eg_grpo.eval.evaluator import EvalSettings, evaluate_model
 
@@ -34,13 +35,19 @@ class HeldOutSIDMetrics(TrainerCallback):
         if state.global_step % self.every and state.global_step != state.max_steps:
             return control
         trainer = self.trainer
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        was_training = model.training
-        model.eval()
-        try:
-            results = evaluate_model(model, trainer.processing_class, self.log, trainer.codebook, self.settings)
-        finally:
-            model.train(was_training)
+        # As for the rollouts, ZeRO-3 weights are gathered once first (`ds3_gather_for_generation`): a
+        # partitioned weight reads as shape (0,) (the evaluation sizes its trie from the head), and a search on
+        # partitioned weights would re-gather every layer at every decoding step.
+        with unwrap_model_for_generation(
+            trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=args.ds3_gather_for_generation,
+            gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
+        ) as model:  # fmt: skip
+            was_training = model.training
+            model.eval()
+            try:
+                results = evaluate_model(model, trainer.processing_class, self.log, trainer.codebook, self.settings)
+            finally:
+                model.train(was_training)
         metrics = trainer._metrics["train"]  # logged (and cleared) by the trainer's next log() call
         for k in self.settings.ks:
             metrics[f"{METRIC_PREFIX}hr@{k}"].append(results[f"hr@{k}"])

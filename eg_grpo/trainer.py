@@ -116,7 +116,10 @@ class EGGRPOTrainer(GRPOTrainer):
         if args.max_completion_length < self.codebook.num_levels + 1:
             raise ValueError(f"max_completion_length={args.max_completion_length} cannot hold a SID of "
                              f"{self.codebook.num_levels} tokens plus the end token")  # fmt: skip
-        vocab_size = self.model.get_output_embeddings().weight.shape[0]
+        # Under ZeRO-3 (zero3_init_flag) the weight is already partitioned here: its shape is (0,) and the
+        # real one is in `ds_shape`.
+        head = self.model.get_output_embeddings().weight
+        vocab_size = getattr(head, "ds_shape", head.shape)[0]
         self.sid_trie = SIDTrie.from_sid_token_ids(sid_token_ids, vocab_size=vocab_size).to(self.accelerator.device)
         self._eos = self.sid_vocab.eos_token_id
         self._plan: list[list[list[int]]] | None = None  # per row: the group's expert candidates

@@ -316,6 +316,13 @@ def _build(log, config, item_vectors, encoder, data_dir, show_progress):
         query_codes = apply_splits(q_codes, qz.numpy(), k, splits)
         pair_codes = book.sids_of(valid_pairs["item_id"].to_numpy())
     stats = sid_stats(codes, sizes, tops, query_codes, pair_codes)
+    if sizes[0] > 2 and stats["level_perplexity"][0] < 2.0:
+        # Seen with the code-alignment term and no category-guided level 1: one code takes nearly every item.
+        logger.warning(
+            "level 1 has collapsed (perplexity %.2f of %d codes): the first SID token carries almost no "
+            "information; lower code_alignment_weight or guide level 1 by category",
+            stats["level_perplexity"][0], sizes[0],
+        )  # fmt: skip
     stats.update(
         method=config.method,
         category_guided=slices is not None,
