@@ -239,6 +239,7 @@ def test_server_check_reads_the_servers_processors(caplog):
 
 def test_serve_recipe_runs_trls_command_with_the_processor():
     from trl.scripts.vllm_serve import ScriptArguments
+
     from recipes.vllm_serve import serve_command
 
     command = serve_command(ScriptArguments(model="outputs/sft", port=8001), ["--seed", "3"])
