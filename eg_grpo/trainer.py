@@ -32,6 +32,7 @@ from eg_grpo.decoding import (
     SIDTrie,
     SIDTrieLogitsProcessor,
     isolated_generation_config,
+    logits_width,
     sid_generation_config,
 )
 from eg_grpo.expert import experts_for_step, splice_group, strip_after_eos
@@ -116,10 +117,7 @@ class EGGRPOTrainer(GRPOTrainer):
         if args.max_completion_length < self.codebook.num_levels + 1:
             raise ValueError(f"max_completion_length={args.max_completion_length} cannot hold a SID of "
                              f"{self.codebook.num_levels} tokens plus the end token")  # fmt: skip
-        # Under ZeRO-3 (zero3_init_flag) the weight is already partitioned here: its shape is (0,) and the
-        # real one is in `ds_shape`.
-        head = self.model.get_output_embeddings().weight
-        vocab_size = getattr(head, "ds_shape", head.shape)[0]
+        vocab_size = logits_width(self.model)  # under ZeRO-3 the head is already partitioned here
         self.sid_trie = SIDTrie.from_sid_token_ids(sid_token_ids, vocab_size=vocab_size).to(self.accelerator.device)
         self._eos = self.sid_vocab.eos_token_id
         self._plan: list[list[list[int]]] | None = None  # per row: the group's expert candidates

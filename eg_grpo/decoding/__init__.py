@@ -4,6 +4,7 @@ from eg_grpo.decoding.generate import (
     SIDCandidate,
     generate_sids,
     isolated_generation_config,
+    logits_width,
     sid_generation_config,
 )
 from eg_grpo.decoding.processor import SIDTrieLogitsProcessor
@@ -16,6 +17,7 @@ __all__ = [
     "SIDTrieLogitsProcessor",
     "generate_sids",
     "isolated_generation_config",
+    "logits_width",
     "sid_generation_config",
     "sid_token_ids_from_codes",
 ]

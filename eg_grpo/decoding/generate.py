@@ -28,6 +28,15 @@ class SIDCandidate(NamedTuple):
     score: float
 
 
+def logits_width(model) -> int:
+    """Width of the model's logits (the trie's ``vocab_size``): the output head's row count.
+
+    Under DeepSpeed ZeRO-3 a partitioned weight reads as shape ``(0,)``; its real shape is ``ds_shape``.
+    """
+    head = model.get_output_embeddings().weight
+    return int(getattr(head, "ds_shape", head.shape)[0])
+
+
 def sid_generation_config(
     mode: str,
     num: int,

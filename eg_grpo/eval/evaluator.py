@@ -35,7 +35,7 @@ from eg_grpo.data.sft_dataset import (
     request_prompts,
     target_items,
 )
-from eg_grpo.decoding import SIDTrie, generate_sids
+from eg_grpo.decoding import SIDTrie, generate_sids, logits_width
 from eg_grpo.eval import metrics as M
 from eg_grpo.sid.codebook import SIDCodebook
 
@@ -178,7 +178,7 @@ def evaluate_model(
 
     prompts = request_prompts(log, requests, codebook, tokenizer, settings.max_history, settings.use_titles)
     order = np.argsort([len(p) for p in prompts], kind="stable")
-    vocab_size = model.get_output_embeddings().weight.shape[0]
+    vocab_size = logits_width(model)
     trie = SIDTrie.from_sid_token_ids(codebook.sid_token_ids(vocab), vocab_size=vocab_size)
 
     widths = sorted(set(settings.beam_sizes) | {settings.num_beams})

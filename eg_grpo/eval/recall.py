@@ -22,7 +22,7 @@ import torch
 
 from eg_grpo.data.prompts import DEFAULT_MAX_HISTORY, build_prompt
 from eg_grpo.data.sft_dataset import check_tokenizer_has_sids, load_codebook
-from eg_grpo.decoding import SIDTrie, generate_sids
+from eg_grpo.decoding import SIDTrie, generate_sids, logits_width
 from eg_grpo.modeling import load_model_and_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class RecallChannel:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(device)
         self.trie = SIDTrie.from_sid_token_ids(
-            self.codebook.sid_token_ids(self.vocab), self.model.get_output_embeddings().weight.shape[0]
+            self.codebook.sid_token_ids(self.vocab), logits_width(self.model)
         ).to(device)
         if use_titles and item_titles is None:
             raise ValueError("use_titles=True needs item_titles (item id -> title)")

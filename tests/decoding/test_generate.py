@@ -10,7 +10,13 @@ import torch
 from decoding_helpers import brute_force_scores, random_catalogue, random_prompts, vocab_size
 from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessorList
 
-from eg_grpo.decoding import SIDTrie, SIDTrieLogitsProcessor, generate_sids, isolated_generation_config
+from eg_grpo.decoding import (
+    SIDTrie,
+    SIDTrieLogitsProcessor,
+    generate_sids,
+    isolated_generation_config,
+    logits_width,
+)
 
 
 def trie_for(model, vocab, sids) -> SIDTrie:
@@ -247,3 +253,19 @@ def test_shared_prompt_cache_gives_the_unshared_result(tiny_lm, mode):
         torch.testing.assert_close(
             torch.tensor([c.score for c in shared]), torch.tensor([c.score for c in unshared]), atol=1e-5, rtol=0
         )
+
+
+def test_logits_width_reads_a_partitioned_heads_real_shape(tiny_lm):
+    model, _, _ = tiny_lm
+    assert logits_width(model) == model.get_output_embeddings().weight.shape[0] == vocab_size(model)
+
+    class PartitionedHead:  # what DeepSpeed ZeRO-3 leaves on a module: an empty tensor plus ds_shape
+        weight = torch.nn.Parameter(torch.empty(0))
+
+    PartitionedHead.weight.ds_shape = torch.Size([123, 32])
+
+    class Model:
+        def get_output_embeddings(self):
+            return PartitionedHead()
+
+    assert logits_width(Model()) == 123
