@@ -30,6 +30,7 @@ from eg_grpo.decoding import (
     SIDTrie,
     SIDTrieLogitsProcessor,
     isolated_generation_config,
+    logits_width,
     sid_generation_config,
 )
 from eg_grpo.decoding.trie import sid_token_ids_from_codes
@@ -147,7 +148,7 @@ def step_inputs(seqs: np.ndarray, prompt_rows: torch.Tensor, rows: int, t: int, 
 
 def bench_size(n: int, args, model, level_ids, eos, pad, prompts, mask, rng) -> dict:
     rows = args.batch * args.beams
-    V = model.get_output_embeddings().weight.shape[0]
+    V = logits_width(model)
     seqs = sid_token_ids_from_codes(random_codes(n, rng), level_ids, eos)  # (n, L + 1)
 
     tracemalloc.start()
@@ -249,7 +250,7 @@ def main(args) -> dict:
             "rows": args.batch * args.beams,
             "levels": LEVELS,
             "codes_per_level": CODES,
-            "vocab_size": model.get_output_embeddings().weight.shape[0],
+            "vocab_size": logits_width(model),
             "repeats": args.repeats,
             "torch_threads": torch.get_num_threads(),
             "device_name": torch.cuda.get_device_name()
