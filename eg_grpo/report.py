@@ -114,6 +114,35 @@ def test_table(eval_dirs: list[str | Path]) -> str:
     return "\n".join(lines)
 
 
+def paired_table(eval_dirs: list[str | Path], k: int = 10) -> str:
+    """Markdown: each evaluated model against the first, on the rows both scored (``per_request.csv``).
+
+    The difference's standard error is the paired one (see
+    :func:`eg_grpo.eval.metrics.paired_difference`); an empty string when fewer than two folders
+    have per-request ranks (evaluations written before they were recorded).
+    """
+    import pandas as pd
+
+    from eg_grpo.eval.metrics import paired_difference
+
+    ranked = [(Path(d), Path(d) / "per_request.csv") for d in eval_dirs]
+    ranked = [(d, pd.read_csv(p).set_index("request_id")["target_rank"]) for d, p in ranked if p.exists()]
+    if len(ranked) < 2:
+        return ""
+    (base_dir, base), lines = ranked[0], []
+    lines += [f"| vs {base_dir.name} | HR@{k} Δ ± SE | NDCG@{k} Δ ± SE | hits only here / only there | rows |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for d, ranks in ranked[1:]:
+        common = base.index.intersection(ranks.index)
+        if len(common) == 0:
+            continue
+        a, b = base.loc[common].to_numpy(), ranks.loc[common].to_numpy()
+        hr, ndcg = paired_difference(a, b, k, "hr"), paired_difference(a, b, k, "ndcg")
+        lines.append(f"| {d.name} | {hr['diff']:+.4f} ± {hr['se']:.4f} | {ndcg['diff']:+.4f} ± {ndcg['se']:.4f} "
+                     f"| {hr['b_only']} / {hr['a_only']} | {hr['n']} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def write_report(root: str | Path, sid_dir: str | Path, rl_dirs: list[str], eval_dirs: list[str]) -> Path:
     """Writes ``root/report/report.md`` with the SID statistics, test metrics, curves and beam sweeps."""
     out = Path(root) / "report"
@@ -124,6 +153,9 @@ def write_report(root: str | Path, sid_dir: str | Path, rl_dirs: list[str], eval
         stats = json.loads(stats_path.read_text())
         parts += ["## Semantic IDs", "", "```json", json.dumps(stats, indent=1)[:3000], "```", ""]
     parts += ["## Test metrics", "", test_table(eval_dirs), ""]
+    paired = paired_table(eval_dirs)
+    if paired:
+        parts += ["Paired with the first model (same test rows; Δ ± its standard error):", "", paired, ""]
     existing = [d for d in rl_dirs if Path(d).exists()]
     if existing:
         curves = plot_curves(existing, out / "training_curves.png")

@@ -7,7 +7,8 @@ Usage:
 
 Writes ``OUTPUT_DIR/eval_results.json`` (hr@K, ndcg@K, click_hitrate@B, semantic_hitrate@B,
 recall@N_items, valid_sid_rate, distinct_sids, num_examples, seconds; see
-:mod:`eg_grpo.eval.evaluator`) and ``OUTPUT_DIR/beam_sweep.png``.
+:mod:`eg_grpo.eval.evaluator`), ``OUTPUT_DIR/beam_sweep.png`` and ``OUTPUT_DIR/per_request.csv``
+(``request_id, target_rank``: what ``recipes/compare.py --eval_dirs`` pairs models on).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import _recipe_path  # noqa: F401  (first: see recipes/_recipe_path.py)
+import pandas as pd
 import torch
 from trl import TrlParser
 
@@ -74,6 +76,9 @@ def main(script_args: EvaluateArguments, settings: EvalSettings) -> dict:
         script_args.model_dir, script_args.sid_dir, script_args.data_dir,
     )  # fmt: skip
     out = Path(script_args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # per_request.csv first: eval_results.json is what marks the evaluation as done
+    pd.DataFrame(results.pop("per_request")).to_csv(out / "per_request.csv", index=False)
     write_json(out / "eval_results.json", results)
     plot_beam_sweep(
         results, out / "beam_sweep.png", title=f"{Path(script_args.model_dir).name} on {settings.split}"

@@ -16,7 +16,9 @@ from what is there, with no evaluation target ever becoming a training target:
   row of users who have no valid row. Those items precede the user's first test target, and since
   ``valid.csv`` holds every interaction of the valid period, none of them is a valid target either;
 - ``valid_row`` (only when the test split is the target, ``train_on_valid_rows``): the valid rows
-  themselves, except a held-back slice of users (``valid_holdout_fraction``) kept as split ``valid``.
+  themselves, except a held-back slice of users (``valid_holdout_fraction``) or the latest rows
+  (``valid_holdout_tail``) kept as split ``valid``, and the latest rows before those
+  (``rl_tail``) kept as split ``rl`` for the RL stage (SFT trains on split ``train`` only).
 
 Each request records where it came from (``source``, ``source_row``: the row of the csv whose
 history or target it used), so every reported number can say exactly which rows were trained on.
@@ -39,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from eg_grpo.data.schema import SearchLog
+from eg_grpo.data.schema import SPLITS, SearchLog
 
 REQUIRED_FILES = ("valid.csv", "test.csv", "items.json")
 CSV_COLUMNS = ("user_id", "history_item_id", "item_id")
@@ -61,6 +63,10 @@ class AmazonConfig:
             ``valid`` counted from the end of ``valid.csv``, whose rows are in target-time order: the
             latest period, after everything trained on, like the test split after the valid rows. Tuning
             on it sees the same period shift as the test report (``valid_holdout_fraction`` does not).
+        rl_tail: with ``target_split="test"`` and ``train_on_valid_rows``, the share of valid rows,
+            counted back from the start of the ``valid_holdout_tail`` rows (from the end of
+            ``valid.csv`` when there are none), that become split ``rl``: the freshest logs, kept
+            for the RL stage instead of SFT.
         max_history: history items kept per row (the publisher used 10).
         min_history: the shortest history a window may have (a window with no history has nothing to
             condition on).
@@ -74,6 +80,7 @@ class AmazonConfig:
     train_on_valid_rows: bool = True
     valid_holdout_fraction: float = 0.0
     valid_holdout_tail: float = 0.0
+    rl_tail: float = 0.0
     max_history: int = 10
     min_history: int = 1
     use_train_csv: bool = True
@@ -87,6 +94,16 @@ class AmazonConfig:
             raise ValueError(f"valid_holdout_fraction must be in [0, 1), got {self.valid_holdout_fraction}")
         if not 0.0 <= self.valid_holdout_tail < 1.0:
             raise ValueError(f"valid_holdout_tail must be in [0, 1), got {self.valid_holdout_tail}")
+        if self.rl_tail < 0.0 or self.valid_holdout_tail + self.rl_tail >= 1.0:
+            raise ValueError(
+                f"rl_tail must be >= 0 and valid_holdout_tail + rl_tail < 1 (some valid rows must stay "
+                f"for SFT), got rl_tail={self.rl_tail}, valid_holdout_tail={self.valid_holdout_tail}"
+            )
+        if self.rl_tail > 0 and (self.target_split != "test" or not self.train_on_valid_rows):
+            raise ValueError(
+                "rl_tail takes trained-on valid rows for the RL stage: it needs target_split='test' and "
+                "train_on_valid_rows=True"
+            )
         if self.max_history < 1 or self.min_history < 1 or self.min_history > self.max_history:
             raise ValueError(
                 f"need 1 <= min_history <= max_history, got min_history={self.min_history}, "
@@ -185,11 +202,12 @@ def build_requests(
     if cfg.target_split == "test":
         held = _holdout_users(valid_users, cfg.valid_holdout_fraction, cfg.seed)
         first_tail_row = int(round(len(valid) * (1.0 - cfg.valid_holdout_tail)))
+        first_rl_row = int(round(len(valid) * (1.0 - cfg.valid_holdout_tail - cfg.rl_tail)))
         for r in valid.itertuples():
             if r.user_key in held or r.source_row >= first_tail_row:
                 split = "valid"
             elif cfg.train_on_valid_rows:
-                split = "train"
+                split = "rl" if r.source_row >= first_rl_row else "train"
             else:
                 continue
             out.append(
@@ -300,7 +318,7 @@ def load_amazon(dataset_dir: str | Path, cfg: AmazonConfig | None = None) -> tup
         "config": asdict(cfg),
         "used_train_csv": train is not None,
         "rows": {f"{s}/{src}": int(c) for (s, src), c in counts.items()},
-        "splits": {s: int((rows["split"] == s).sum()) for s in ("train", "valid", "test")},
+        "splits": {s: int((rows["split"] == s).sum()) for s in SPLITS},
         "num_items": len(items),
         "eval_targets_unseen_in_train": {
             s: float(

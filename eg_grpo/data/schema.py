@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SPLITS = ("train", "valid", "test")
+# "rl": rows kept for the RL stage alone (SFT trains on "train"), so RL learns from logs the
+# supervised model has not fit; a loader that does not make them simply leaves the split empty.
+SPLITS = ("train", "rl", "valid", "test")
 
 # table -> {column: kind}; kinds are checked by `_check_kind`.
 ITEMS_COLUMNS = {

@@ -148,8 +148,10 @@ def evaluate_model(
         settings: what to measure (default :class:`EvalSettings`).
 
     Returns:
-        The ``eval_results.json`` dict (see the module docstring), plus ``settings`` and ``sweep``
-        (per beam size, the cluster metrics and seconds).
+        The ``eval_results.json`` dict (see the module docstring), plus ``settings``, ``sweep``
+        (per beam size, the cluster metrics and seconds) and ``per_request`` (``request_id`` and the
+        target's 0-based ``target_rank`` in the main beam, -1 when absent: what paired comparisons of
+        two models on the same rows need; ``recipes/evaluate.py`` writes it to ``per_request.csv``).
 
     Raises:
         ValueError: the tokenizer lacks SID tokens, the codebook is not this dataset's, or the split
@@ -235,6 +237,11 @@ def evaluate_model(
     results["beam_search_seconds"] = {str(w): s for w, s in seconds_by_width.items()}
     results["has_ground_truth"] = has_gt
     results["settings"] = asdict(settings)
+    ranks = [M.first_hit_rank(lst, t) for lst, t in zip(main, target_sids)]
+    results["per_request"] = {  # for paired comparisons of two models on the same rows
+        "request_id": request_ids.tolist(),
+        "target_rank": [-1 if r is None else r for r in ranks],
+    }
     results["sweep"] = {str(b): row for b, row in sweep.items()}
     return results
 

@@ -154,3 +154,37 @@ def distinct_sids(ranked: Sequence[Sequence], top: int = 1) -> int:
     """Number of distinct valid SIDs among the first ``top`` of every example (1: the top-1 answers)."""
     _check(ranked)
     return len({s for lst in ranked for s in _dedup(lst)[:top] if s is not None})
+
+
+def paired_difference(ranks_a: Sequence[int], ranks_b: Sequence[int], k: int, metric: str = "hr") -> dict:
+    """B − A on the same examples, with the standard error of the paired difference.
+
+    Two models scored on one split share each example's difficulty, so the difference of their
+    per-example scores varies far less than either score: its standard error (sample std of the
+    per-example differences / sqrt(n)) is the yardstick for "better or noise", not each metric's own.
+
+    Args:
+        ranks_a, ranks_b: per example, the 0-based rank of the target in each model's list, -1 when
+            it was not returned; aligned (the same examples in the same order).
+        k: the cut-off.
+        metric: ``"hr"`` (hit within ``k``) or ``"ndcg"`` (``1 / log2(rank + 2)`` within ``k``).
+
+    Returns:
+        ``{"a", "b", "diff", "se", "b_only", "a_only", "n"}``: the two means, B − A, its standard
+        error, and how many examples only B / only A scored on (hit within ``k``).
+    """
+    a, b = np.asarray(ranks_a, dtype=np.int64), np.asarray(ranks_b, dtype=np.int64)
+    if len(a) == 0 or len(a) != len(b):
+        raise ValueError(f"need two aligned, non-empty rank lists, got {len(a)} and {len(b)}")
+    if metric not in ("hr", "ndcg"):
+        raise ValueError(f"metric must be 'hr' or 'ndcg', got {metric!r}")
+    hit_a, hit_b = (a >= 0) & (a < k), (b >= 0) & (b < k)
+    if metric == "hr":
+        score_a, score_b = hit_a.astype(float), hit_b.astype(float)
+    else:
+        score_a = np.where(hit_a, 1.0 / np.log2(np.maximum(a, 0) + 2), 0.0)
+        score_b = np.where(hit_b, 1.0 / np.log2(np.maximum(b, 0) + 2), 0.0)
+    d = score_b - score_a
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return {"a": float(score_a.mean()), "b": float(score_b.mean()), "diff": float(d.mean()), "se": se,
+            "b_only": int((hit_b & ~hit_a).sum()), "a_only": int((hit_a & ~hit_b).sum()), "n": len(d)}  # fmt: skip

@@ -103,6 +103,13 @@ def test_options_change_the_rows(dataset_dir):
     log, _ = load_amazon(dataset_dir, AmazonConfig(valid_holdout_tail=0.34))
     assert _rows(log, "valid") == [("A2", (6,), 7, "valid_row")]
     assert {("A1", (1, 2, 3), 4, "valid_row"), ("A1", (1, 2, 3, 4), 5, "valid_row")} <= set(_rows(log, "train"))
+    # 3 valid rows: the last (A2 → 7) held back as valid, the one before it (A1 → 5) kept for RL
+    log, prov = load_amazon(dataset_dir, AmazonConfig(valid_holdout_tail=0.34, rl_tail=0.33))
+    assert _rows(log, "valid") == [("A2", (6,), 7, "valid_row")]
+    assert _rows(log, "rl") == [("A1", (1, 2, 3, 4), 5, "valid_row")]
+    assert ("A1", (1, 2, 3), 4, "valid_row") in _rows(log, "train")
+    assert not any(t == 5 and s == "valid_row" for _, _, t, s in _rows(log, "train"))
+    assert prov["splits"]["rl"] == 1
     log, _ = load_amazon(dataset_dir, AmazonConfig(target_purchased=True))
     assert log.impressions["purchased"].all()
 
@@ -110,6 +117,10 @@ def test_options_change_the_rows(dataset_dir):
 def test_bad_input_is_a_clear_error(dataset_dir):
     with pytest.raises(ValueError, match="target_split"):
         AmazonConfig(target_split="train")
+    with pytest.raises(ValueError, match="valid_holdout_tail \\+ rl_tail < 1"):
+        AmazonConfig(valid_holdout_tail=0.5, rl_tail=0.5)
+    with pytest.raises(ValueError, match="train_on_valid_rows=True"):
+        AmazonConfig(rl_tail=0.2, train_on_valid_rows=False)
     items = json.loads((dataset_dir / "items.json").read_text())
     del items["12"]
     (dataset_dir / "items.json").write_text(json.dumps(items))
@@ -129,13 +140,13 @@ def test_recipe_writes_tables_reference_sids_and_provenance(dataset_dir, tmp_pat
     assert len(log.split("train")) == 7 and len(log.split("test")) == 3
     assert json.loads((out / "reference_sids.json").read_text())["5"] == ["<a_0>", "<b_0>", "<c_5>"]
     prov = json.loads((out / "amazon_provenance.json").read_text())
-    assert prov["splits"] == {"train": 7, "valid": 0, "test": 3} and prov["reference_sids"] is True
+    assert prov["splits"] == {"train": 7, "rl": 0, "valid": 0, "test": 3} and prov["reference_sids"] is True
     assert (out / "stage.json").exists()
 
 
 @pytest.mark.skipif(not AMAZON_OFFICE.exists(), reason="the shared Amazon Office folder is not here")
 def test_amazon_office_counts():
     log, prov = load_amazon(AMAZON_OFFICE)
-    assert prov["splits"] == {"train": 14350, "valid": 0, "test": 4866}
+    assert prov["splits"] == {"train": 14350, "rl": 0, "valid": 0, "test": 4866}
     assert prov["rows"]["train/valid_row"] == 4866
     assert len(log.items) == 3459

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -35,6 +36,14 @@ def test_tiny_chain_sft_then_evaluate(
     main(*args)
     results = json.loads((out / "eval_results.json").read_text())
     assert (out / "beam_sweep.png").stat().st_size > 10_000
+    # per-request ranks: one row per evaluated request, and they recount HR@K / NDCG@K exactly
+    ranks = pd.read_csv(out / "per_request.csv")
+    assert len(ranks) == results["num_examples"] and ranks["request_id"].is_unique
+    r = ranks["target_rank"].to_numpy()
+    for k in KS:
+        assert results[f"hr@{k}"] == pytest.approx(((r >= 0) & (r < k)).mean())
+        assert results[f"ndcg@{k}"] == pytest.approx(np.where((r >= 0) & (r < k), 1 / np.log2(np.maximum(r, 0) + 2), 0).mean())
+    assert "per_request" not in results
     test_ids = tiny_log.split("test")["request_id"]
     assert results["num_examples"] == len(target_items(tiny_log, test_ids)) > 0
     for k in KS:

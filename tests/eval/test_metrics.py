@@ -89,3 +89,23 @@ def test_empty_or_misaligned_input_is_an_error():
         M.hit_rate_at_k([], [], 10)
     with pytest.raises(ValueError, match="aligned"):
         M.ndcg_at_k(RANKED, TARGETS[:2], 10)
+
+
+def test_paired_difference_by_hand():
+    # ranks of A and B on 4 examples (-1: not returned); k = 3
+    a, b = [0, 2, -1, 5], [1, -1, 0, 2]
+    hr = M.paired_difference(a, b, 3, "hr")
+    # hits A: 1,1,0,0  B: 1,0,1,1 -> d = 0,-1,1,1: mean .25, sample std sqrt(((.25)^2+(1.25)^2+2*(.75)^2)/3)
+    assert (hr["a"], hr["b"], hr["diff"]) == (0.5, 0.75, 0.25)
+    assert hr["se"] == pytest.approx(math.sqrt((0.0625 + 1.5625 + 2 * 0.5625) / 3) / 2)
+    assert (hr["b_only"], hr["a_only"], hr["n"]) == (2, 1, 4)
+    nd = M.paired_difference(a, b, 3, "ndcg")
+    g = lambda r: 1 / math.log2(r + 2)  # noqa: E731
+    assert nd["a"] == pytest.approx((g(0) + g(2)) / 4) and nd["b"] == pytest.approx((g(1) + g(0) + g(2)) / 4)
+    # a model against itself: no difference, no spread
+    same = M.paired_difference(a, a, 3)
+    assert same["diff"] == 0.0 and same["se"] == 0.0
+    with pytest.raises(ValueError, match="aligned"):
+        M.paired_difference(a, b[:2], 3)
+    with pytest.raises(ValueError, match="metric"):
+        M.paired_difference(a, b, 3, "mrr")
