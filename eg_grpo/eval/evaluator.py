@@ -118,13 +118,11 @@ def _relevant_sids(log, request_ids, ranked, codebook, threshold) -> list[set]:
 
 def _beam_search(model, tokenizer, prompts, order, trie, num, settings, vocab, codebook):
     sorted_prompts = [prompts[i] for i in order]  # by length: less padding per batch
-    # generate_sids(num=1) takes transformers' greedy path, which returns no beam scores (issue
-    # reported); B=1 therefore runs as a width-2 beam cut to its best SID (at least as good as greedy).
+    # B=1 is greedy search (generate_sids scores it from the logits, as beam search would).
     cands = generate_sids(
-        model, tokenizer, sorted_prompts, trie, mode="beam", num=max(num, 2),
+        model, tokenizer, sorted_prompts, trie, mode="beam", num=num,
         batch_size=max(1, settings.batch_size), show_progress=True,
     )  # fmt: skip
-    cands = [c[:num] for c in cands]
     unsorted = [None] * len(prompts)
     for pos, i in enumerate(order):
         unsorted[i] = cands[pos]

@@ -85,8 +85,8 @@ def test_rerun_beam_sizes_runs_each_width(tiny_log, tiny_codebook, tiny_sft_dir)
     settings = EvalSettings(split="valid", num_beams=10, ks=[1, 10], beam_sizes=[1, 10], max_examples=10)
     r = evaluate_model(model, tok, tiny_log, tiny_codebook, settings)
     assert set(r["beam_search_seconds"]) == {"1", "10"}
-    # beam 1 is greedy decoding: its click hit rate equals hr@1 when each request has one click
-    assert r["hr@1"] <= r["click_hitrate@1"] <= r["click_hitrate@10"]
+    # beam 1 is greedy decoding (its own run), no better than the width-10 beam's top 10
+    assert r["click_hitrate@1"] <= r["click_hitrate@10"]
 
 
 def test_bad_inputs_fail_before_decoding(tiny_log, tiny_codebook, tiny_sft_dir):
