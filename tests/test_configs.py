@@ -1,0 +1,65 @@
+"""Every shipped config parses with its recipe's parser: a typo in a YAML key is an error here,
+not an hour into a user's run (TRL's unknown-key check stays on)."""
+
+from pathlib import Path
+
+import pytest
+from trl import ModelConfig, SFTConfig, TrlParser
+
+from eg_grpo.config import EGGRPOConfig
+from eg_grpo.data.amazon import AmazonConfig
+from eg_grpo.eval.evaluator import EvalSettings
+from eg_grpo.pipeline import ChainConfig
+from eg_grpo.rl import EGGRPOScriptArguments
+from eg_grpo.sid.build import SIDConfig
+
+CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
+
+
+def _parsers(path: Path):
+    """The dataclasses ``recipes/<recipe>.py`` parses this config with (by file name and folder)."""
+    from recipes.build_sids import BuildSidsArguments
+    from recipes.evaluate import EvaluateArguments
+    from recipes.make_amazon_data import MakeAmazonDataArguments
+    from recipes.make_data import MakeDataArguments
+    from recipes.sft import SFTScriptArguments
+    from recipes.train_ranker import TrainRankerArguments
+
+    name = path.stem
+    if name.startswith("data"):
+        return (MakeAmazonDataArguments, AmazonConfig) if path.parent.name == "amazon_office" else (MakeDataArguments,)
+    if name.startswith("sids"):
+        return (BuildSidsArguments, SIDConfig)
+    if name == "sft":
+        return (SFTScriptArguments, SFTConfig, ModelConfig)
+    if name.startswith("evaluate"):
+        return (EvaluateArguments, EvalSettings)
+    if name.startswith(("eg_grpo", "vanilla_grpo")):
+        return (EGGRPOScriptArguments, EGGRPOConfig, ModelConfig)
+    if name == "ranker":
+        return (TrainRankerArguments,)
+    raise AssertionError(f"{path}: no recipe known for this config; add it to _parsers")
+
+
+ALL = sorted(p for p in CONFIGS.rglob("*.yaml") if p.stem != "chain")
+
+
+@pytest.mark.parametrize("path", ALL, ids=[str(p.relative_to(CONFIGS)) for p in ALL])
+def test_config_parses_with_its_recipe(path):
+    extra = ["--bf16", "false"] if path.parent.name.startswith("qwen") else []  # bf16 needs a GPU
+    parsed = TrlParser(_parsers(path)).parse_args_and_config(["--config", str(path), *extra])
+    assert all(p is not None for p in parsed)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("chain.yaml")), ids=lambda p: p.parent.name)
+def test_chain_names_existing_stage_configs(path):
+    chain = ChainConfig.load(path)
+    repo = CONFIGS.parents[1]
+    assert all((repo / cfg).exists() for cfg in chain.stages.values()), chain.stages
+
+
+def test_a_typo_is_an_error(tmp_path):
+    bad = tmp_path / "eg_grpo.yaml"
+    bad.write_text((CONFIGS / "tiny" / "eg_grpo.yaml").read_text() + "num_expert_sample: 2\n")
+    with pytest.raises(ValueError, match="num_expert_sample"):
+        TrlParser(_parsers(bad)).parse_args_and_config(["--config", str(bad)])
