@@ -68,6 +68,11 @@ def plot_curves(run_dirs: list[str | Path], out_png: str | Path) -> Path:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
+        else:  # e.g. held-out HR@K with sid_eval_steps: 0; say so rather than draw empty axes
+            ax.text(0.5, 0.5, "not logged in these runs", ha="center", va="center", transform=ax.transAxes,
+                    color="grey")  # fmt: skip
+            ax.set_xticks([])
+            ax.set_yticks([])
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
