@@ -10,6 +10,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from eg_grpo.eval.metrics import paired_difference  # noqa: E402
 
 # Curves a person compares vanilla and expert-guided runs on; the first key found in a run is used.
 CURVES = {
@@ -126,12 +129,11 @@ def paired_table(eval_dirs: list[str | Path], k: int = 10) -> str:
     :func:`eg_grpo.eval.metrics.paired_difference`); an empty string when fewer than two folders
     have per-request ranks (evaluations written before they were recorded).
     """
-    import pandas as pd
-
-    from eg_grpo.eval.metrics import paired_difference
-
-    ranked = [(Path(d), Path(d) / "per_request.csv") for d in eval_dirs]
-    ranked = [(d, pd.read_csv(p).set_index("request_id")["target_rank"]) for d, p in ranked if p.exists()]
+    ranked = [
+        (Path(d), pd.read_csv(Path(d) / "per_request.csv", index_col="request_id")["target_rank"])
+        for d in eval_dirs
+        if (Path(d) / "per_request.csv").exists()
+    ]
     if len(ranked) < 2:
         return ""
     (base_dir, base), lines = ranked[0], []

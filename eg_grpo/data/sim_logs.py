@@ -165,7 +165,8 @@ def simulate_impressions(
 def add_histories_and_splits(
     config, requests: pd.DataFrame, impressions: pd.DataFrame, users: Users
 ) -> pd.DataFrame:
-    """Adds ``history`` (the user's earlier purchases and clicks) and the temporal ``split``.
+    """Adds ``history`` (the user's earlier purchases and clicks) and the temporal ``split``:
+    train, then rl (``config.rl_fraction``, 0 by default), valid and test, in time order.
 
     ``requests`` must be sorted by timestamp with distinct timestamps and ids ``0..R-1``; a
     request's history holds the user's purchases before the log, then the items clicked in the
@@ -186,7 +187,9 @@ def add_histories_and_splits(
             del h[: max(len(h) - config.max_history, 0)]  # keep memory bounded
     n_test = round(n_req * config.test_fraction)
     n_valid = round(n_req * config.valid_fraction)
+    n_rl = round(n_req * config.rl_fraction)
     split = np.full(n_req, "train", dtype=object)
+    split[n_req - n_test - n_valid - n_rl : n_req - n_test - n_valid] = "rl"  # the freshest training logs
     split[n_req - n_test - n_valid : n_req - n_test] = "valid"
     split[n_req - n_test :] = "test"
     requests = requests.copy()

@@ -118,6 +118,9 @@ class SimulatorConfig:
     # split
     valid_fraction: float = field(default=0.1, metadata={"help": "Share of requests (by time) in valid."})
     test_fraction: float = field(default=0.1, metadata={"help": "Share of requests (the latest) in test."})
+    rl_fraction: float = field(
+        default=0.0, metadata={"help": "Share of requests (by time, just before valid) kept as split rl for RL."}
+    )
 
     PRESETS = ("tiny", "demo", "large")
 
@@ -163,10 +166,12 @@ class SimulatorConfig:
                 "SimulatorConfig: legacy_*_share must sum to at most 1 (the rest is popular items)"
             )
         n_split = round(self.n_requests * self.valid_fraction), round(self.n_requests * self.test_fraction)
-        if min(n_split) < 1 or self.n_requests - sum(n_split) < 1:
+        n_rl = round(self.n_requests * self.rl_fraction)
+        if min(n_split) < 1 or self.rl_fraction < 0 or self.n_requests - sum(n_split) - n_rl < 1:
             raise ValueError(
                 f"SimulatorConfig: n_requests={self.n_requests} with valid_fraction={self.valid_fraction}, "
-                f"test_fraction={self.test_fraction} leaves a split empty; every split needs requests"
+                f"test_fraction={self.test_fraction}, rl_fraction={self.rl_fraction} leaves a split empty "
+                "(or rl_fraction < 0); train, valid and test need requests"
             )
 
 

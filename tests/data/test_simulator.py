@@ -109,6 +109,18 @@ def test_splits_are_temporal(tiny_log):
     ts = {s: req.loc[req["split"] == s, "timestamp"] for s in ("train", "valid", "test")}
     assert ts["train"].max() < ts["valid"].min() and ts["valid"].max() < ts["test"].min()
     assert req["timestamp"].is_unique
+    assert (req["split"] == "rl").sum() == 0  # rl_fraction defaults to 0
+
+
+def test_rl_fraction_relabels_the_latest_training_requests_only(tiny_log):
+    log = simulate(SimulatorConfig.preset("tiny", rl_fraction=0.1))
+    req, before = log.requests, tiny_log.requests
+    # the same simulation: only labels move, and exactly the 200 latest train requests become rl
+    pd.testing.assert_frame_equal(req.drop(columns="split"), before.drop(columns="split"))
+    moved = req["split"] != before["split"]
+    assert moved.sum() == 200 and set(req.loc[moved, "split"]) == {"rl"} and set(before.loc[moved, "split"]) == {"train"}
+    ts = {s: req.loc[req["split"] == s, "timestamp"] for s in ("train", "rl", "valid")}
+    assert ts["train"].max() < ts["rl"].min() and ts["rl"].max() < ts["valid"].min()
 
 
 def test_histories_hold_only_earlier_clicks(tiny_log):
@@ -165,6 +177,8 @@ def test_bad_config_is_refused():
         simulate(SimulatorConfig.preset("tiny", min_impressions=30))
     with pytest.raises(ValueError, match="split"):
         simulate(SimulatorConfig.preset("tiny", n_requests=3, test_fraction=0.1))
+    with pytest.raises(ValueError, match="rl_fraction=0.8 leaves a split empty"):
+        simulate(SimulatorConfig.preset("tiny", rl_fraction=0.8))
 
 
 def _recipe():
