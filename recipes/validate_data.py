@@ -9,6 +9,7 @@ Exits 0 when the folder can be used (warnings may remain), 1 when a stage would 
 import argparse
 import sys
 
+import _recipe_path  # noqa: F401  (first: see recipes/_recipe_path.py)
 from eg_grpo.data.validate import validate_data_dir
 
 
