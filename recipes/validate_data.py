@@ -10,6 +10,7 @@ import argparse
 import sys
 
 import _recipe_path  # noqa: F401  (first: see recipes/_recipe_path.py)
+
 from eg_grpo.data.validate import validate_data_dir
 
 
