@@ -69,7 +69,9 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
-        return obj.item()
+        obj = obj.item()
+    if isinstance(obj, float) and obj.is_integer() and abs(obj) < 2**53:
+        return int(obj)  # YAML `3` and the command line's `3` (parsed as 3.0) are one config
     if hasattr(obj, "value") and type(obj).__module__ != "builtins" and isinstance(obj.value, str):
         return obj.value  # enums (transformers' IntervalStrategy, ...)
     return obj
