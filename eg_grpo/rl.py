@@ -10,6 +10,7 @@ record it will write, so a resume into the folder of another config is refused.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ from eg_grpo.sft import lora_config
 from eg_grpo.sid.tokens import SIDVocab
 from eg_grpo.tracking import LineageToTracker, configure_tracking
 from eg_grpo.trainer import EGGRPOTrainer
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_REWARDS = [{"name": "sid_match", "weight": 1.0}]
 
@@ -140,7 +143,11 @@ def rl_stage_record(script_args: EGGRPOScriptArguments, training_args: EGGRPOCon
     data = require_dir(script_args.data_dir, "data_dir", "the folder written by recipes/make_data.py")
     sids = require_dir(training_args.sid_dir, "sid_dir", "the folder written by recipes/build_sids.py")
     model = require_dir(model_args.model_name_or_path, "model_name_or_path", "the folder written by recipes/sft.py")
-    ranker = script_args.ranker_dir and require_dir(script_args.ranker_dir, "ranker_dir", "run recipes/train_ranker.py")
+    ranker = script_args.ranker_dir
+    if ranker and not Path(ranker).is_dir():
+        # Only the ranker-based rewards read it (lazily, with their own error naming the fix).
+        logger.warning("ranker_dir %s does not exist: rewards that read the ranker will fail", ranker)
+        ranker = None
     script = content_config(script_args, drop=("data_dir", "ranker_dir", "chain", "stage_configs"))
     if isinstance(script.get("rewards"), str):
         script["rewards"] = json.loads(script["rewards"])
