@@ -194,8 +194,11 @@ def run(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_a
                             script_args.ranker_dir, script_args.stage_configs)  # fmt: skip
     out = Path(training_args.output_dir)
     record = rl_stage_record(script_args, training_args, model_args)
-    with state.main_process_first():
-        status = _claim_output_dir(out, record, script_args.overwrite) if state.is_main_process else "train"
+    with state.main_process_first():  # rank 0 claims the folder; the others then read what it decided
+        if state.is_main_process:
+            status = _claim_output_dir(out, record, script_args.overwrite)
+        else:
+            status = "current" if (read_stage(out) or {}).get("fingerprint") == record["fingerprint"] else "train"
     if status == "current":
         state.print(f"{out} is up to date; nothing to do")
         return out
