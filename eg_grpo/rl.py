@@ -63,7 +63,8 @@ class EGGRPOScriptArguments:
         max_train_rows: keep only this many RL rows; None keeps all.
         keep_train_rows: which rows `max_train_rows` keeps: `random` (seeded) or `latest` (by timestamp).
         max_history, use_titles: prompt settings; must match the SFT run's.
-        chain: build any missing or stale earlier stage (data, SIDs, ranker, SFT) from `stage_configs`.
+        chain: build any missing earlier stage (data, SIDs, ranker, SFT) from `stage_configs`; an existing
+            one must be current (a stale or hand-built one is an error naming what differs).
         stage_configs: the config file of each earlier stage, used when `chain` is on. A missing
             earlier stage is built only at the output folder its config declares.
         overwrite: replace an output folder holding a run of other settings (or a hand-built one).
@@ -85,7 +86,7 @@ class EGGRPOScriptArguments:
     )
     max_history: int = field(default=DEFAULT_MAX_HISTORY, metadata={"help": "History items in the prompt (as in SFT)."})
     use_titles: bool = field(default=False, metadata={"help": "Titles in the prompt (as in SFT)."})
-    chain: bool = field(default=True, metadata={"help": "Build missing or stale earlier stages first."})
+    chain: bool = field(default=True, metadata={"help": "Build missing earlier stages first (from stage_configs)."})
     stage_configs: dict | None = field(
         default=None, metadata={"help": "Config file per earlier stage: {data: ..., sids: ..., ranker: ..., sft: ...}."}
     )
