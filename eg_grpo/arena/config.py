@@ -58,11 +58,11 @@ class ArenaArguments:
     max_requests: int = field(default=0, metadata={"help": "First N requests of the split (0 = all)."})
     control: list[str] = field(default_factory=lambda: ["logged:48"], metadata={"help": "Control channels."})
     channels: list[str] = field(
-        default_factory=lambda: ["bm25:48", "dense:48", "item_cf:48", "oracle:48"],
+        default_factory=lambda: ["bm25:24", "dense:24", "item_cf:24", "oracle:24"],
         metadata={"help": "Added classical channels, name:quota."},
     )
     generative: list[str] = field(default_factory=list, metadata={"help": "Generative models, name=model_dir."})
-    generative_quota: int = field(default=48, metadata={"help": "Items per generative channel."})
+    generative_quota: int = field(default=24, metadata={"help": "Items per generative channel."})
     beam: int = field(default=20, metadata={"help": "SIDs per request for generative channels."})
     ranking_stages: list[str] = field(default_factory=lambda: ["legacy"], metadata={"help": "legacy and/or learned."})
     budget_modes: list[str] = field(

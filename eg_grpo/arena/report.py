@@ -81,20 +81,28 @@ def render_arena_section(results: dict, heading: str = "##") -> str:
     return "\n".join(lines)
 
 
-def _panels(results: dict):
-    return [(stage, mode, out) for stage, modes in results["stages"].items() for mode, out in modes.items()]
-
-
-def plot_lifts(results: dict, path: str | Path) -> None:
-    """Relative lifts of CTR, CTCVR and GMV per arm with 95 % error bars, a panel per stage x mode."""
+def _grid(results: dict):
+    """A figure with a panel per ranking stage (rows) x budget mode (columns), and the panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = _panels(results)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
-    for ax, (stage, mode, out) in zip(axes[0], panels):
+    stages = results["stages"]
+    n_rows, n_cols = len(stages), max(len(m) for m in stages.values())
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(5.5 * n_cols, 4.0 * n_rows), squeeze=False)
+    panels = [
+        (axes[i][j], stage, mode, out)
+        for i, (stage, modes) in enumerate(stages.items())
+        for j, (mode, out) in enumerate(modes.items())
+    ]
+    return plt, fig, panels
+
+
+def plot_lifts(results: dict, path: str | Path) -> None:
+    """Relative lifts of CTR, CTCVR and GMV per arm with 95 % error bars, a panel per stage x mode."""
+    plt, fig, panels = _grid(results)
+    for ax, stage, mode, out in panels:
         arms = list(out["arms"])
         x = np.arange(len(arms))
         for k, (fig_name, label) in enumerate(LIFT_FIGURES[:3]):
@@ -116,16 +124,10 @@ def plot_lifts(results: dict, path: str | Path) -> None:
 def plot_shares(results: dict, path: str | Path) -> None:
     """The added channel's share of exposures, clicks and purchases per arm (solid: any, hatched:
     only), beside the paper's shares."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = _panels(results)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    plt, fig, panels = _grid(results)
     paper = results["paper"]
     colours = ("tab:blue", "tab:orange", "tab:green")
-    for ax, (stage, mode, out) in zip(axes[0], panels):
+    for ax, stage, mode, out in panels:
         arms = list(out["arms"])
         x = np.arange(len(arms) + 1)
         for k, (what, label) in enumerate(SHARES):
