@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -249,7 +250,9 @@ class ItemCFChannel(Channel):
             )
             matrix.data[:] = 1.0  # a user clicking an item twice is one co-click
             model = CosineRecommender(K=neighbours, num_threads=1)
-            model.fit(matrix, show_progress=False)
+            with warnings.catch_warnings():  # implicit converts its own transposed copy to CSR and warns
+                warnings.filterwarnings("ignore", message="Method expects CSR input")
+                model.fit(matrix, show_progress=False)
             model.save(str(folder / "item_cf.npz"))
 
         key = {"data": data_key, "neighbours": neighbours, "kind": "implicit-cosine"}
