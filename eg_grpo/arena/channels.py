@@ -190,6 +190,8 @@ class DenseChannel(Channel):
         self.encoder = build_encoder(encoder, cache_dir=cache_dir)
         self.vectors = self.encoder.encode(item_texts(items, description_chars), show_progress=False)  # (N, D)
         self.encoder.cache_dir = None  # queries come in small batches: not worth a cache file each
+        if not self.encoder.is_lookup:
+            self.encoder.encode(["warm up"], show_progress=False)  # load the model outside the timed calls
 
         def build(folder):
             index = faiss.IndexFlatIP(self.vectors.shape[1])
@@ -298,7 +300,8 @@ class OracleChannel(Channel):
 
 class GenerativeChannel(Channel):
     """A trained SID generator (:class:`~eg_grpo.eval.recall.RecallChannel`): ``beam`` SIDs by
-    constrained beam search, each expanded into its items (most popular first) until the quota.
+    constrained beam search, each expanded into its items (most clicked in the train split first)
+    until the quota.
 
     Raises:
         FileNotFoundError: ``model_dir`` holds no model.
@@ -312,7 +315,11 @@ class GenerativeChannel(Channel):
         if not (Path(model_dir) / "config.json").exists():
             raise FileNotFoundError(f"generative model {name!r}: {model_dir} holds no model (config.json); train one with recipes/sft.py")
         items = log.items
-        popularity = dict(zip(items["item_id"].tolist(), items.get("gt_popularity", pd.Series(0.0, index=items.index)).tolist()))
+        # Inside a cluster, items come by what the logs show (train-split clicks, then impressions).
+        train = log.requests.loc[log.requests["split"] == "train", "request_id"]
+        imps = log.impressions[log.impressions["request_id"].isin(train)]
+        seen = imps.groupby("item_id")["clicked"].agg(["sum", "size"])
+        popularity = (seen["sum"] + 1e-3 * seen["size"]).to_dict()
         titles = dict(zip(items["item_id"].tolist(), items["title"].tolist())) if use_titles else None
         self.name, self.beam = name, beam
         self.inner = RecallChannel(

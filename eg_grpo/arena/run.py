@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -213,6 +214,7 @@ def run(args: ArenaArguments) -> Path:
     channels = build_channels(args, oracle)
     results = play_arena(args, oracle, channels, ranker)
     results["seconds"] = round(time.perf_counter() - start, 2)
+    results["arguments"] = dataclasses.asdict(args)
     with atomic_dir(args.output_dir) as tmp:
         write_json(tmp / "arena_results.json", results)
         write_report(results, tmp)
