@@ -24,7 +24,8 @@ class ArenaArguments:
         data_dir: a simulated data folder (``recipes/make_data.py``; its ``stage.json`` records the
             simulator config the oracle rebuilds the users from).
         output_dir: where ``arena_results.json``, ``arena.md`` and the PNGs go (written atomically).
-        sid_dir: the SID folder the generative models were trained with (``build_sids.py`` output).
+        sid_dir: the SID folder the generative models were trained with (``build_sids.py`` output),
+            unless an entry of ``generative`` names its own.
         ranker_dir: the learned ranking simulator (``recipes/train_ranker.py``); needed by ``learned``.
         index_dir: where channel indexes are cached (``None``: ``OUTPUT_DIR`` + ``_index``).
         split: the requests the arms are played on.
@@ -32,7 +33,8 @@ class ArenaArguments:
         control: the control system's channels, ``name:quota``.
         channels: the added classical channels, one treatment arm each, ``name:quota``; ``oracle`` is
             the ceiling (the truly best items of the request).
-        generative: the added generative models, one arm each, ``name=model_dir`` (any number).
+        generative: the added generative models, one arm each, ``name=model_dir`` (SIDs from
+            ``sid_dir``) or ``name=model_dir,sid_dir`` (a model trained on other SIDs); any number.
         generative_quota: items each generative channel brings.
         beam: SIDs generated per request (each expanded into its items until the quota).
         ranking_stages: ``legacy`` (the simulator's own ranker) and/or ``learned`` (``ranker_dir``).
@@ -87,15 +89,20 @@ class ArenaArguments:
             quotas[GENERATIVE_PREFIX + name] = self.generative_quota
         return quotas
 
-    def generative_models(self) -> dict[str, str]:
+    def generative_models(self) -> dict[str, tuple[str, str | None]]:
+        """name -> (model_dir, its sid_dir or None for ``sid_dir``), from ``name=model_dir[,sid_dir]``."""
         models = {}
         for spec in self.generative:
-            name, sep, path = str(spec).partition("=")
-            if not sep or not name or not path:
-                raise ValueError(f"generative entry {spec!r} must be name=model_dir, e.g. sft=outputs/demo/sft")
+            name, sep, paths = str(spec).partition("=")
+            model_dir, _, sid_dir = paths.partition(",")
+            if not sep or not name or not model_dir:
+                raise ValueError(
+                    f"generative entry {spec!r} must be name=model_dir or name=model_dir,sid_dir, e.g. "
+                    "sft=outputs/demo/sft or rqvae=outputs/demo/sft_rqvae,outputs/demo/sids_rqvae"
+                )
             if name in models:
                 raise ValueError(f"generative model name {name!r} appears twice")
-            models[name] = path
+            models[name] = (model_dir, sid_dir or None)
         return models
 
     def validate(self) -> None:
@@ -113,8 +120,11 @@ class ArenaArguments:
             raise ValueError(f"channel(s) {overlap} are both in control and added; an arm adds a channel control lacks")
         if self.generative_quota < 1:
             raise ValueError(f"generative_quota must be >= 1, got {self.generative_quota}")
-        if self.generative and not self.sid_dir:
-            raise ValueError("generative models need sid_dir (the SID folder they were trained with)")
+        if not self.sid_dir and (lacking := [n for n, (_, sid) in self.generative_models().items() if sid is None]):
+            raise ValueError(
+                f"generative model(s) {lacking} need sid_dir (the SID folder they were trained with), or "
+                "name=model_dir,sid_dir"
+            )
         for name, values, allowed in (
             ("ranking_stages", self.ranking_stages, RANKING_STAGES),
             ("budget_modes", self.budget_modes, BUDGET_MODES),

@@ -73,9 +73,9 @@ def build_channels(args: ArenaArguments, oracle: Oracle) -> dict[str, Channel]:
         elif name == "oracle":
             channels[name] = OracleChannel(oracle)
         else:
-            model = name[len(GENERATIVE_PREFIX) :]
+            model_dir, sid_dir = models[name[len(GENERATIVE_PREFIX) :]]
             channels[name] = GenerativeChannel(
-                name, models[model], args.sid_dir, log, beam=args.beam, max_history=args.max_history,
+                name, model_dir, sid_dir or args.sid_dir, log, beam=args.beam, max_history=args.max_history,
                 use_titles=args.use_titles, device=args.device, batch_size=min(args.batch_size, 16),
             )  # fmt: skip
     return channels

@@ -25,6 +25,7 @@ def _args(data_dir, tmp_path, **overrides):
         ({"channels": ["bm25:48"]}, "leave nothing of the control's 48"),
         ({"generative": ["sft"]}, "must be name=model_dir"),
         ({"generative": ["sft=x"]}, "need sid_dir"),
+        ({"generative": ["sft=x,"]}, "need sid_dir"),
         ({"generative": ["sft=x"], "sid_dir": "s", "generative_quota": 0}, "generative_quota must be >= 1"),
         ({"ranking_stages": ["neural"]}, "ranking_stages must be"),
         ({"ranking_stages": ["learned"]}, "needs ranker_dir"),
@@ -62,15 +63,17 @@ def test_the_tiny_recipe_writes_results_report_and_figures(
         (RecipeArguments,),
         ["--config", "recipes/configs/tiny/arena.yaml", "--data_dir", arena_data_dir, "--output_dir", out,
          "--dense_encoder", lookup_encoder, "--max_requests", 60, "--generative", f"sft={tiny_sft_dir}",
-         "--sid_dir", tiny_sid_dir, "--beam", 4, "--device", "cpu"],
+         f"own_sids={tiny_sft_dir},{tiny_sid_dir}", "--sid_dir", tiny_sid_dir, "--beam", 4, "--device", "cpu"],
     )  # fmt: skip
     assert args.channels == ["bm25:24", "dense:24", "item_cf:24", "oracle:24"]  # from the YAML
     assert main(args) == out
     results = json.loads((out / "arena_results.json").read_text())
     assert results["simulated"] is True and results["num_requests"] == 60
-    assert set(results["channels"]) == {"logged", "bm25", "dense", "item_cf", "oracle", "gen_sft"}
+    assert set(results["channels"]) == {"logged", "bm25", "dense", "item_cf", "oracle", "gen_sft", "gen_own_sids"}
     arms = results["stages"]["legacy"]["supplement"]["arms"]
-    assert set(arms) == {"+bm25", "+dense", "+item_cf", "+oracle", "+gen_sft"}
+    assert set(arms) == {"+bm25", "+dense", "+item_cf", "+oracle", "+gen_sft", "+gen_own_sids"}
+    # the same model and SIDs named twice: the same arm to the last digit
+    assert arms["+gen_sft"]["lifts"] == arms["+gen_own_sids"]["lifts"]
     assert set(results["stages"]["legacy"]) == {"supplement", "fixed_budget"}
     for arm in arms.values():
         for way in ("only", "any"):
