@@ -90,7 +90,9 @@ def main() -> None:
         "play_seconds": round(t_play - t_warm, 2),
         "total_seconds": round(t_play - wall, 2),
         "cpu_seconds": round(_cpu() - cpu, 2),
-        "recall_ms_per_request": {n: round(c["latency_ms"]["p50"], 3) for n, c in results["channels"].items()},
+        "recall_ms_per_request": {
+            n: round(c["latency_ms"]["p50"], 3) for n, c in results["channels"].items()
+        },
     }
     print(json.dumps(out, indent=2))
 

@@ -59,7 +59,10 @@ class RequestBatch:
 
     def slice(self, start: int, stop: int) -> RequestBatch:
         return RequestBatch(
-            self.request_ids[start:stop], self.rows[start:stop], self.queries[start:stop], self.histories[start:stop]
+            self.request_ids[start:stop],
+            self.rows[start:stop],
+            self.queries[start:stop],
+            self.histories[start:stop],
         )
 
 
@@ -188,7 +191,9 @@ class DenseChannel(Channel):
         from eg_grpo.sid.encoders import build_encoder, item_texts
 
         self.encoder = build_encoder(encoder, cache_dir=cache_dir)
-        self.vectors = self.encoder.encode(item_texts(items, description_chars), show_progress=False)  # (N, D)
+        self.vectors = self.encoder.encode(
+            item_texts(items, description_chars), show_progress=False
+        )  # (N, D)
         self.encoder.cache_dir = None  # queries come in small batches: not worth a cache file each
         if not self.encoder.is_lookup:
             self.encoder.encode(["warm up"], show_progress=False)  # load the model outside the timed calls
@@ -198,8 +203,15 @@ class DenseChannel(Channel):
             index.add(np.ascontiguousarray(self.vectors, dtype=np.float32))
             faiss.write_index(index, str(folder / "dense.faiss"))
 
-        key = {"data": data_key, "encoder": encoder, "description_chars": description_chars, "kind": "flat-ip"}
-        self.index = _cached(index_dir, "dense", key, build, lambda f: faiss.read_index(str(f / "dense.faiss")))
+        key = {
+            "data": data_key,
+            "encoder": encoder,
+            "description_chars": description_chars,
+            "kind": "flat-ip",
+        }
+        self.index = _cached(
+            index_dir, "dense", key, build, lambda f: faiss.read_index(str(f / "dense.faiss"))
+        )
         self.row_of = pd.Index(items["item_id"].to_numpy())
         self.item_ids = items["item_id"].to_numpy()
 
@@ -275,7 +287,9 @@ class ItemCFChannel(Channel):
             rows.append(np.full(len(items), j))
             cols.append(items)
         rows, cols = np.concatenate(rows), np.concatenate(cols)
-        seeds = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(seeded), self.n_items))
+        seeds = sparse.csr_matrix(
+            (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(seeded), self.n_items)
+        )
         found, scores = self.model.recommend(
             np.arange(len(seeded)), seeds, N=min(quota, self.n_items), filter_already_liked_items=False
         )
@@ -313,7 +327,9 @@ class GenerativeChannel(Channel):
         from eg_grpo.eval.recall import RecallChannel
 
         if not (Path(model_dir) / "config.json").exists():
-            raise FileNotFoundError(f"generative model {name!r}: {model_dir} holds no model (config.json); train one with recipes/sft.py")
+            raise FileNotFoundError(
+                f"generative model {name!r}: {model_dir} holds no model (config.json); train one with recipes/sft.py"
+            )
         items = log.items
         # Inside a cluster, items come by what the logs show (train-split clicks, then impressions).
         train = log.requests.loc[log.requests["split"] == "train", "request_id"]

@@ -54,8 +54,12 @@ class ArenaArguments:
     data_dir: str = field(default="outputs/tiny/data", metadata={"help": "Simulated data folder."})
     output_dir: str = field(default="outputs/tiny/arena", metadata={"help": "Output folder."})
     sid_dir: str | None = field(default=None, metadata={"help": "SID folder of the generative models."})
-    ranker_dir: str | None = field(default=None, metadata={"help": "Learned ranker folder (train_ranker.py)."})
-    index_dir: str | None = field(default=None, metadata={"help": "Channel index cache (default OUTPUT_DIR_index)."})
+    ranker_dir: str | None = field(
+        default=None, metadata={"help": "Learned ranker folder (train_ranker.py)."}
+    )
+    index_dir: str | None = field(
+        default=None, metadata={"help": "Channel index cache (default OUTPUT_DIR_index)."}
+    )
     split: str = field(default="test", metadata={"help": "Split the arms are played on."})
     max_requests: int = field(default=0, metadata={"help": "First N requests of the split (0 = all)."})
     control: list[str] = field(default_factory=lambda: ["logged:48"], metadata={"help": "Control channels."})
@@ -63,10 +67,14 @@ class ArenaArguments:
         default_factory=lambda: ["bm25:24", "dense:24", "item_cf:24", "oracle:24"],
         metadata={"help": "Added classical channels, name:quota."},
     )
-    generative: list[str] = field(default_factory=list, metadata={"help": "Generative models, name=model_dir."})
+    generative: list[str] = field(
+        default_factory=list, metadata={"help": "Generative models, name=model_dir."}
+    )
     generative_quota: int = field(default=24, metadata={"help": "Items per generative channel."})
     beam: int = field(default=20, metadata={"help": "SIDs per request for generative channels."})
-    ranking_stages: list[str] = field(default_factory=lambda: ["legacy"], metadata={"help": "legacy and/or learned."})
+    ranking_stages: list[str] = field(
+        default_factory=lambda: ["legacy"], metadata={"help": "legacy and/or learned."}
+    )
     budget_modes: list[str] = field(
         default_factory=lambda: list(BUDGET_MODES), metadata={"help": "supplement and/or fixed_budget."}
     )
@@ -115,12 +123,18 @@ class ArenaArguments:
                     "`generative` as name=model_dir)"
                 )
         if "oracle" in control:
-            raise ValueError("the oracle channel is a ceiling, not part of the control system; list it in `channels`")
+            raise ValueError(
+                "the oracle channel is a ceiling, not part of the control system; list it in `channels`"
+            )
         if overlap := sorted(set(control) & set(added)):
-            raise ValueError(f"channel(s) {overlap} are both in control and added; an arm adds a channel control lacks")
+            raise ValueError(
+                f"channel(s) {overlap} are both in control and added; an arm adds a channel control lacks"
+            )
         if self.generative_quota < 1:
             raise ValueError(f"generative_quota must be >= 1, got {self.generative_quota}")
-        if not self.sid_dir and (lacking := [n for n, (_, sid) in self.generative_models().items() if sid is None]):
+        if not self.sid_dir and (
+            lacking := [n for n, (_, sid) in self.generative_models().items() if sid is None]
+        ):
             raise ValueError(
                 f"generative model(s) {lacking} need sid_dir (the SID folder they were trained with), or "
                 "name=model_dir,sid_dir"

@@ -34,7 +34,9 @@ class Candidates:
     arrival: np.ndarray
 
 
-def merge(recalled: Mapping[str, Sequence[np.ndarray]], quotas: Mapping[str, int], bits: Mapping[str, int]) -> Candidates:
+def merge(
+    recalled: Mapping[str, Sequence[np.ndarray]], quotas: Mapping[str, int], bits: Mapping[str, int]
+) -> Candidates:
     """Takes each channel's first ``quota`` items per request and merges them.
 
     Args:
@@ -183,6 +185,7 @@ def play(
         flag = np.uint64(1) << np.uint64(bit)
         ways = {"only": sources == flag, "any": (sources & flag) != 0}
         by_channel[name] = {
-            way: {what: float(values[mask].sum()) for what, values in counted.items()} for way, mask in ways.items()
+            way: {what: float(values[mask].sum()) for what, values in counted.items()}
+            for way, mask in ways.items()
         }
     return ArmOutcome(per_request=outcome, by_channel=by_channel)

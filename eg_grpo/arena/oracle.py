@@ -42,7 +42,9 @@ def load_simulator_config(data_dir: str | Path) -> SimulatorConfig:
         raise ValueError(f"{marker} records no simulator_config: {_NO_TRUTH}")
     known = {f.name for f in dataclasses.fields(SimulatorConfig)}
     if unknown := sorted(set(recorded) - known):
-        raise ValueError(f"{marker}: simulator field(s) {unknown} unknown to this version; re-simulate the data")
+        raise ValueError(
+            f"{marker}: simulator field(s) {unknown} unknown to this version; re-simulate the data"
+        )
     return SimulatorConfig(**recorded)
 
 
@@ -77,7 +79,9 @@ class Oracle:
         if len(world.requests) != len(log.requests) or not np.array_equal(
             world.requests["user_id"].to_numpy(), log.requests["user_id"].to_numpy()
         ):
-            raise ValueError("the requests rebuilt from stage.json differ from requests.parquet; re-simulate the data")
+            raise ValueError(
+                "the requests rebuilt from stage.json differ from requests.parquet; re-simulate the data"
+            )
         self.log, self.config = log, config
         self.taxonomy, self.catalogue, self.users = world.taxonomy, cat, world.users
         self.codes = encode(log.items, log.requests)
@@ -113,7 +117,9 @@ class Oracle:
 
     def legacy_score(self, req_rows, item_rows, noise) -> np.ndarray:
         """The simulator's legacy ranking score (``noise``: standard normal draws, same shape)."""
-        return legacy_ranking_score(self.config, self.catalogue, item_rows, self.relevance(req_rows, item_rows), noise)
+        return legacy_ranking_score(
+            self.config, self.catalogue, item_rows, self.relevance(req_rows, item_rows), noise
+        )
 
     def best_items(self, req_row: int, k: int) -> np.ndarray:
         """The ``k`` truly best item rows of a request: highest relevance, then highest P(click)

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-LIFT_FIGURES = (("ctr", "CTR"), ("ctcvr", "CTCVR"), ("gmv", "GMV"), ("relevance", "rel"), ("grade3_share", "grade-3"))
+LIFT_FIGURES = (
+    ("ctr", "CTR"),
+    ("ctcvr", "CTCVR"),
+    ("gmv", "GMV"),
+    ("relevance", "rel"),
+    ("grade3_share", "grade-3"),
+)
 SHARES = (("exposures", "exp"), ("clicks", "clk"), ("purchases", "pur"))
 
 
@@ -52,14 +58,16 @@ def render_arena_section(results: dict, heading: str = "##") -> str:
                 f"{c['ctcvr']:.5f}, GMV {c['gmv']:.3f} per request, relevance {c['relevance']:.3f}, "
                 f"grade-3 {100 * c['grade3_share']:.1f} %)",
                 "",
-                "| arm | " + " | ".join(f"{label} %" for _, label in LIFT_FIGURES)
+                "| arm | "
+                + " | ".join(f"{label} %" for _, label in LIFT_FIGURES)
                 + " | share only exp/clk/pur % | share any exp/clk/pur % |",
                 "|---|" + "---:|" * (len(LIFT_FIGURES) + 2),
             ]
             for arm, res in out["arms"].items():
                 cells = [_lift_cell(res["lifts"][fig]) for fig, _ in LIFT_FIGURES]
                 shares = [
-                    " / ".join(f"{100 * res['shares'][way][what]:.1f}" for what, _ in SHARES) for way in ("only", "any")
+                    " / ".join(f"{100 * res['shares'][way][what]:.1f}" for what, _ in SHARES)
+                    for way in ("only", "any")
                 ]
                 lines.append(f"| {arm} | " + " | ".join(cells + shares) + " |")
             lines.append("")
@@ -133,8 +141,17 @@ def plot_shares(results: dict, path: str | Path) -> None:
         for k, (what, label) in enumerate(SHARES):
             anyv = [100 * out["arms"][a]["shares"]["any"][what] for a in arms]
             only = [100 * out["arms"][a]["shares"]["only"][what] for a in arms]
-            ref = 100 * paper[{"exposures": "exposure_share", "clicks": "click_share", "purchases": "purchase_share"}[what]]
-            ax.bar(x + (k - 1) * 0.27, anyv + [ref], 0.27, color=colours[k], alpha=0.45, label=f"{label} (any)")
+            ref = (
+                100
+                * paper[
+                    {"exposures": "exposure_share", "clicks": "click_share", "purchases": "purchase_share"}[
+                        what
+                    ]
+                ]
+            )
+            ax.bar(
+                x + (k - 1) * 0.27, anyv + [ref], 0.27, color=colours[k], alpha=0.45, label=f"{label} (any)"
+            )
             ax.bar(x[:-1] + (k - 1) * 0.27, only, 0.27, color=colours[k], hatch="//", label=f"{label} (only)")
         ax.set_xticks(x, arms + ["paper"], rotation=30, ha="right", fontsize=8)
         ax.set_ylim(0, 100)

@@ -1,7 +1,7 @@
 """Plays the arena: recall once per channel, then every arm of every ranking stage and budget mode.
 
-    >>> from eg_grpo.arena import ArenaArguments, run
-    >>> run(ArenaArguments(data_dir="outputs/tiny/data", output_dir="outputs/tiny/arena"))
+>>> from eg_grpo.arena import ArenaArguments, run
+>>> run(ArenaArguments(data_dir="outputs/tiny/data", output_dir="outputs/tiny/arena"))
 """
 
 from __future__ import annotations
@@ -66,7 +66,12 @@ def build_channels(args: ArenaArguments, oracle: Oracle) -> dict[str, Channel]:
             channels[name] = BM25Channel(log.items, index_dir, key)
         elif name == "dense":
             channels[name] = DenseChannel(
-                log.items, args.dense_encoder, args.dense_description_chars, args.encoder_cache_dir, index_dir, key
+                log.items,
+                args.dense_encoder,
+                args.dense_description_chars,
+                args.encoder_cache_dir,
+                index_dir,
+                key,
             )
         elif name == "item_cf":
             channels[name] = ItemCFChannel(log, index_dir=index_dir, data_key=key)
@@ -82,7 +87,11 @@ def build_channels(args: ArenaArguments, oracle: Oracle) -> dict[str, Channel]:
 
 
 def recall_all(
-    channels: Mapping[str, Channel], quotas: Mapping[str, int], batch: RequestBatch, oracle: Oracle, batch_size: int
+    channels: Mapping[str, Channel],
+    quotas: Mapping[str, int],
+    batch: RequestBatch,
+    oracle: Oracle,
+    batch_size: int,
 ) -> tuple[dict[str, list[np.ndarray]], dict[str, np.ndarray]]:
     """Each channel's items (as item rows) for every request at its largest quota, and its latency
     per request in ms (the call's time / the requests in the call).
@@ -103,7 +112,9 @@ def recall_all(
             for items in found:
                 items = np.asarray(items, dtype=np.int64)
                 if len(items) > quotas[name] or len(np.unique(items)) != len(items):
-                    raise ValueError(f"channel {name!r} returned {len(items)} items (quota {quotas[name]}) or repeats")
+                    raise ValueError(
+                        f"channel {name!r} returned {len(items)} items (quota {quotas[name]}) or repeats"
+                    )
                 rows.append(oracle.item_rows(items))
         recalled[name], latency[name] = rows, np.asarray(ms)
         logger.info("channel %s: %.2f ms/request", name, float(np.median(ms)) if ms else 0.0)
@@ -114,7 +125,9 @@ def recall_of_clicks(recalled: list[np.ndarray], request_rows: np.ndarray, oracl
     """Share of the logged clicks of these requests whose item the channel recalled."""
     imps = oracle.log.impressions
     clicks = imps[imps["clicked"].to_numpy(bool)]
-    slot_of = pd.Series(np.arange(len(request_rows)), index=oracle.log.requests["request_id"].to_numpy()[request_rows])
+    slot_of = pd.Series(
+        np.arange(len(request_rows)), index=oracle.log.requests["request_id"].to_numpy()[request_rows]
+    )
     clicks = clicks[clicks["request_id"].isin(slot_of.index)]
     if len(clicks) == 0:
         return None
@@ -130,7 +143,9 @@ def arm_result(outcome, control, arm) -> dict:
     lifts = {fig: paired_lift(outcome.per_request[m], control.per_request[m]) for fig, m in METRICS.items()}
     result = {"quotas": arm.quotas, "added": arm.added, "lifts": lifts}
     if arm.added is not None:
-        totals = {what: float(outcome.per_request[what].sum()) for what in ("exposures", "clicks", "purchases")}
+        totals = {
+            what: float(outcome.per_request[what].sum()) for what in ("exposures", "clicks", "purchases")
+        }
         result["shares"] = {
             way: {what: (v / totals[what] if totals[what] > 0 else 0.0) for what, v in counts.items()}
             for way, counts in outcome.by_channel[arm.added].items()
@@ -165,19 +180,29 @@ def play_arena(args: ArenaArguments, oracle: Oracle, channels: Mapping[str, Chan
                 "quota": quotas[name],
                 "mean_items": float(np.mean([len(r) for r in recalled[name]])),
                 "recall_of_logged_clicks": recall_of_clicks(recalled[name], rows, oracle),
-                "latency_ms": {"p50": float(np.percentile(latency[name], 50)), "p99": float(np.percentile(latency[name], 99))},
+                "latency_ms": {
+                    "p50": float(np.percentile(latency[name], 50)),
+                    "p99": float(np.percentile(latency[name], 99)),
+                },
             }
             for name in quotas
         },
         "stages": {},
     }
     for stage in args.ranking_stages:
-        ranking = legacy_ranking_stage(oracle, args.seed) if stage == "legacy" else learned_ranking_stage(ranker, oracle)
+        ranking = (
+            legacy_ranking_stage(oracle, args.seed)
+            if stage == "legacy"
+            else learned_ranking_stage(ranker, oracle)
+        )
         base = play(merge(recalled, control, bits), rows, n_exposed, oracle, ranking, bits)
         results["stages"][stage] = {}
         for mode in args.budget_modes:
             arms = build_arms(control, added, mode)
-            out = {"control": {fig: float(base.per_request[m].mean()) for fig, m in METRICS.items()}, "arms": {}}
+            out = {
+                "control": {fig: float(base.per_request[m].mean()) for fig, m in METRICS.items()},
+                "arms": {},
+            }
             for arm in arms[1:]:
                 outcome = play(merge(recalled, arm.quotas, bits), rows, n_exposed, oracle, ranking, bits)
                 out["arms"][arm.name] = arm_result(outcome, base, arm)

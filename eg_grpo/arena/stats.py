@@ -28,7 +28,9 @@ def paired_lift(treatment: np.ndarray, control: np.ndarray) -> dict[str, float]:
     """
     t, c = np.asarray(treatment, dtype=float), np.asarray(control, dtype=float)
     if t.shape != c.shape or t.ndim != 1 or len(t) < 2:
-        raise ValueError(f"paired_lift needs two aligned 1-D arrays of >= 2 requests, got {t.shape} and {c.shape}")
+        raise ValueError(
+            f"paired_lift needs two aligned 1-D arrays of >= 2 requests, got {t.shape} and {c.shape}"
+        )
     n = len(t)
     d = t - c
     diff, diff_se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(n))
@@ -45,4 +47,9 @@ def paired_lift(treatment: np.ndarray, control: np.ndarray) -> dict[str, float]:
     ratio = t.mean() / mean_c
     lift_se = float(np.std(t - ratio * c, ddof=1) / np.sqrt(n) / abs(mean_c))
     lift = float(ratio - 1.0)
-    return {**out, "lift": lift, "lift_se": lift_se, "lift_ci95": [lift - Z95 * lift_se, lift + Z95 * lift_se]}
+    return {
+        **out,
+        "lift": lift,
+        "lift_se": lift_se,
+        "lift_ci95": [lift - Z95 * lift_se, lift + Z95 * lift_se],
+    }

@@ -230,6 +230,7 @@ def build_world(config: SimulatorConfig) -> SimulatedWorld:
     codes = encode(cat.items, requests)
     return SimulatedWorld(tax, cat, users, requests, codes, rng_log)
 
+
 def _describe(values: np.ndarray) -> dict:
     values = np.asarray(values, dtype=float)
     return {

@@ -11,10 +11,19 @@ from eg_grpo.arena.stats import Z95, paired_lift
 def test_merge_attribution_on_a_hand_made_case():
     # request 0: a brings [5, 7, 9] (its quota of 2 keeps [5, 7]), b brings [7, 2];
     # request 1: a brings nothing, b brings [3, 4]
-    recalled = {"a": [np.array([5, 7, 9]), np.array([], dtype=np.int64)], "b": [np.array([7, 2]), np.array([3, 4])]}
+    recalled = {
+        "a": [np.array([5, 7, 9]), np.array([], dtype=np.int64)],
+        "b": [np.array([7, 2]), np.array([3, 4])],
+    }
     cand = merge(recalled, {"a": 2, "b": 2}, {"a": 0, "b": 1})
     got = {(int(s), int(i)): int(m) for s, i, m in zip(cand.slot, cand.item, cand.sources)}
-    assert got == {(0, 5): 0b01, (0, 7): 0b11, (0, 2): 0b10, (1, 3): 0b10, (1, 4): 0b10}  # 9 is over a's quota
+    assert got == {
+        (0, 5): 0b01,
+        (0, 7): 0b11,
+        (0, 2): 0b10,
+        (1, 3): 0b10,
+        (1, 4): 0b10,
+    }  # 9 is over a's quota
     arrival = {(int(s), int(i)): int(a) for s, i, a in zip(cand.slot, cand.item, cand.arrival)}
     # 7 arrived with a (its rank 1), before b's items: a's list comes first
     assert arrival[(0, 5)] < arrival[(0, 7)] < arrival[(0, 2)]

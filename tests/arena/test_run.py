@@ -8,7 +8,11 @@ from eg_grpo.arena.config import parse_quotas
 
 
 def _args(data_dir, tmp_path, **overrides):
-    base = {"data_dir": str(data_dir), "output_dir": str(tmp_path / "arena"), "channels": ["bm25:16", "oracle:16"]}
+    base = {
+        "data_dir": str(data_dir),
+        "output_dir": str(tmp_path / "arena"),
+        "channels": ["bm25:16", "oracle:16"],
+    }
     return ArenaArguments(**{**base, **overrides})
 
 
@@ -45,7 +49,11 @@ def test_missing_folders_give_clear_errors(arena_data_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="train_ranker.py"):
         run(_args(arena_data_dir, tmp_path, ranking_stages=["learned"], ranker_dir=str(tmp_path / "none")))
     with pytest.raises(FileNotFoundError, match="holds no model"):
-        run(_args(arena_data_dir, tmp_path, generative=["sft=" + str(tmp_path / "none")], sid_dir=str(tmp_path)))
+        run(
+            _args(
+                arena_data_dir, tmp_path, generative=["sft=" + str(tmp_path / "none")], sid_dir=str(tmp_path)
+            )
+        )
 
 
 def test_parse_quotas_keeps_the_order():
@@ -69,7 +77,15 @@ def test_the_tiny_recipe_writes_results_report_and_figures(
     assert main(args) == out
     results = json.loads((out / "arena_results.json").read_text())
     assert results["simulated"] is True and results["num_requests"] == 60
-    assert set(results["channels"]) == {"logged", "bm25", "dense", "item_cf", "oracle", "gen_sft", "gen_own_sids"}
+    assert set(results["channels"]) == {
+        "logged",
+        "bm25",
+        "dense",
+        "item_cf",
+        "oracle",
+        "gen_sft",
+        "gen_own_sids",
+    }
     arms = results["stages"]["legacy"]["supplement"]["arms"]
     assert set(arms) == {"+bm25", "+dense", "+item_cf", "+oracle", "+gen_sft", "+gen_own_sids"}
     # the same model and SIDs named twice: the same arm to the last digit
