@@ -71,6 +71,18 @@ def render_arena_section(results: dict, heading: str = "##") -> str:
                 ]
                 lines.append(f"| {arm} | " + " | ".join(cells + shares) + " |")
             lines.append("")
+            if versus := out.get("versus_first_generative"):
+                lines += [
+                    f"Generative arms against `{versus['baseline']}` (paired by request, %):",
+                    "",
+                    "| arm | " + " | ".join(f"{label} %" for _, label in LIFT_FIGURES) + " |",
+                    "|---|" + "---:|" * len(LIFT_FIGURES),
+                ]
+                for arm, lifts in versus["arms"].items():
+                    lines.append(
+                        f"| {arm} | " + " | ".join(_lift_cell(lifts[f]) for f, _ in LIFT_FIGURES) + " |"
+                    )
+                lines.append("")
     lines += [
         "| channel | quota | items/request | recall of logged clicks | latency p50 / p99 ms |",
         "|---|---:|---:|---:|---:|",

@@ -203,9 +203,27 @@ def play_arena(args: ArenaArguments, oracle: Oracle, channels: Mapping[str, Chan
                 "control": {fig: float(base.per_request[m].mean()) for fig, m in METRICS.items()},
                 "arms": {},
             }
+            outcomes = {}
             for arm in arms[1:]:
-                outcome = play(merge(recalled, arm.quotas, bits), rows, n_exposed, oracle, ranking, bits)
-                out["arms"][arm.name] = arm_result(outcome, base, arm)
+                outcomes[arm.name] = play(
+                    merge(recalled, arm.quotas, bits), rows, n_exposed, oracle, ranking, bits
+                )
+                out["arms"][arm.name] = arm_result(outcomes[arm.name], base, arm)
+            # An RL model against its SFT start, paired by request: far sharper than comparing two
+            # lifts over control (the control-side noise cancels).
+            generative = [a.name for a in arms[1:] if a.added.startswith(GENERATIVE_PREFIX)]
+            if len(generative) > 1:
+                first = outcomes[generative[0]]
+                out["versus_first_generative"] = {
+                    "baseline": generative[0],
+                    "arms": {
+                        name: {
+                            fig: paired_lift(outcomes[name].per_request[m], first.per_request[m])
+                            for fig, m in METRICS.items()
+                        }
+                        for name in generative[1:]
+                    },
+                }
             results["stages"][stage][mode] = out
     return results
 

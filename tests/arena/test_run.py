@@ -88,8 +88,11 @@ def test_the_tiny_recipe_writes_results_report_and_figures(
     }
     arms = results["stages"]["legacy"]["supplement"]["arms"]
     assert set(arms) == {"+bm25", "+dense", "+item_cf", "+oracle", "+gen_sft", "+gen_own_sids"}
-    # the same model and SIDs named twice: the same arm to the last digit
+    # the same model and SIDs named twice: the same arm to the last digit, and a paired lift of 0
     assert arms["+gen_sft"]["lifts"] == arms["+gen_own_sids"]["lifts"]
+    versus = results["stages"]["legacy"]["supplement"]["versus_first_generative"]
+    assert versus["baseline"] == "+gen_sft"
+    assert all(v["diff"] == 0 and v["diff_se"] == 0 for v in versus["arms"]["+gen_own_sids"].values())
     assert set(results["stages"]["legacy"]) == {"supplement", "fixed_budget"}
     for arm in arms.values():
         for way in ("only", "any"):
@@ -102,6 +105,7 @@ def test_the_tiny_recipe_writes_results_report_and_figures(
         assert (out / name).stat().st_size > 0
     md = render_arena_section(results)
     assert md.startswith("## Search-funnel arena (simulated") and "+gen_sft" in md and "50.25" in md
+    assert "against `+gen_sft`" in md
     assert (out.parent / "arena_index" / "bm25" / "stage.json").exists()
 
 
