@@ -40,6 +40,10 @@ def _parsers(path: Path):
         return (EGGRPOScriptArguments, EGGRPOConfig, ModelConfig)
     if name == "ranker":
         return (TrainRankerArguments,)
+    if name == "arena":
+        from eg_grpo.arena import ArenaArguments
+
+        return (ArenaArguments,)
     raise AssertionError(f"{path}: no recipe known for this config; add it to _parsers")
 
 

@@ -6,6 +6,8 @@ loop is over requests, to accumulate each user's history in time order.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -35,6 +37,75 @@ def _duplicates(cand: np.ndarray) -> np.ndarray:
     dup = np.zeros(cand.shape, dtype=bool)
     np.put_along_axis(dup, by_item, dup_sorted, 1)
     return dup
+
+
+def legacy_ranking_score(config, cat: Catalogue, item_rows, relevance, noise) -> np.ndarray:
+    """The legacy ranker's score: noisy graded relevance plus log-popularity; any aligned shapes.
+
+    Args:
+        config: a [`~eg_grpo.data.simulator.SimulatorConfig`] (its ``legacy_*`` weights).
+        cat: the catalogue.
+        item_rows: item rows (e.g. ``(R, C)``).
+        relevance: graded relevance 0-3 of the same pairs.
+        noise: standard normal draws of the same shape (the log draws them from its stream; the
+            arena seeds them by the (request, item) pair so every arm sees the same noise).
+    """
+    n_items = len(cat.leaf)
+    return config.legacy_relevance_weight * (
+        relevance + config.legacy_noise * noise
+    ) + config.legacy_popularity_weight * np.log(cat.popularity[item_rows] * n_items)
+
+
+@dataclass
+class FunnelProbabilities:
+    """The user model of aligned (request, item, position) triples; all arrays ``(M,)``.
+
+    ``click = examine * attract``; a purchase happens after a click with ``purchase_given_click``.
+    """
+
+    examine: np.ndarray
+    attract: np.ndarray
+    click: np.ndarray
+    purchase_given_click: np.ndarray
+
+
+def funnel_probabilities(
+    config, tax: Taxonomy, cat: Catalogue, users: Users, user, item, relevance, position
+) -> FunnelProbabilities:
+    """The simulator's click and purchase model for aligned ``(M,)`` user rows, item rows,
+    relevance grades and 0-based positions.
+
+    Examination falls with position; attraction comes from relevance, personal affinity (preferred
+    leaf, brand, style), price fit (item price vs the user's tier) and quality. The log simulation
+    and the arena's oracle both call this, so they agree to the last bit.
+    """
+    leaf = cat.leaf[item]
+    affinity = (
+        (users.leaves[user] == leaf[:, None]).any(1).astype(float)
+        + (users.brands[user] == cat.brand[item][:, None]).any(1)
+        + (
+            pick(users.style_u[user], tax.attr_offset["styles"][leaf], tax.attr_count["styles"][leaf])
+            == cat.style[item]
+        )
+    )
+    price_fit = -0.5 * (cat.price_z[item] - (users.price_tier[user] - 1.0)) ** 2
+    quality = cat.quality_z[item]
+    examine = (position + 1.0) ** (-config.position_bias_exponent)
+    attract = _sigmoid(
+        config.click_bias
+        + config.click_relevance_weight * relevance
+        + config.click_affinity_weight * affinity
+        + config.click_price_weight * price_fit
+        + config.click_quality_weight * quality
+    )
+    buy = _sigmoid(
+        config.purchase_bias
+        + config.purchase_relevance_weight * relevance
+        + config.purchase_affinity_weight * affinity
+        + config.purchase_price_weight * price_fit
+        + config.purchase_quality_weight * quality
+    )
+    return FunnelProbabilities(examine=examine, attract=attract, click=examine * attract, purchase_given_click=buy)
 
 
 def retrieve_candidates(config, tax: Taxonomy, cat: Catalogue, users: Users, requests, rng) -> np.ndarray:
@@ -103,9 +174,7 @@ def simulate_impressions(
     req_rows = np.arange(n_req)[:, None]
     rel = graded_relevance(codes, req_rows, cand)  # (R, C) int8
     # Legacy ranking: noisy relevance + popularity (it does not know the user's taste).
-    score = config.legacy_relevance_weight * (
-        rel + config.legacy_noise * rng.standard_normal(cand.shape)
-    ) + config.legacy_popularity_weight * np.log(cat.popularity[cand] * n_items)
+    score = legacy_ranking_score(config, cat, cand, rel, rng.standard_normal(cand.shape))
     score[_duplicates(cand)] = -np.inf
 
     n_show = config.max_impressions
@@ -117,37 +186,11 @@ def simulate_impressions(
     item = np.take_along_axis(cand, ranked, 1)[r_idx, pos]
     rel_shown = np.take_along_axis(rel, ranked, 1)[r_idx, pos]
 
-    # Click model: examination falls with position; attraction from relevance, personal affinity
-    # (preferred leaf, brand, style), price fit (item price vs the user's tier) and quality.
     user = requests["user_id"].to_numpy()[r_idx]
-    leaf = cat.leaf[item]
-    affinity = (
-        (users.leaves[user] == leaf[:, None]).any(1).astype(float)
-        + (users.brands[user] == cat.brand[item][:, None]).any(1)
-        + (
-            pick(users.style_u[user], tax.attr_offset["styles"][leaf], tax.attr_count["styles"][leaf])
-            == cat.style[item]
-        )
-    )
-    price_fit = -0.5 * (cat.price_z[item] - (users.price_tier[user] - 1.0)) ** 2
-    quality = cat.quality_z[item]
-    examine = (pos + 1.0) ** (-config.position_bias_exponent)
-    attract = _sigmoid(
-        config.click_bias
-        + config.click_relevance_weight * rel_shown
-        + config.click_affinity_weight * affinity
-        + config.click_price_weight * price_fit
-        + config.click_quality_weight * quality
-    )
-    click_prob = examine * attract
+    probs = funnel_probabilities(config, tax, cat, users, user, item, rel_shown, pos)
+    click_prob = probs.click
     clicked = rng.random(len(item)) < click_prob
-    buy_prob = _sigmoid(
-        config.purchase_bias
-        + config.purchase_relevance_weight * rel_shown
-        + config.purchase_affinity_weight * affinity
-        + config.purchase_price_weight * price_fit
-        + config.purchase_quality_weight * quality
-    )
+    buy_prob = probs.purchase_given_click
     purchased = clicked & (rng.random(len(item)) < buy_prob)
     return pd.DataFrame(
         {

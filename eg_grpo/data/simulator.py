@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from eg_grpo.data.ground_truth import encode, has_ground_truth
+from eg_grpo.data.ground_truth import GroundTruthCodes, encode, has_ground_truth
 from eg_grpo.data.schema import SPLITS, SearchLog
-from eg_grpo.data.sim_catalogue import build_catalogue, build_taxonomy
+from eg_grpo.data.sim_catalogue import Catalogue, Taxonomy, build_catalogue, build_taxonomy
 from eg_grpo.data.sim_logs import add_histories_and_splits, simulate_impressions
-from eg_grpo.data.sim_users import build_requests, build_users
+from eg_grpo.data.sim_users import Users, build_requests, build_users
 from eg_grpo.io import atomic_dir, content_config, stage_record, write_json, write_stage
 
 
@@ -188,6 +188,37 @@ def simulate(config: SimulatorConfig) -> SearchLog:
     Raises:
         ValueError: a config field is out of range.
     """
+    world = build_world(config)
+    impressions = simulate_impressions(
+        config, world.taxonomy, world.catalogue, world.users, world.requests, world.codes, world.rng_log
+    )
+    requests = add_histories_and_splits(config, world.requests, impressions, world.users)
+    return SearchLog(items=world.catalogue.items, requests=requests, impressions=impressions)
+
+
+@dataclass
+class SimulatedWorld:
+    """The latent state behind a simulated log, before any impression is drawn.
+
+    ``requests`` lacks ``history`` and ``split`` (they follow from the impressions); ``rng_log``
+    is the untouched stream the impressions are drawn from.
+    """
+
+    taxonomy: Taxonomy
+    catalogue: Catalogue
+    users: Users
+    requests: pd.DataFrame
+    codes: GroundTruthCodes
+    rng_log: np.random.Generator
+
+
+def build_world(config: SimulatorConfig) -> SimulatedWorld:
+    """Rebuilds the catalogue, users and requests of a config deterministically (what
+    [`simulate`] draws before the impressions); the arena's oracle rebuilds its users this way.
+
+    Raises:
+        ValueError: a config field is out of range.
+    """
     config.validate()
     # Independent streams per stage: the catalogue does not change when only the log size does.
     seeds = np.random.SeedSequence(config.seed).spawn(4)
@@ -197,9 +228,7 @@ def simulate(config: SimulatorConfig) -> SearchLog:
     users = build_users(config, tax, cat, rng_users)
     requests, _ = build_requests(config, tax, cat, users, rng_requests)
     codes = encode(cat.items, requests)
-    impressions = simulate_impressions(config, tax, cat, users, requests, codes, rng_log)
-    requests = add_histories_and_splits(config, requests, impressions, users)
-    return SearchLog(items=cat.items, requests=requests, impressions=impressions)
+    return SimulatedWorld(tax, cat, users, requests, codes, rng_log)
 
 
 def _describe(values: np.ndarray) -> dict:

@@ -9,6 +9,7 @@ the catalogue). `recipes/validate_data.py DIR` prints the report and exits non-z
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,3 +127,16 @@ def validate_data_dir(data_dir: str | Path) -> DataReport:
     tables = _read_tables(data_dir, report)
     _cross_checks(tables, report)
     return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``recipes/validate_data.py DIR``: prints the report; 0 when a stage would accept the folder, else 1."""
+    parser = argparse.ArgumentParser(
+        description="Check a data folder: every schema error and warning at once."
+    )
+    parser.add_argument(
+        "data_dir", help="folder holding items.parquet, requests.parquet, impressions.parquet"
+    )
+    report = validate_data_dir(parser.parse_args(argv).data_dir)
+    print(report.render())
+    return 0 if report.ok else 1

@@ -2,7 +2,7 @@
 
 import pytest
 
-from eg_grpo.data.validate import validate_data_dir
+from eg_grpo.data.validate import main, validate_data_dir
 
 
 def _copy(tiny_log, path, **tables):
@@ -60,10 +60,8 @@ def test_not_a_folder(tmp_path):
         validate_data_dir(tmp_path / "nope")
 
 
-def test_recipe_exit_code(tiny_data_dir, tmp_path, capsys):
-    import validate_data
-
-    assert validate_data.main([str(tiny_data_dir)]) == 0
+def test_command_exit_code(tiny_data_dir, tmp_path, capsys):
+    assert main([str(tiny_data_dir)]) == 0
     assert "OK" in capsys.readouterr().out
     (tmp_path / "empty").mkdir()
-    assert validate_data.main([str(tmp_path / "empty")]) == 1
+    assert main([str(tmp_path / "empty")]) == 1

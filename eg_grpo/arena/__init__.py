@@ -1,0 +1,7 @@
+"""The search-funnel arena: a simulated online A/B of recall channels (docs/arena.md)."""
+
+from eg_grpo.arena.config import ArenaArguments
+from eg_grpo.arena.report import render_arena_section
+from eg_grpo.arena.run import run
+
+__all__ = ["ArenaArguments", "render_arena_section", "run"]

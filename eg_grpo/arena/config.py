@@ -1,0 +1,221 @@
+"""The arena's arguments and the arms they describe.
+
+Channels and quotas are written ``name:quota`` (``logged:48``); generative models ``name=model_dir``
+(``sft=outputs/demo/sft``), so both fit in a YAML list and on the command line
+(``--channels bm25:48 dense:48 --generative sft=outputs/demo/sft``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CLASSICAL_CHANNELS = ("logged", "bm25", "dense", "item_cf", "oracle")
+RANKING_STAGES = ("legacy", "learned")
+BUDGET_MODES = ("supplement", "fixed_budget")
+GENERATIVE_PREFIX = "gen_"
+
+
+@dataclass
+class ArenaArguments:
+    """Arguments of the search-funnel arena (``recipes/arena.py``).
+
+    Args:
+        data_dir: a simulated data folder (``recipes/make_data.py``; its ``stage.json`` records the
+            simulator config the oracle rebuilds the users from).
+        output_dir: where ``arena_results.json``, ``arena.md`` and the PNGs go (written atomically).
+        sid_dir: the SID folder the generative models were trained with (``build_sids.py`` output),
+            unless an entry of ``generative`` names its own.
+        ranker_dir: the learned ranking simulator (``recipes/train_ranker.py``); needed by ``learned``.
+        index_dir: where channel indexes are cached (``None``: ``OUTPUT_DIR`` + ``_index``).
+        split: the requests the arms are played on.
+        max_requests: the first (by time) requests of the split used; 0 = all.
+        control: the control system's channels, ``name:quota``.
+        channels: the added classical channels, one treatment arm each, ``name:quota``; ``oracle`` is
+            the ceiling (the truly best items of the request).
+        generative: the added generative models, one arm each, ``name=model_dir`` (SIDs from
+            ``sid_dir``) or ``name=model_dir,sid_dir`` (a model trained on other SIDs); any number.
+        generative_quota: items each generative channel brings.
+        beam: SIDs generated per request (each expanded into its items until the quota).
+        ranking_stages: ``legacy`` (the simulator's own ranker) and/or ``learned`` (``ranker_dir``).
+        budget_modes: ``supplement`` (the added channel brings its own quota) and/or
+            ``fixed_budget`` (the total stays the control's; the added quota is taken pro rata).
+        dense_encoder: text encoder of the ``dense`` channel (the SID stage's ``encoder``).
+        dense_description_chars: description characters in the item text (the SID stage's value).
+        encoder_cache_dir: the encoders' vector cache (``None``: the SID stage's default), so the
+            item vectors the SID stage encoded are reused.
+        max_history: history items in the generative prompt (as in training).
+        use_titles: whether the generative prompt carries titles (as in training).
+        device: ``auto``, ``cpu`` or ``cuda`` for the generative models.
+        batch_size: requests per channel call; latency per request = call time / batch size.
+        seed: seed of the ranking noise (common to all arms per (request, item)) and of ``logged``.
+    """
+
+    data_dir: str = field(default="outputs/tiny/data", metadata={"help": "Simulated data folder."})
+    output_dir: str = field(default="outputs/tiny/arena", metadata={"help": "Output folder."})
+    sid_dir: str | None = field(default=None, metadata={"help": "SID folder of the generative models."})
+    ranker_dir: str | None = field(
+        default=None, metadata={"help": "Learned ranker folder (train_ranker.py)."}
+    )
+    index_dir: str | None = field(
+        default=None, metadata={"help": "Channel index cache (default OUTPUT_DIR_index)."}
+    )
+    split: str = field(default="test", metadata={"help": "Split the arms are played on."})
+    max_requests: int = field(default=0, metadata={"help": "First N requests of the split (0 = all)."})
+    control: list[str] = field(default_factory=lambda: ["logged:48"], metadata={"help": "Control channels."})
+    channels: list[str] = field(
+        default_factory=lambda: ["bm25:24", "dense:24", "item_cf:24", "oracle:24"],
+        metadata={"help": "Added classical channels, name:quota."},
+    )
+    generative: list[str] = field(
+        default_factory=list, metadata={"help": "Generative models, name=model_dir."}
+    )
+    generative_quota: int = field(default=24, metadata={"help": "Items per generative channel."})
+    beam: int = field(default=20, metadata={"help": "SIDs per request for generative channels."})
+    ranking_stages: list[str] = field(
+        default_factory=lambda: ["legacy"], metadata={"help": "legacy and/or learned."}
+    )
+    budget_modes: list[str] = field(
+        default_factory=lambda: list(BUDGET_MODES), metadata={"help": "supplement and/or fixed_budget."}
+    )
+    dense_encoder: str = field(default="default", metadata={"help": "Encoder of the dense channel."})
+    dense_description_chars: int = field(default=0, metadata={"help": "Description chars in item texts."})
+    encoder_cache_dir: str | None = field(default=None, metadata={"help": "Encoder vector cache."})
+    max_history: int = field(default=10, metadata={"help": "History items in the generative prompt."})
+    use_titles: bool = field(default=False, metadata={"help": "Titles in the generative prompt."})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda."})
+    batch_size: int = field(default=64, metadata={"help": "Requests per channel call."})
+    seed: int = field(default=0, metadata={"help": "Seed of the ranking noise and the logged channel."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an output folder of other settings."})
+
+    def control_quotas(self) -> dict[str, int]:
+        return parse_quotas(self.control, "control")
+
+    def added_quotas(self) -> dict[str, int]:
+        """Every added channel (classical, then generative as ``gen_<name>``) with its quota."""
+        quotas = parse_quotas(self.channels, "channels")
+        for name in self.generative_models():
+            quotas[GENERATIVE_PREFIX + name] = self.generative_quota
+        return quotas
+
+    def generative_models(self) -> dict[str, tuple[str, str | None]]:
+        """name -> (model_dir, its sid_dir or None for ``sid_dir``), from ``name=model_dir[,sid_dir]``."""
+        models = {}
+        for spec in self.generative:
+            name, sep, paths = str(spec).partition("=")
+            model_dir, _, sid_dir = paths.partition(",")
+            if not sep or not name or not model_dir:
+                raise ValueError(
+                    f"generative entry {spec!r} must be name=model_dir or name=model_dir,sid_dir, e.g. "
+                    "sft=outputs/demo/sft or rqvae=outputs/demo/sft_rqvae,outputs/demo/sids_rqvae"
+                )
+            if name in models:
+                raise ValueError(f"generative model name {name!r} appears twice")
+            models[name] = (model_dir, sid_dir or None)
+        return models
+
+    def validate(self) -> None:
+        """Raises ValueError naming the argument and the fix when the configuration is unusable."""
+        control, added = self.control_quotas(), self.added_quotas()
+        for name in list(control) + [n for n in added if not n.startswith(GENERATIVE_PREFIX)]:
+            if name not in CLASSICAL_CHANNELS:
+                raise ValueError(
+                    f"unknown channel {name!r}; choose from {CLASSICAL_CHANNELS} (generative models go in "
+                    "`generative` as name=model_dir)"
+                )
+        if "oracle" in control:
+            raise ValueError(
+                "the oracle channel is a ceiling, not part of the control system; list it in `channels`"
+            )
+        if overlap := sorted(set(control) & set(added)):
+            raise ValueError(
+                f"channel(s) {overlap} are both in control and added; an arm adds a channel control lacks"
+            )
+        if self.generative_quota < 1:
+            raise ValueError(f"generative_quota must be >= 1, got {self.generative_quota}")
+        if not self.sid_dir and (
+            lacking := [n for n, (_, sid) in self.generative_models().items() if sid is None]
+        ):
+            raise ValueError(
+                f"generative model(s) {lacking} need sid_dir (the SID folder they were trained with), or "
+                "name=model_dir,sid_dir"
+            )
+        for name, values, allowed in (
+            ("ranking_stages", self.ranking_stages, RANKING_STAGES),
+            ("budget_modes", self.budget_modes, BUDGET_MODES),
+        ):
+            if not values or set(values) - set(allowed):
+                raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {values}")
+        if "learned" in self.ranking_stages and not self.ranker_dir:
+            raise ValueError("ranking stage 'learned' needs ranker_dir (recipes/train_ranker.py output)")
+        if "fixed_budget" in self.budget_modes:
+            total = sum(control.values())
+            if too_big := {n: q for n, q in added.items() if q >= total}:
+                raise ValueError(
+                    f"fixed_budget: quota(s) {too_big} leave nothing of the control's {total} candidates; "
+                    "lower them or use budget_modes: [supplement]"
+                )
+        for name in ("beam", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_requests < 0:
+            raise ValueError(f"max_requests must be >= 0 (0 = all), got {self.max_requests}")
+
+    def resolved_index_dir(self) -> Path:
+        return Path(self.index_dir) if self.index_dir else Path(f"{Path(self.output_dir)}_index")
+
+
+def parse_quotas(specs: list[str], what: str) -> dict[str, int]:
+    """``["logged:48", "bm25:20"]`` -> ``{"logged": 48, "bm25": 20}``, with clear errors."""
+    quotas: dict[str, int] = {}
+    for spec in specs:
+        name, sep, value = str(spec).partition(":")
+        try:
+            quota = int(value)
+        except ValueError:
+            quota = None
+        if not sep or not name or quota is None:
+            raise ValueError(f"{what} entry {spec!r} must be name:quota, e.g. bm25:48")
+        if quota <= 0:
+            raise ValueError(f"{what}: the quota of {name!r} must be >= 1, got {quota}")
+        if name in quotas:
+            raise ValueError(f"{what}: channel {name!r} appears twice")
+        quotas[name] = quota
+    return quotas
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One system of the A/B: its channels with quotas, and the channel it adds over control."""
+
+    name: str
+    quotas: dict[str, int]
+    added: str | None = None
+
+
+def fixed_budget_quotas(control: dict[str, int], added_quota: int) -> dict[str, int]:
+    """Control quotas scaled so that they plus ``added_quota`` equal the control's total.
+
+    Largest-remainder rounding keeps the sum exact; a channel keeps at least one slot.
+    """
+    total = sum(control.values())
+    target = total - added_quota
+    exact = {n: q * target / total for n, q in control.items()}
+    quotas = {n: max(int(v), 1) for n, v in exact.items()}
+    by_remainder = sorted(control, key=lambda n: exact[n] - int(exact[n]), reverse=True)
+    i = 0
+    while sum(quotas.values()) < target:
+        quotas[by_remainder[i % len(by_remainder)]] += 1
+        i += 1
+    return quotas
+
+
+def build_arms(control: dict[str, int], added: dict[str, int], mode: str) -> list[Arm]:
+    """The control arm, then one treatment per added channel in ``mode``."""
+    if mode not in BUDGET_MODES:
+        raise ValueError(f"unknown budget mode {mode!r}; choose from {BUDGET_MODES}")
+    arms = [Arm("control", dict(control))]
+    for name, quota in added.items():
+        base = dict(control) if mode == "supplement" else fixed_budget_quotas(control, quota)
+        arms.append(Arm(f"+{name}", {**base, name: quota}, added=name))
+    return arms

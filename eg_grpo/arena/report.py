@@ -1,0 +1,184 @@
+"""The arena's results as markdown (``arena.md``, or a section of the chain's report) and PNGs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+LIFT_FIGURES = (
+    ("ctr", "CTR"),
+    ("ctcvr", "CTCVR"),
+    ("gmv", "GMV"),
+    ("relevance", "rel"),
+    ("grade3_share", "grade-3"),
+)
+SHARES = (("exposures", "exp"), ("clicks", "clk"), ("purchases", "pur"))
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:+.2f}"
+
+
+def _lift_cell(lift: dict) -> str:
+    """``+1.23 ± 0.45`` (relative lift in %, 1.96 SE); ``*`` when the 95 % interval excludes 0."""
+    lo, hi = lift["lift_ci95"]
+    star = "*" if np.isfinite(lo) and (lo > 0 or hi < 0) else ""
+    if not np.isfinite(lift["lift"]):
+        return "n/a"
+    return f"{100 * lift['lift']:+.2f} ± {100 * 1.96 * lift['lift_se']:.2f}{star}"
+
+
+def render_arena_section(results: dict, heading: str = "##") -> str:
+    """The arena as markdown: one table per ranking stage and budget mode, then the channels.
+
+    Args:
+        results: the ``arena_results.json`` dict.
+        heading: the markdown heading level of the section.
+    """
+    paper = results["paper"]
+    lines = [
+        f"{heading} Search-funnel arena (simulated online A/B)",
+        "",
+        f"Simulated: {results['num_requests']} {results['split']} requests of `{results['data_dir']}`, "
+        f"{results['mean_exposed']:.1f} items exposed per request; every figure is an expectation under the "
+        "simulator's click and purchase model. Lifts are relative to control in %, ± 1.96 paired standard "
+        "errors over requests (* = the 95 % interval excludes 0). Shares are the added channel's share of "
+        "the arm's exposures / clicks / purchases, counted over items only it brought (only) and items it "
+        f"brought at all (any). Paper ({paper['source']}): shares {100 * paper['exposure_share']:.2f} / "
+        f"{100 * paper['click_share']:.2f} / {100 * paper['purchase_share']:.2f} %, GMV "
+        f"+{100 * paper['gmv_lift']:.2f} %, UCTCVR +{100 * paper['uctcvr_lift']:.2f} %.",
+        "",
+    ]
+    for stage, modes in results["stages"].items():
+        for mode, out in modes.items():
+            c = out["control"]
+            lines += [
+                f"**Ranking stage `{stage}`, budget `{mode}`** (control: CTR {c['ctr']:.4f}, CTCVR "
+                f"{c['ctcvr']:.5f}, GMV {c['gmv']:.3f} per request, relevance {c['relevance']:.3f}, "
+                f"grade-3 {100 * c['grade3_share']:.1f} %)",
+                "",
+                "| arm | "
+                + " | ".join(f"{label} %" for _, label in LIFT_FIGURES)
+                + " | share only exp/clk/pur % | share any exp/clk/pur % |",
+                "|---|" + "---:|" * (len(LIFT_FIGURES) + 2),
+            ]
+            for arm, res in out["arms"].items():
+                cells = [_lift_cell(res["lifts"][fig]) for fig, _ in LIFT_FIGURES]
+                shares = [
+                    " / ".join(f"{100 * res['shares'][way][what]:.1f}" for what, _ in SHARES)
+                    for way in ("only", "any")
+                ]
+                lines.append(f"| {arm} | " + " | ".join(cells + shares) + " |")
+            lines.append("")
+            if versus := out.get("versus_first_generative"):
+                lines += [
+                    f"Generative arms against `{versus['baseline']}` (paired by request, %):",
+                    "",
+                    "| arm | " + " | ".join(f"{label} %" for _, label in LIFT_FIGURES) + " |",
+                    "|---|" + "---:|" * len(LIFT_FIGURES),
+                ]
+                for arm, lifts in versus["arms"].items():
+                    lines.append(
+                        f"| {arm} | " + " | ".join(_lift_cell(lifts[f]) for f, _ in LIFT_FIGURES) + " |"
+                    )
+                lines.append("")
+    lines += [
+        "| channel | quota | items/request | recall of logged clicks | latency p50 / p99 ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, ch in results["channels"].items():
+        rec = ch["recall_of_logged_clicks"]
+        lines.append(
+            f"| {name} | {ch['quota']} | {ch['mean_items']:.1f} | {'n/a' if rec is None else f'{rec:.3f}'} | "
+            f"{ch['latency_ms']['p50']:.2f} / {ch['latency_ms']['p99']:.2f} |"
+        )
+    lines += [
+        "",
+        "Recall of logged clicks favours `logged`: the clicks were drawn from what the legacy system showed.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _grid(results: dict):
+    """A figure with a panel per ranking stage (rows) x budget mode (columns), and the panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = results["stages"]
+    n_rows, n_cols = len(stages), max(len(m) for m in stages.values())
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(5.5 * n_cols, 4.0 * n_rows), squeeze=False)
+    panels = [
+        (axes[i][j], stage, mode, out)
+        for i, (stage, modes) in enumerate(stages.items())
+        for j, (mode, out) in enumerate(modes.items())
+    ]
+    return plt, fig, panels
+
+
+def plot_lifts(results: dict, path: str | Path) -> None:
+    """Relative lifts of CTR, CTCVR and GMV per arm with 95 % error bars, a panel per stage x mode."""
+    plt, fig, panels = _grid(results)
+    for ax, stage, mode, out in panels:
+        arms = list(out["arms"])
+        x = np.arange(len(arms))
+        for k, (fig_name, label) in enumerate(LIFT_FIGURES[:3]):
+            lifts = [out["arms"][a]["lifts"][fig_name] for a in arms]
+            ax.bar(x + (k - 1) * 0.27, [100 * v["lift"] for v in lifts], 0.27, label=label,
+                   yerr=[100 * 1.96 * v["lift_se"] for v in lifts], capsize=2)  # fmt: skip
+        ax.axhline(0, color="black", lw=0.8)
+        ax.axhline(100 * results["paper"]["gmv_lift"], color="grey", ls="--", lw=0.8, label="paper GMV")
+        ax.set_xticks(x, arms, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{stage} ranker, {mode}", fontsize=10)
+        ax.set_ylabel("lift over control, % (simulated)")
+        ax.legend(fontsize=7)
+    fig.suptitle("Search-funnel arena: lifts over control (SIMULATED, 95 % paired CI)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_shares(results: dict, path: str | Path) -> None:
+    """The added channel's share of exposures, clicks and purchases per arm (solid: any, hatched:
+    only), beside the paper's shares."""
+    plt, fig, panels = _grid(results)
+    paper = results["paper"]
+    colours = ("tab:blue", "tab:orange", "tab:green")
+    for ax, stage, mode, out in panels:
+        arms = list(out["arms"])
+        x = np.arange(len(arms) + 1)
+        for k, (what, label) in enumerate(SHARES):
+            anyv = [100 * out["arms"][a]["shares"]["any"][what] for a in arms]
+            only = [100 * out["arms"][a]["shares"]["only"][what] for a in arms]
+            ref = (
+                100
+                * paper[
+                    {"exposures": "exposure_share", "clicks": "click_share", "purchases": "purchase_share"}[
+                        what
+                    ]
+                ]
+            )
+            ax.bar(
+                x + (k - 1) * 0.27, anyv + [ref], 0.27, color=colours[k], alpha=0.45, label=f"{label} (any)"
+            )
+            ax.bar(x[:-1] + (k - 1) * 0.27, only, 0.27, color=colours[k], hatch="//", label=f"{label} (only)")
+        ax.set_xticks(x, arms + ["paper"], rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{stage} ranker, {mode}", fontsize=10)
+        ax.set_ylabel("share of the arm, % (simulated)")
+        ax.legend(fontsize=6, ncol=2)
+    fig.suptitle("Search-funnel arena: the added channel's share (SIMULATED)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results: dict, folder: str | Path) -> None:
+    """Writes ``arena.md``, ``arena_lifts.png`` and ``arena_shares.png`` into ``folder``."""
+    folder = Path(folder)
+    (folder / "arena.md").write_text(render_arena_section(results, heading="#"))
+    plot_lifts(results, folder / "arena_lifts.png")
+    plot_shares(results, folder / "arena_shares.png")

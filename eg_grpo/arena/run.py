@@ -1,0 +1,295 @@
+"""Plays the arena: recall once per channel, then every arm of every ranking stage and budget mode.
+
+>>> from eg_grpo.arena import ArenaArguments, run
+>>> run(ArenaArguments(data_dir="outputs/tiny/data", output_dir="outputs/tiny/arena"))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from eg_grpo.arena.channels import (
+    BM25Channel,
+    Channel,
+    DenseChannel,
+    GenerativeChannel,
+    ItemCFChannel,
+    LoggedChannel,
+    OracleChannel,
+    RequestBatch,
+    data_fingerprint,
+)
+from eg_grpo.arena.config import GENERATIVE_PREFIX, ArenaArguments, build_arms
+from eg_grpo.arena.funnel import learned_ranking_stage, legacy_ranking_stage, merge, play
+from eg_grpo.arena.oracle import Oracle
+from eg_grpo.arena.stats import paired_lift
+from eg_grpo.data.schema import SearchLog
+from eg_grpo.io import (
+    atomic_dir,
+    check_lineage,
+    check_stage_folder,
+    content_config,
+    stage_record,
+    write_json,
+    write_stage,
+)
+
+logger = logging.getLogger(__name__)
+
+# figure -> per-request metric of eg_grpo.arena.funnel.play
+METRICS = {
+    "ctr": "clicks",  # expected clicks per request
+    "ctcvr": "purchases",  # expected purchases per request
+    "gmv": "gmv",  # expected GMV per request
+    "relevance": "relevance",  # mean graded relevance of the exposed items
+    "grade3_share": "grade3_share",  # share of exposed items of grade 3
+}
+PAPER = {
+    "source": "arXiv 2605.14434 (online A/B after rollout)",
+    "exposure_share": 0.5025,
+    "click_share": 0.5896,
+    "purchase_share": 0.7263,
+    "gmv_lift": 0.0115,
+    "uctcvr_lift": 0.0040,
+}
+
+
+def build_channels(args: ArenaArguments, oracle: Oracle) -> dict[str, Channel]:
+    """Every channel the arms use, indexes loaded from (or built into) the index cache."""
+    log, index_dir, key = oracle.log, args.resolved_index_dir(), data_fingerprint(args.data_dir)
+    names = list(args.control_quotas()) + list(args.added_quotas())
+    models = args.generative_models()
+    channels: dict[str, Channel] = {}
+    for name in names:
+        if name == "logged":
+            channels[name] = LoggedChannel(oracle, seed=args.seed)
+        elif name == "bm25":
+            channels[name] = BM25Channel(log.items, index_dir, key)
+        elif name == "dense":
+            channels[name] = DenseChannel(
+                log.items,
+                args.dense_encoder,
+                args.dense_description_chars,
+                args.encoder_cache_dir,
+                index_dir,
+                key,
+            )
+        elif name == "item_cf":
+            channels[name] = ItemCFChannel(log, index_dir=index_dir, data_key=key)
+        elif name == "oracle":
+            channels[name] = OracleChannel(oracle)
+        else:
+            model_dir, sid_dir = models[name[len(GENERATIVE_PREFIX) :]]
+            channels[name] = GenerativeChannel(
+                name, model_dir, sid_dir or args.sid_dir, log, beam=args.beam, max_history=args.max_history,
+                use_titles=args.use_titles, device=args.device, batch_size=min(args.batch_size, 16),
+            )  # fmt: skip
+    return channels
+
+
+def recall_all(
+    channels: Mapping[str, Channel],
+    quotas: Mapping[str, int],
+    batch: RequestBatch,
+    oracle: Oracle,
+    batch_size: int,
+) -> tuple[dict[str, list[np.ndarray]], dict[str, np.ndarray]]:
+    """Each channel's items (as item rows) for every request at its largest quota, and its latency
+    per request in ms (the call's time / the requests in the call).
+
+    Raises:
+        ValueError: a channel returned unknown, repeated or too many items.
+    """
+    recalled, latency = {}, {}
+    for name, channel in channels.items():
+        rows, ms = [], []
+        for start in range(0, len(batch), batch_size):
+            part = batch.slice(start, start + batch_size)
+            tic = time.perf_counter()
+            found = channel.recall(part, quotas[name])
+            ms.extend([1000.0 * (time.perf_counter() - tic) / len(part)] * len(part))
+            if len(found) != len(part):
+                raise ValueError(f"channel {name!r} answered {len(found)} lists for {len(part)} requests")
+            for items in found:
+                items = np.asarray(items, dtype=np.int64)
+                if len(items) > quotas[name] or len(np.unique(items)) != len(items):
+                    raise ValueError(
+                        f"channel {name!r} returned {len(items)} items (quota {quotas[name]}) or repeats"
+                    )
+                rows.append(oracle.item_rows(items))
+        recalled[name], latency[name] = rows, np.asarray(ms)
+        logger.info("channel %s: %.2f ms/request", name, float(np.median(ms)) if ms else 0.0)
+    return recalled, latency
+
+
+def recall_of_clicks(recalled: list[np.ndarray], request_rows: np.ndarray, oracle: Oracle) -> float | None:
+    """Share of the logged clicks of these requests whose item the channel recalled."""
+    imps = oracle.log.impressions
+    clicks = imps[imps["clicked"].to_numpy(bool)]
+    slot_of = pd.Series(
+        np.arange(len(request_rows)), index=oracle.log.requests["request_id"].to_numpy()[request_rows]
+    )
+    clicks = clicks[clicks["request_id"].isin(slot_of.index)]
+    if len(clicks) == 0:
+        return None
+    lengths = np.array([len(r) for r in recalled])
+    found = set(zip(np.repeat(np.arange(len(recalled)), lengths).tolist(), np.concatenate(recalled).tolist()))
+    slots = slot_of.loc[clicks["request_id"]].to_numpy()
+    items = oracle.item_rows(clicks["item_id"].to_numpy())
+    return float(np.mean([(s, i) in found for s, i in zip(slots.tolist(), items.tolist())]))
+
+
+def arm_result(outcome, control, arm) -> dict:
+    """Lifts of one arm over control and, for a treatment, the added channel's shares."""
+    lifts = {fig: paired_lift(outcome.per_request[m], control.per_request[m]) for fig, m in METRICS.items()}
+    result = {"quotas": arm.quotas, "added": arm.added, "lifts": lifts}
+    if arm.added is not None:
+        totals = {
+            what: float(outcome.per_request[what].sum()) for what in ("exposures", "clicks", "purchases")
+        }
+        result["shares"] = {
+            way: {what: (v / totals[what] if totals[what] > 0 else 0.0) for what, v in counts.items()}
+            for way, counts in outcome.by_channel[arm.added].items()
+        }
+    return result
+
+
+def play_arena(args: ArenaArguments, oracle: Oracle, channels: Mapping[str, Channel], ranker=None) -> dict:
+    """Plays every arm; returns the ``arena_results.json`` dict (see docs/arena.md)."""
+    log = oracle.log
+    rows = np.flatnonzero((log.requests["split"] == args.split).to_numpy())
+    if args.max_requests:
+        rows = rows[: args.max_requests]
+    if len(rows) < 2:
+        raise ValueError(f"split {args.split!r} has {len(rows)} request(s); the arena needs at least 2")
+    batch = RequestBatch.from_log(log, rows)
+    shown = log.impressions.groupby("request_id").size()
+    n_exposed = shown.reindex(batch.request_ids, fill_value=0).to_numpy()
+    control, added = args.control_quotas(), args.added_quotas()
+    quotas = {**control, **added}
+    recalled, latency = recall_all(channels, quotas, batch, oracle, args.batch_size)
+    bits = {name: i for i, name in enumerate(quotas)}
+    results = {
+        "simulated": True,
+        "data_dir": str(args.data_dir),
+        "split": args.split,
+        "num_requests": len(rows),
+        "mean_exposed": float(n_exposed.mean()),
+        "paper": PAPER,
+        "channels": {
+            name: {
+                "quota": quotas[name],
+                "mean_items": float(np.mean([len(r) for r in recalled[name]])),
+                "recall_of_logged_clicks": recall_of_clicks(recalled[name], rows, oracle),
+                "latency_ms": {
+                    "p50": float(np.percentile(latency[name], 50)),
+                    "p99": float(np.percentile(latency[name], 99)),
+                },
+            }
+            for name in quotas
+        },
+        "stages": {},
+    }
+    for stage in args.ranking_stages:
+        ranking = (
+            legacy_ranking_stage(oracle, args.seed)
+            if stage == "legacy"
+            else learned_ranking_stage(ranker, oracle)
+        )
+        base = play(merge(recalled, control, bits), rows, n_exposed, oracle, ranking, bits)
+        results["stages"][stage] = {}
+        for mode in args.budget_modes:
+            arms = build_arms(control, added, mode)
+            out = {
+                "control": {fig: float(base.per_request[m].mean()) for fig, m in METRICS.items()},
+                "arms": {},
+            }
+            outcomes = {}
+            for arm in arms[1:]:
+                outcomes[arm.name] = play(
+                    merge(recalled, arm.quotas, bits), rows, n_exposed, oracle, ranking, bits
+                )
+                out["arms"][arm.name] = arm_result(outcomes[arm.name], base, arm)
+            # An RL model against its SFT start, paired by request: far sharper than comparing two
+            # lifts over control (the control-side noise cancels).
+            generative = [a.name for a in arms[1:] if a.added.startswith(GENERATIVE_PREFIX)]
+            if len(generative) > 1:
+                first = outcomes[generative[0]]
+                out["versus_first_generative"] = {
+                    "baseline": generative[0],
+                    "arms": {
+                        name: {
+                            fig: paired_lift(outcomes[name].per_request[m], first.per_request[m])
+                            for fig, m in METRICS.items()
+                        }
+                        for name in generative[1:]
+                    },
+                }
+            results["stages"][stage][mode] = out
+    return results
+
+
+def run(args: ArenaArguments) -> Path:
+    """The arena stage: plays every arm and writes ``output_dir`` atomically.
+
+    Writes ``arena_results.json``, ``arena.md``, ``arena_lifts.png``, ``arena_shares.png`` and
+    ``stage.json``.
+
+    Returns:
+        The output folder.
+
+    Raises:
+        ValueError: a bad configuration, or a data folder without ground truth.
+        FileNotFoundError: a missing data, ranker or model folder.
+    """
+    from eg_grpo.arena.report import write_report
+
+    args.validate()
+    start = time.perf_counter()
+    if not Path(args.data_dir).is_dir():
+        raise FileNotFoundError(f"data_dir {args.data_dir} not found; simulate one with recipes/make_data.py")
+    record = arena_stage_record(args)
+    if check_stage_folder(args.output_dir, record, args.overwrite) == "current":
+        logger.info("%s is up to date; nothing to do", args.output_dir)
+        return Path(args.output_dir)
+    for model_dir, sid_dir in args.generative_models().values():
+        check_lineage(data_dir=args.data_dir, sid_dir=sid_dir or args.sid_dir, model_dir=model_dir)
+    log = SearchLog.load(args.data_dir)
+    oracle = Oracle.from_data_dir(args.data_dir, log)
+    ranker = None
+    if "learned" in args.ranking_stages:
+        from reward_models.ranker import RankingSimulator
+
+        ranker = RankingSimulator.load(args.ranker_dir, log)
+    channels = build_channels(args, oracle)
+    results = play_arena(args, oracle, channels, ranker)
+    results["seconds"] = round(time.perf_counter() - start, 2)
+    results["arguments"] = dataclasses.asdict(args)
+    with atomic_dir(args.output_dir) as tmp:
+        write_json(tmp / "arena_results.json", results)
+        write_report(results, tmp)
+        write_stage(tmp, record, results["seconds"])
+    return Path(args.output_dir)
+
+
+# Folder arguments are recorded as inputs (by content), not as paths in the config.
+_INPUT_KEYS = ("data_dir", "sid_dir", "ranker_dir", "index_dir", "encoder_cache_dir", "generative")
+
+
+def arena_stage_record(args: ArenaArguments) -> dict:
+    """The ``stage.json`` record of an arena run: its settings and the fingerprints of every folder it reads."""
+    inputs = {"data": args.data_dir, "sids": args.sid_dir,
+              "ranker": args.ranker_dir if "learned" in args.ranking_stages else None}  # fmt: skip
+    for name, (model_dir, sid_dir) in args.generative_models().items():
+        inputs[f"model:{name}"] = model_dir
+        if sid_dir:
+            inputs[f"sids:{name}"] = sid_dir
+    config = {**content_config(args, drop=_INPUT_KEYS), "generative": sorted(args.generative_models())}
+    return stage_record("arena", config, inputs)

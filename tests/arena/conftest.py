@@ -1,0 +1,48 @@
+"""Fixtures of the arena tests: the tiny simulated data folder (with its stage.json) and its oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eg_grpo.arena.channels import RequestBatch
+from eg_grpo.arena.oracle import Oracle
+from eg_grpo.data.simulator import SimulatorConfig, write_simulated_data
+
+
+@pytest.fixture(scope="session")
+def arena_data_dir(tmp_path_factory):
+    """``recipes/make_data.py`` output of the tiny preset (the same log as ``tiny_log``)."""
+    path = tmp_path_factory.mktemp("arena") / "data"
+    write_simulated_data(SimulatorConfig.preset("tiny"), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def oracle(arena_data_dir) -> Oracle:
+    return Oracle.from_data_dir(arena_data_dir)
+
+
+@pytest.fixture(scope="session")
+def test_batch(oracle) -> RequestBatch:
+    rows = np.flatnonzero((oracle.log.requests["split"] == "test").to_numpy())
+    return RequestBatch.from_log(oracle.log, rows)
+
+
+@pytest.fixture(scope="session")
+def lookup_encoder(oracle, tmp_path_factory):
+    """A ``.npz`` vectors table for every item text and query of the tiny log (random unit vectors,
+    items of a leaf near their leaf's direction): the dense channel's mechanics without MiniLM."""
+    from eg_grpo.sid.encoders import item_texts
+
+    log = oracle.log
+    rng = np.random.default_rng(0)
+    leaf = log.items["category_path"].map(tuple)
+    leaf_dir = {p: rng.standard_normal(16) for p in sorted(set(leaf))}
+    item_vecs = np.stack([leaf_dir[p] for p in leaf]) + 0.3 * rng.standard_normal((len(leaf), 16))
+    queries = sorted({q for q in log.requests["query"].fillna("") if q.strip()})
+    texts = item_texts(log.items, 0) + queries
+    vectors = np.vstack([item_vecs, rng.standard_normal((len(queries), 16))])
+    path = tmp_path_factory.mktemp("enc") / "vectors.npz"
+    np.savez(path, texts=np.array(texts), vectors=vectors.astype(np.float32))
+    return str(path)

@@ -1,0 +1,121 @@
+import json
+
+import numpy as np
+import pytest
+
+from eg_grpo.arena import ArenaArguments, render_arena_section, run
+from eg_grpo.arena.config import parse_quotas
+
+
+def _args(data_dir, tmp_path, **overrides):
+    base = {
+        "data_dir": str(data_dir),
+        "output_dir": str(tmp_path / "arena"),
+        "channels": ["bm25:16", "oracle:16"],
+    }
+    return ArenaArguments(**{**base, **overrides})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"channels": ["bm42:10"]}, "unknown channel 'bm42'"),
+        ({"channels": ["bm25:0"]}, "quota of 'bm25' must be >= 1"),
+        ({"channels": ["bm25:-3"]}, "quota of 'bm25' must be >= 1"),
+        ({"channels": ["bm25"]}, "must be name:quota"),
+        ({"control": ["logged:10", "logged:20"]}, "appears twice"),
+        ({"control": ["oracle:10"]}, "ceiling"),
+        ({"channels": ["logged:10"]}, "both in control and added"),
+        ({"channels": ["bm25:48"]}, "leave nothing of the control's 48"),
+        ({"generative": ["sft"]}, "must be name=model_dir"),
+        ({"generative": ["sft=x"]}, "need sid_dir"),
+        ({"generative": ["sft=x,"]}, "need sid_dir"),
+        ({"generative": ["sft=x"], "sid_dir": "s", "generative_quota": 0}, "generative_quota must be >= 1"),
+        ({"ranking_stages": ["neural"]}, "ranking_stages must be"),
+        ({"ranking_stages": ["learned"]}, "needs ranker_dir"),
+        ({"budget_modes": []}, "budget_modes must be"),
+        ({"beam": 0}, "beam must be >= 1"),
+    ],
+)
+def test_bad_configs_give_clear_errors(arena_data_dir, tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        run(_args(arena_data_dir, tmp_path, **overrides))
+    assert not (tmp_path / "arena").exists()
+
+
+def test_missing_folders_give_clear_errors(arena_data_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="make_data.py"):
+        run(_args(tmp_path / "nowhere", tmp_path))
+    with pytest.raises(FileNotFoundError, match="train_ranker.py"):
+        run(_args(arena_data_dir, tmp_path, ranking_stages=["learned"], ranker_dir=str(tmp_path / "none")))
+    with pytest.raises(FileNotFoundError, match="holds no model"):
+        run(
+            _args(
+                arena_data_dir, tmp_path, generative=["sft=" + str(tmp_path / "none")], sid_dir=str(tmp_path)
+            )
+        )
+
+
+def test_parse_quotas_keeps_the_order():
+    assert list(parse_quotas(["b:2", "a:1"], "x").items()) == [("b", 2), ("a", 1)]
+
+
+def test_the_tiny_recipe_writes_results_report_and_figures(
+    parse_recipe, arena_data_dir, tiny_sft_dir, tiny_sid_dir, lookup_encoder, tmp_path
+):
+    from recipes.arena import ArenaArguments as RecipeArguments
+    from recipes.arena import main
+
+    out = tmp_path / "arena"
+    (args,) = parse_recipe(
+        (RecipeArguments,),
+        ["--config", "recipes/configs/tiny/arena.yaml", "--data_dir", arena_data_dir, "--output_dir", out,
+         "--dense_encoder", lookup_encoder, "--max_requests", 60, "--generative", f"sft={tiny_sft_dir}",
+         f"own_sids={tiny_sft_dir},{tiny_sid_dir}", "--sid_dir", tiny_sid_dir, "--beam", 4, "--device", "cpu"],
+    )  # fmt: skip
+    assert args.channels == ["bm25:24", "dense:24", "item_cf:24", "oracle:24"]  # from the YAML
+    assert main(args) == out
+    results = json.loads((out / "arena_results.json").read_text())
+    assert results["simulated"] is True and results["num_requests"] == 60
+    assert set(results["channels"]) == {
+        "logged",
+        "bm25",
+        "dense",
+        "item_cf",
+        "oracle",
+        "gen_sft",
+        "gen_own_sids",
+    }
+    arms = results["stages"]["legacy"]["supplement"]["arms"]
+    assert set(arms) == {"+bm25", "+dense", "+item_cf", "+oracle", "+gen_sft", "+gen_own_sids"}
+    # the same model and SIDs named twice: the same arm to the last digit, and a paired lift of 0
+    assert arms["+gen_sft"]["lifts"] == arms["+gen_own_sids"]["lifts"]
+    versus = results["stages"]["legacy"]["supplement"]["versus_first_generative"]
+    assert versus["baseline"] == "+gen_sft"
+    assert all(v["diff"] == 0 and v["diff_se"] == 0 for v in versus["arms"]["+gen_own_sids"].values())
+    assert set(results["stages"]["legacy"]) == {"supplement", "fixed_budget"}
+    for arm in arms.values():
+        for way in ("only", "any"):
+            assert all(0 <= v <= 1 for v in arm["shares"][way].values())
+        assert all(arm["shares"]["only"][k] <= arm["shares"]["any"][k] for k in arm["shares"]["any"])
+        assert np.isfinite(arm["lifts"]["gmv"]["lift_se"])
+    for ch in results["channels"].values():
+        assert ch["latency_ms"]["p50"] <= ch["latency_ms"]["p99"]
+    for name in ("arena.md", "arena_lifts.png", "arena_shares.png", "stage.json"):
+        assert (out / name).stat().st_size > 0
+    md = render_arena_section(results)
+    assert md.startswith("## Search-funnel arena (simulated") and "+gen_sft" in md and "50.25" in md
+    assert "against `+gen_sft`" in md
+    assert (out.parent / "arena_index" / "bm25" / "stage.json").exists()
+
+
+def test_learned_ranking_stage(arena_data_dir, tmp_path):
+    from reward_models.ranker import RankerConfig, train_ranker
+
+    train_ranker(RankerConfig(max_iter=200), arena_data_dir, tmp_path / "ranker")
+    out = run(_args(arena_data_dir, tmp_path, ranking_stages=["legacy", "learned"], ranker_dir=str(tmp_path / "ranker"),
+                    budget_modes=["supplement"], max_requests=80))  # fmt: skip
+    results = json.loads((out / "arena_results.json").read_text())
+    legacy, learned = (results["stages"][s]["supplement"] for s in ("legacy", "learned"))
+    assert legacy["control"] != learned["control"]  # another ranker exposes other items
+    assert learned["arms"]["+oracle"]["lifts"]["ctr"]["lift"] > 0
