@@ -26,7 +26,7 @@ from eg_grpo.data.ground_truth import encode, has_ground_truth
 from eg_grpo.data.schema import SPLITS, SearchLog
 from eg_grpo.data.sim_catalogue import build_catalogue, build_taxonomy
 from eg_grpo.data.sim_logs import add_histories_and_splits, simulate_impressions
-from eg_grpo.data.sim_users import build_requests, build_users
+from eg_grpo.data.sim_users import build_requests, build_users, user_profiles
 from eg_grpo.io import atomic_dir, mark_stage_done, write_json
 
 
@@ -115,6 +115,14 @@ class SimulatorConfig:
     )
     purchase_price_weight: float = field(default=0.8, metadata={"help": "Purchase model: price fit weight."})
     purchase_quality_weight: float = field(default=0.6, metadata={"help": "Purchase model: quality weight."})
+    user_profile: bool = field(
+        default=False,
+        metadata={
+            "help": "Add the requests column `profile` with the user's purchasing-power tier "
+            "('power=budget|mid|premium', the tier the click and purchase models use). Off: the tables "
+            "are byte-identical to a simulator without profiles."
+        },
+    )
     # split
     valid_fraction: float = field(default=0.1, metadata={"help": "Share of requests (by time) in valid."})
     test_fraction: float = field(default=0.1, metadata={"help": "Share of requests (the latest) in test."})
@@ -199,6 +207,8 @@ def simulate(config: SimulatorConfig) -> SearchLog:
     codes = encode(cat.items, requests)
     impressions = simulate_impressions(config, tax, cat, users, requests, codes, rng_log)
     requests = add_histories_and_splits(config, requests, impressions, users)
+    if config.user_profile:  # drawn from nothing: every other column stays as without it
+        requests["profile"] = user_profiles(users)[requests["user_id"].to_numpy()]
     return SearchLog(items=cat.items, requests=requests, impressions=impressions)
 
 
