@@ -49,6 +49,7 @@ def prompt_text(
     history_titles: Sequence[str] | None = None,
     max_history: int = DEFAULT_MAX_HISTORY,
     profile: Mapping[str, object] | str | None = None,
+    item_title: str | None = None,
 ) -> str:
     """The plain-text body of a prompt, without chat template and without the final ``sid:`` cue.
 
@@ -59,9 +60,12 @@ def prompt_text(
         max_history: keep only the last ``max_history`` items (0 keeps none).
         profile: the user's coarse profile, as the ``profile`` column's ``"key=value;..."`` text or
             a mapping; ``None`` or empty adds nothing.
+        item_title: an item's title, for the item → SID alignment task (``item: ...``, last line);
+            ``None`` adds nothing.
 
     Returns:
-        The lines ``user: ...``, ``history: ...`` and ``query: ...`` that are not empty, joined by newlines.
+        The lines ``user: ...``, ``history: ...``, ``query: ...`` and ``item: ...`` that are not empty,
+        joined by newlines.
     """
     if history_titles is not None and len(history_titles) != len(history_sids):
         raise ValueError(
@@ -85,6 +89,9 @@ def prompt_text(
     query = " ".join((query or "").split())
     if query:
         lines.append(f"query: {query}")
+    item_title = " ".join((item_title or "").split())
+    if item_title:
+        lines.append(f"item: {item_title}")
     return "\n".join(lines)
 
 
@@ -100,6 +107,7 @@ def build_prompt(
     max_history: int = DEFAULT_MAX_HISTORY,
     system_prompt: str | None = SYSTEM_PROMPT,
     profile: Mapping[str, object] | str | None = None,
+    item_title: str | None = None,
 ) -> str:
     """Builds the generator's prompt for one request.
 
@@ -112,6 +120,7 @@ def build_prompt(
         max_history: the number of most recent history items kept.
         system_prompt: system message for chat templates (None: the template's default).
         profile: the user's coarse profile (``"power=premium"`` or a mapping); None: no ``user:`` line.
+        item_title: an item title for the item → SID task (``item: ...``); None: no such line.
 
     Returns:
         The prompt string; the completion (SID tokens + eos) is appended to it verbatim.
@@ -120,7 +129,7 @@ def build_prompt(
         >>> build_prompt("red pen", [(3, 9, 1), (7, 2, 4)])
         'history: <a_3><b_9><c_1><a_7><b_2><c_4>\\nquery: red pen\\nsid:'
     """
-    body = prompt_text(query, history_sids, history_titles, max_history, profile)
+    body = prompt_text(query, history_sids, history_titles, max_history, profile, item_title)
     if has_chat_template(tokenizer):
         messages = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
         messages.append({"role": "user", "content": body or "recommend an item"})
