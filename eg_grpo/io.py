@@ -1,9 +1,26 @@
-"""Artifact I/O shared by every stage: atomic writes and config fingerprints.
+"""The artifact contract every stage follows: atomic folders, one ``stage.json``, content lineage.
 
-Every stage writes one artifact folder. A folder is written under a temporary name and renamed
-into place only when complete, so a killed process never leaves a half-written artifact that a
-later run would take as done. ``stage.json`` inside it records the fingerprint of the config
-that produced it; a stage whose fingerprint differs is stale and is rebuilt.
+A stage (data, SIDs, ranker, SFT, RL, evaluation, ...) writes one folder. The folder is written
+under a temporary name and renamed into place only when complete (RL, which needs its checkpoints
+in place to resume, writes ``stage.json`` last instead), so a killed process never leaves a
+half-written artifact that a later run would take as done.
+
+``stage.json`` records:
+
+- ``stage``: the stage's name; ``config``: the settings that shape its content (paths of inputs and
+  of the output, thread counts and the like are left out);
+- ``inputs``: for each folder it read, its path and its **fingerprint**: the input's own
+  ``stage.json`` fingerprint, or a hash of its files' bytes when it has none (a folder you brought);
+- ``fingerprint``: a hash of the stage name, the config and the input fingerprints. Builds are
+  seeded, so equal fingerprints mean equal content, and a change anywhere upstream changes every
+  fingerprint below it;
+- ``seconds``, ``versions`` (python, torch, transformers, trl, eg-grpo) and ``created``.
+
+:func:`check_stage_folder` is the one check recipes and the chain share: a missing folder is
+built, a current one is skipped, and anything else (another config, another input, a folder without
+``stage.json``) is never replaced unless the caller passes ``overwrite``; the error names the keys
+that differ. :func:`check_lineage` makes a stage refuse a SID folder built from other data, or a
+model trained with other SIDs.
 """
 
 from __future__ import annotations
@@ -12,26 +29,45 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
+import platform
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+logger = logging.getLogger(__name__)
+
 STAGE_FILE = "stage.json"
+# Settings that never change an artifact's content: left out of the recorded config.
+NON_CONTENT_KEYS = frozenset({
+    "output_dir", "logging_dir", "overwrite", "num_threads", "disable_tqdm", "resume_from_checkpoint",
+    "report_to", "run_name", "hub_token", "push_to_hub", "device", "encoder_threads", "reset_optimizer",
+    "allow_unknown_lineage", "dataloader_num_workers", "logging_steps", "logging_first_step",
+})  # fmt: skip
+_HASH_CHUNK = 1 << 20
+_FULL_HASH_LIMIT = 256 << 20  # bigger files: size + first and last 8 MiB (model weights)
+
+
+class StageConflict(FileExistsError):
+    """An output folder holds something other than what this run would write; nothing was replaced."""
 
 
 def _jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):
         return {str(k): _jsonable(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in (sorted(obj, key=str) if isinstance(obj, set | frozenset) else obj)]
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
         return obj.item()
+    if hasattr(obj, "value") and type(obj).__module__ != "builtins" and isinstance(obj.value, str):
+        return obj.value  # enums (transformers' IntervalStrategy, ...)
     return obj
 
 
@@ -41,12 +77,27 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def content_config(obj: Any, drop: tuple[str, ...] = ()) -> Any:
+    """``obj`` as JSON data without the keys that do not shape content (at any depth), nor ``drop``."""
+    skip = NON_CONTENT_KEYS | set(drop)
+    data = _jsonable(obj)
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in skip}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(data)
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """Writes JSON atomically (temporary file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=False, default=str) + "\n")
     tmp.replace(path)
 
 
@@ -80,17 +131,195 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
         tmp.rename(path)
 
 
-def mark_stage_done(folder: str | Path, config: Any, **extra: Any) -> None:
-    """Records in ``folder/stage.json`` which config produced the artifact."""
-    write_json(Path(folder) / STAGE_FILE, {"fingerprint": fingerprint(config), **extra})
+# ---------------------------------------------------------------------------------------------
+# Fingerprints of folders
 
 
-def stage_is_current(folder: str | Path, config: Any) -> bool:
-    """True when ``folder`` holds a finished artifact produced by exactly this config."""
+def read_stage(folder: str | Path | None) -> dict | None:
+    """The folder's ``stage.json`` (None when it has none or it is not a stage record)."""
+    if folder is None:
+        return None
     marker = Path(folder) / STAGE_FILE
-    if not marker.exists():
-        return False
     try:
-        return json.loads(marker.read_text()).get("fingerprint") == fingerprint(config)
-    except json.JSONDecodeError:
-        return False
+        record = json.loads(marker.read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) and "fingerprint" in record and "stage" in record else None
+
+
+def _file_digest(path: Path, digest) -> None:
+    size = path.stat().st_size
+    digest.update(f"{size}:".encode())
+    with path.open("rb") as f:
+        if size <= _FULL_HASH_LIMIT:
+            while chunk := f.read(_HASH_CHUNK):
+                digest.update(chunk)
+        else:
+            digest.update(f.read(8 * _HASH_CHUNK))
+            f.seek(size - 8 * _HASH_CHUNK)
+            digest.update(f.read())
+
+
+def folder_fingerprint(path: str | Path) -> str:
+    """The content fingerprint of an input: its ``stage.json`` fingerprint, else a hash of its files.
+
+    A folder without ``stage.json`` (your own data, a hub snapshot) is hashed file by file (names
+    and bytes), so two same-size datasets with different rows never share a fingerprint. A string
+    that is not a local path (a hub id such as ``Qwen/Qwen2.5-0.5B``) is its own fingerprint.
+    """
+    path = Path(path)
+    record = read_stage(path)
+    if record is not None:
+        return record["fingerprint"]
+    if not path.exists():
+        return f"name:{path}"
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        relative = file.relative_to(path) if file != path else Path(file.name)
+        if any(part.startswith(".") for part in relative.parts):
+            continue  # temporary and hidden files are not content
+        digest.update(str(relative).encode() + b"\0")
+        _file_digest(file, digest)
+    return "files:" + digest.hexdigest()[:16]
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("eg-grpo", "torch", "transformers", "trl"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[name] = version(name)
+    return out
+
+
+def stage_record(stage: str, config: Any, inputs: Mapping[str, str | Path | None] | None = None) -> dict:
+    """What ``stage.json`` will hold for a stage with ``config`` reading ``inputs`` (name → folder).
+
+    Input folders must exist (a missing one is a :class:`FileNotFoundError` naming it); None entries
+    are left out (an optional input not given).
+    """
+    recorded_inputs = {}
+    for name, folder in (inputs or {}).items():
+        if folder is None:
+            continue
+        recorded_inputs[name] = {"path": str(Path(folder).resolve()), "fingerprint": folder_fingerprint(folder)}
+    config = _jsonable(config)
+    content = {"stage": stage, "config": config,
+               "inputs": {k: v["fingerprint"] for k, v in recorded_inputs.items()}}  # fmt: skip
+    return {"stage": stage, "fingerprint": fingerprint(content), "config": config, "inputs": recorded_inputs}
+
+
+def write_stage(folder: str | Path, record: dict, seconds: float | None = None, **extra: Any) -> dict:
+    """Writes ``folder/stage.json`` from a :func:`stage_record` (plus seconds, versions, ``extra``)."""
+    full = {**record, "seconds": None if seconds is None else round(float(seconds), 2), "versions": _versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}  # fmt: skip
+    write_json(Path(folder) / STAGE_FILE, full)
+    return full
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [d for k in keys for d in _diff(old.get(k, "<unset>"), new.get(k, "<unset>"), f"{prefix}{k}.")]
+    if old != new:
+        return [f"{prefix[:-1]}: {json.dumps(old, default=str)} -> {json.dumps(new, default=str)}"]
+    return []
+
+
+def record_diff(old: dict, new: dict) -> list[str]:
+    """Readable differences between two stage records: ``config.key: old -> new``, ``inputs.name: ...``."""
+    diffs = _diff(old.get("config", {}), new.get("config", {}), "config.")
+    old_inputs = {k: v.get("fingerprint") for k, v in (old.get("inputs") or {}).items()}
+    new_inputs = {k: v.get("fingerprint") for k, v in (new.get("inputs") or {}).items()}
+    diffs += [d.replace("inputs.", "input ", 1) for d in _diff(old_inputs, new_inputs, "inputs.")]
+    return diffs or [f"fingerprint {old.get('fingerprint')} -> {new.get('fingerprint')}"]
+
+
+def check_stage_folder(folder: str | Path, record: dict, overwrite: bool = False,
+                       flag: str = "--overwrite true") -> str:  # fmt: skip
+    """Decides what a stage does with its output folder; never replaces anything unless ``overwrite``.
+
+    Returns:
+        ``"build"`` (missing or empty folder, or ``overwrite``) or ``"current"`` (``stage.json`` holds
+        this very record's fingerprint: nothing to do).
+
+    Raises:
+        StageConflict: the folder holds another config or inputs (the message lists what differs),
+            another stage's output, or files without a ``stage.json`` (built by hand); ``flag`` is what
+            the message tells the user to pass to replace it.
+    """
+    folder = Path(folder)
+    if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+        return "build"
+    existing = read_stage(folder)
+    if existing is not None and existing["stage"] == record["stage"] and existing["fingerprint"] == record["fingerprint"]:
+        return "current"
+    if overwrite:
+        return "build"
+    if existing is None:
+        reason = f"holds files but no {STAGE_FILE}: it was built by hand or by an older version"
+    elif existing["stage"] != record["stage"]:
+        reason = f"holds the output of stage '{existing['stage']}', not '{record['stage']}'"
+    else:
+        reason = "was built with other settings or inputs:\n  " + "\n  ".join(record_diff(existing, record))
+    raise StageConflict(f"{folder} {reason}\nNothing was replaced. Pass {flag} to rebuild it, or choose "
+                        "another output folder.")  # fmt: skip
+
+
+def require_dir(path: str | Path | None, what: str, hint: str) -> Path:
+    """``path`` as a folder that exists; a missing one is an error naming ``what`` and how to make it."""
+    if path is None or str(path) == "":
+        raise ValueError(f"{what} is required: {hint}")
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what} {path} does not exist (resolved against {Path.cwd()}): {hint}")
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# Lineage
+
+
+def _input_fingerprint(record: dict | None, name: str) -> tuple[str | None, str | None]:
+    entry = ((record or {}).get("inputs") or {}).get(name)
+    return (entry.get("fingerprint"), entry.get("path")) if entry else (None, None)
+
+
+def check_lineage(data_dir: str | Path | None = None, sid_dir: str | Path | None = None,
+                  model_dir: str | Path | None = None) -> None:  # fmt: skip
+    """Refuses a SID folder built from other data, or a model trained with other SIDs.
+
+    A SID folder's ``stage.json`` names the data it was built from, a model's the SID folder it was
+    trained with (by fingerprint, see :func:`folder_fingerprint`). A folder without a record cannot
+    be checked: a warning says so (the item-set check of the codebook still runs).
+
+    Raises:
+        ValueError: the recorded fingerprint differs from the folder given; the message names both
+            and the fix.
+    """
+    if sid_dir is not None and data_dir is not None:
+        sids = read_stage(sid_dir)
+        built_from, built_path = _input_fingerprint(sids, "data")
+        if built_from is None:
+            logger.warning("%s records no data lineage: cannot check it was built from %s", sid_dir, data_dir)
+        elif built_from != (given := folder_fingerprint(data_dir)):
+            raise ValueError(
+                f"the SID folder {sid_dir} was built from other data ({built_path}, fingerprint {built_from}); "
+                f"{data_dir} has fingerprint {given}. Pass the data folder the SIDs were built from, or build "
+                f"SIDs for this data: `python recipes/build_sids.py --config SIDS.yaml --data_dir {data_dir} "
+                "--output_dir NEW_SID_DIR`"
+            )
+    if model_dir is not None and sid_dir is not None:
+        model = read_stage(model_dir)
+        trained_with, trained_path = _input_fingerprint(model, "sids")
+        if trained_with is None:
+            logger.warning("%s records no SID lineage: cannot check it was trained with %s", model_dir, sid_dir)
+        elif trained_with != (given := folder_fingerprint(sid_dir)):
+            raise ValueError(
+                f"the model {model_dir} was trained with other SIDs ({trained_path}, fingerprint {trained_with}); "
+                f"{sid_dir} has fingerprint {given}: its SID tokens mean other items. Pass the SID folder the "
+                "model was trained with, or train SFT on these SIDs: `python recipes/sft.py --config SFT.yaml "
+                f"--sid_dir {sid_dir} --output_dir NEW_MODEL_DIR`"
+            )

@@ -14,7 +14,6 @@ item at one fixed position, so an item is not credited for the slot the legacy r
 
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 import time
@@ -308,6 +307,14 @@ class RankingSimulator:
         return sim
 
 
+def ranker_stage_record(config: RankerConfig, data_dir: str | Path, eval_split: str = "valid") -> dict:
+    """The ``stage.json`` record of a ranker trained with ``config`` on ``data_dir`` (see :mod:`eg_grpo.io`)."""
+    from eg_grpo.io import stage_record
+
+    ranker_config = {f.name: getattr(config, f.name) for f in fields(RankerConfig)}
+    return stage_record("ranker", {"ranker": ranker_config, "eval_split": eval_split}, {"data": data_dir})
+
+
 def train_ranker(
     config: RankerConfig, data_dir: str | Path, output_dir: str | Path, eval_split: str = "valid"
 ) -> dict:
@@ -320,7 +327,7 @@ def train_ranker(
         ValueError: when ``data_dir`` or ``output_dir`` is missing.
     """
     from eg_grpo.data.schema import SearchLog
-    from eg_grpo.io import STAGE_FILE, atomic_dir, mark_stage_done, write_json
+    from eg_grpo.io import atomic_dir, write_json, write_stage
 
     if not data_dir or not output_dir:
         raise ValueError("pass --data_dir (the folder written by recipes/make_data.py) and --output_dir")
@@ -331,11 +338,10 @@ def train_ranker(
     train_seconds = time.perf_counter() - start
     metrics = {**sim.evaluate(log, eval_split), "train_seconds": round(train_seconds, 1)}
     metrics["model_type"], metrics["score_position"] = ranker_config.model_type, sim.score_position
-    data_stage = Path(data_dir) / STAGE_FILE
-    data_fp = json.loads(data_stage.read_text()).get("fingerprint") if data_stage.exists() else str(data_dir)
+    record = ranker_stage_record(ranker_config, data_dir, eval_split)
     with atomic_dir(output_dir) as tmp:
         sim.save(tmp)
         write_json(tmp / "ranker_metrics.json", metrics)
-        mark_stage_done(tmp, {"ranker": asdict(ranker_config), "data": data_fp, "eval_split": eval_split})
+        write_stage(tmp, record, train_seconds)
     logger.info("ranker written to %s (click AUC %s)", output_dir, metrics["click_auc"])
     return metrics

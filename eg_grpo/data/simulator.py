@@ -27,7 +27,7 @@ from eg_grpo.data.schema import SPLITS, SearchLog
 from eg_grpo.data.sim_catalogue import build_catalogue, build_taxonomy
 from eg_grpo.data.sim_logs import add_histories_and_splits, simulate_impressions
 from eg_grpo.data.sim_users import build_requests, build_users, user_profiles
-from eg_grpo.io import atomic_dir, mark_stage_done, write_json
+from eg_grpo.io import atomic_dir, content_config, stage_record, write_json, write_stage
 
 
 @dataclass
@@ -289,9 +289,8 @@ def write_simulated_data(config: SimulatorConfig, output_dir: str | Path) -> dic
     """Simulates a log and writes it as a data artifact, atomically.
 
     ``output_dir`` receives ``items.parquet``, ``requests.parquet``, ``impressions.parquet``,
-    ``stats.json`` ([`summary_statistics`]) and ``stage.json`` (the config fingerprint, so
-    ``eg_grpo.io.stage_is_current(output_dir, config)`` tells whether it is current). A killed run
-    leaves no half-written folder.
+    ``stats.json`` ([`summary_statistics`]) and ``stage.json`` (see :mod:`eg_grpo.io`; its
+    fingerprint is that of :func:`data_stage_record`). A killed run leaves no half-written folder.
 
     Args:
         config: the simulator config.
@@ -307,5 +306,10 @@ def write_simulated_data(config: SimulatorConfig, output_dir: str | Path) -> dic
     with atomic_dir(output_dir) as tmp:
         log.save(tmp)
         write_json(tmp / "stats.json", stats)
-        mark_stage_done(tmp, config, stage="data", simulator_config=config, build_seconds=seconds)
+        write_stage(tmp, data_stage_record(config), seconds)
     return {**stats, "build_seconds": seconds}
+
+
+def data_stage_record(config: SimulatorConfig) -> dict:
+    """The ``stage.json`` record of simulated data: the simulator config (a seeded, pure function of it)."""
+    return stage_record("data", {"simulator": content_config(config)})

@@ -1,0 +1,79 @@
+"""Every stage in one shape: its arguments dataclasses and a ``run(*arguments)``, found by name.
+
+    python -m eg_grpo.stages sft --config recipes/configs/tiny/sft.yaml --data_dir D --sid_dir S --output_dir O
+
+is what ``python recipes/sft.py ...`` runs, without needing the ``recipes/`` folder (a non-editable
+install has none). The chain (:mod:`eg_grpo.pipeline`) calls stages this way, in the user's working
+directory. A stage is one :class:`Stage` entry in :data:`STAGES`; adding one (e.g. a new
+evaluation) is one line here plus its module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass
+
+
+def _resolve(target: str):
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage found by name.
+
+    Args:
+        name: what ``python -m eg_grpo.stages NAME`` and the chain call it.
+        arguments: ``"module:attr"``: a dataclass, a tuple of dataclasses, or a function returning the tuple.
+        run: ``"module:function"`` taking the parsed dataclasses, in order; writes the stage folder with
+            ``stage.json`` (see :mod:`eg_grpo.io`).
+        record: optional ``"module:function"`` with ``run``'s signature returning the ``stage.json``
+            record it would write, so the chain skips a current stage without starting a process.
+    """
+
+    name: str
+    arguments: str
+    run: str
+    record: str | None = None
+
+    def argument_types(self) -> tuple[type, ...]:
+        value = _resolve(self.arguments)
+        if dataclasses.is_dataclass(value):
+            return (value,)
+        return tuple(value() if callable(value) and not isinstance(value, tuple) else value)
+
+    def run_function(self):
+        return _resolve(self.run)
+
+    def record_function(self):
+        return _resolve(self.record) if self.record else None
+
+    def parse(self, argv: list[str]) -> tuple:
+        from eg_grpo.cli import StageParser
+
+        return StageParser(self.argument_types(), prog=f"python -m eg_grpo.stages {self.name}").parse_args_and_config(
+            args=[str(a) for a in argv]
+        )
+
+
+STAGES: dict[str, Stage] = {s.name: s for s in [
+    Stage("data", "eg_grpo.stages.data:simulated_arguments", "eg_grpo.stages.data:run_simulated",
+          "eg_grpo.stages.data:simulated_record"),
+    Stage("amazon_data", "eg_grpo.stages.data:amazon_arguments", "eg_grpo.stages.data:run_amazon"),
+    Stage("sids", "eg_grpo.stages.sids:stage_arguments", "eg_grpo.stages.sids:run",
+          "eg_grpo.stages.sids:sids_stage_record"),
+    Stage("ranker", "eg_grpo.stages.ranker:stage_arguments", "eg_grpo.stages.ranker:run",
+          "eg_grpo.stages.ranker:ranker_record"),
+    Stage("sft", "eg_grpo.sft:stage_arguments", "eg_grpo.sft:run", "eg_grpo.sft:sft_stage_record"),
+    Stage("rl", "eg_grpo.rl:stage_arguments", "eg_grpo.rl:run", "eg_grpo.rl:rl_stage_record"),
+    Stage("evaluate", "eg_grpo.stages.evaluate:stage_arguments", "eg_grpo.stages.evaluate:run",
+          "eg_grpo.stages.evaluate:evaluate_stage_record"),
+]}  # fmt: skip
+
+
+def get_stage(name: str) -> Stage:
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; known: {', '.join(STAGES)}")
+    return STAGES[name]

@@ -1,0 +1,146 @@
+"""The evaluation stage: loads data, SIDs and a model, checks their lineage, writes the results atomically.
+
+The metrics themselves come from :func:`eg_grpo.eval.evaluator.evaluate_model`. The folder holds
+``eval_results.json``, ``per_request.csv`` (``request_id, target_rank``: what ``recipes/compare.py``
+pairs models on), ``beam_sweep.png`` and ``stage.json``; its ``inputs`` name the data, SID and model
+fingerprints, so two evaluations are comparable only when their data fingerprints and splits match.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eg_grpo.io import (
+    atomic_dir,
+    check_lineage,
+    check_stage_folder,
+    content_config,
+    read_stage,
+    require_dir,
+    stage_record,
+    write_json,
+    write_stage,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluateArguments:
+    """Arguments of the evaluation stage that are not the ``EvalSettings``.
+
+    Args:
+        data_dir: folder with items/requests/impressions.parquet.
+        sid_dir: the SID folder (holds ``codebook/``), built from ``data_dir``.
+        model_dir: a model folder saved by the SFT or RL stage (or any causal LM with the SID tokens),
+            trained with ``sid_dir``.
+        output_dir: where eval_results.json, per_request.csv, beam_sweep.png and stage.json go.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        num_threads: torch CPU threads (None: torch's default).
+        report_to: ``wandb`` writes the test metrics to the summary of the W&B run that trained the
+            model (recorded in its ``stage.json``), or of the run active in this process; ``none``.
+        overwrite: replace an output folder that holds another evaluation.
+    """
+
+    data_dir: str | None = field(default=None, metadata={"help": "Data folder (required)."})
+    sid_dir: str | None = field(default=None, metadata={"help": "SID folder built from data_dir (required)."})
+    model_dir: str | None = field(default=None, metadata={"help": "Model folder (required)."})
+    output_dir: str | None = field(default=None, metadata={"help": "Output folder (required)."})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda."})
+    num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads."})
+    report_to: str = field(default="none", metadata={"help": "wandb: test metrics into the model's W&B run."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an output folder of another evaluation."})
+
+
+def evaluate_stage_record(script_args: EvaluateArguments, settings) -> dict:
+    data = require_dir(script_args.data_dir, "data_dir", "the folder written by recipes/make_data.py")
+    sids = require_dir(script_args.sid_dir, "sid_dir", "the folder written by recipes/build_sids.py")
+    model = require_dir(script_args.model_dir, "model_dir", "a folder written by recipes/sft.py or recipes/eg_grpo.py")
+    return stage_record("evaluate", {"settings": content_config(settings)}, {"data": data, "sids": sids, "model": model})
+
+
+def run(script_args: EvaluateArguments, settings) -> dict:
+    """Evaluates the model on ``settings.split``; returns the results ({} when already current).
+
+    Raises:
+        ValueError: the SIDs were built from other data or the model trained with other SIDs.
+        StageConflict: ``output_dir`` holds another evaluation (``--overwrite true`` replaces it).
+    """
+    import pandas as pd
+    import torch
+
+    from eg_grpo.data.schema import SearchLog
+    from eg_grpo.data.sft_dataset import check_codebook_matches, check_tokenizer_has_sids, load_codebook
+    from eg_grpo.eval.evaluator import evaluate_model, plot_beam_sweep
+    from eg_grpo.modeling import load_model_and_tokenizer
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not script_args.output_dir:
+        raise ValueError("no output folder: pass --output_dir DIR")
+    record = evaluate_stage_record(script_args, settings)
+    if check_stage_folder(script_args.output_dir, record, script_args.overwrite) == "current":
+        print(f"{script_args.output_dir} is up to date; nothing to do")
+        return {}
+    if script_args.num_threads:
+        torch.set_num_threads(script_args.num_threads)
+    # Inputs are checked before decoding starts: lineage, data, codebook, split, then the model's tokens.
+    check_lineage(data_dir=script_args.data_dir, sid_dir=script_args.sid_dir, model_dir=script_args.model_dir)
+    log = SearchLog.load(script_args.data_dir)
+    codebook = load_codebook(script_args.sid_dir)
+    check_codebook_matches(log, codebook)
+    log.split(settings.split)
+    if not (Path(script_args.model_dir) / "config.json").exists():
+        raise FileNotFoundError(f"{script_args.model_dir} holds no model (config.json); train one with recipes/sft.py")
+    model, tokenizer = load_model_and_tokenizer(script_args.model_dir)
+    check_tokenizer_has_sids(tokenizer, codebook)
+    device = script_args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+
+    start = time.perf_counter()
+    results = evaluate_model(model, tokenizer, log, codebook, settings)
+    results["model_dir"], results["sid_dir"], results["data_dir"] = (
+        script_args.model_dir, script_args.sid_dir, script_args.data_dir,
+    )  # fmt: skip
+    results["split"] = settings.split
+    results["data_fingerprint"] = record["inputs"]["data"]["fingerprint"]
+    per_request = pd.DataFrame(results.pop("per_request"))
+    with atomic_dir(script_args.output_dir) as tmp:
+        per_request.to_csv(tmp / "per_request.csv", index=False)
+        write_json(tmp / "eval_results.json", results)
+        plot_beam_sweep(results, tmp / "beam_sweep.png", title=f"{Path(script_args.model_dir).name} on {settings.split}")
+        write_stage(tmp, record, time.perf_counter() - start)
+    summary = {k: v for k, v in results.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    if script_args.report_to == "wandb":
+        report_to_wandb(summary, script_args.model_dir, settings.split)
+    print(json.dumps(summary, indent=2))
+    return results
+
+
+def report_to_wandb(summary: dict, model_dir: str | Path, split: str) -> None:
+    """Writes ``{split}/{metric}`` into the summary of the active W&B run, else of the model's training run."""
+    import wandb
+
+    metrics = {f"{split}/{k}": v for k, v in summary.items()}
+    if wandb.run is not None:
+        wandb.run.summary.update(metrics)
+        return
+    tracked = ((read_stage(model_dir) or {}).get("tracking") or {}).get("wandb")
+    if not tracked:
+        logger.warning("report_to=wandb: %s records no W&B run and none is active; nothing reported", model_dir)
+        return
+    run = wandb.init(id=tracked["id"], project=tracked["project"], dir=tracked.get("dir"), resume="allow",
+                     mode=tracked.get("mode", "offline"))  # fmt: skip
+    run.summary.update(metrics)
+    run.finish()
+
+
+def stage_arguments():
+    from eg_grpo.eval.evaluator import EvalSettings
+
+    return (EvaluateArguments, EvalSettings)
