@@ -19,7 +19,8 @@ not tied to one request) and ``target_item``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from datasets import Dataset
@@ -170,6 +171,29 @@ def resolve_task(task: str) -> Callable[..., Dataset]:
     )
 
 
+def check_task_arguments(task: str, kwargs: dict) -> None:
+    """Fails early (before any model is built) on an unknown task or arguments its builder does not take.
+
+    Raises:
+        ValueError: naming the task, the unknown arguments and the ones it takes.
+    """
+    fn = resolve_task(task)
+    target = build_sft_dataset if fn is personalized_rows else fn
+    params = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # a user's builder that takes **kwargs checks its own
+    accepted = set(params) - {"log", "codebook", "tokenizer"}
+    unknown = set(kwargs) - accepted
+    if unknown:
+        raise ValueError(f"SFT task {task!r} does not take {sorted(unknown)}; it takes {sorted(accepted)}")
+
+
+def task_takes(task: str, argument: str) -> bool:
+    """Whether the task's builder has a parameter ``argument`` (e.g. ``split``)."""
+    fn = resolve_task(task)
+    return argument in inspect.signature(build_sft_dataset if fn is personalized_rows else fn).parameters
+
+
 def build_task_rows(task: str, log: SearchLog, codebook: SIDCodebook, tokenizer, **kwargs) -> Dataset:
     """The rows of one SFT task, with a clear error for arguments the task does not take.
 
@@ -177,16 +201,43 @@ def build_task_rows(task: str, log: SearchLog, codebook: SIDCodebook, tokenizer,
         ValueError: an unknown task, arguments the builder does not accept, or rows without the
             ``prompt`` and ``completion`` columns.
     """
-    fn = resolve_task(task)
-    params = inspect.signature(fn).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    target = build_sft_dataset if fn is personalized_rows else fn
-    accepted = set(inspect.signature(target).parameters) - {"log", "codebook", "tokenizer"}
-    unknown = set(kwargs) - accepted
-    if unknown and (fn is personalized_rows or not takes_any):
-        raise ValueError(f"SFT task {task!r} does not take {sorted(unknown)}; it takes {sorted(accepted)}")
-    rows = fn(log, codebook, tokenizer, **kwargs)
+    check_task_arguments(task, kwargs)
+    rows = resolve_task(task)(log, codebook, tokenizer, **kwargs)
     missing = {"prompt", "completion"} - set(getattr(rows, "column_names", []))
     if missing:
         raise ValueError(f"SFT task {task!r} returned rows without the column(s) {sorted(missing)}")
+    if len(rows) == 0:
+        raise ValueError(f"SFT task {task!r} built no rows; there is nothing to learn")
     return rows
+
+
+def task_kwargs_of(script_args, seed: int) -> dict:
+    """The builder arguments of ``script_args.task``: its ``task_kwargs`` (a mapping or JSON text),
+    then, where the builder takes them and they are not given, the SFT run's ``max_train_rows`` (as
+    ``max_rows``), ``train_split`` (as ``split``), seed and prompt options.
+
+    Raises:
+        ValueError: ``task_kwargs`` that is not a mapping, or arguments the task does not take.
+    """
+    kwargs = script_args.task_kwargs or {}
+    if isinstance(kwargs, str):
+        try:
+            kwargs = json.loads(kwargs)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"task_kwargs must be a mapping (YAML or JSON), got {kwargs!r}: {err}") from None
+    if not isinstance(kwargs, Mapping):
+        raise ValueError(f"task_kwargs must be a mapping of the task's arguments, got {kwargs!r}")
+    kwargs = dict(kwargs)
+    run_defaults = {"max_rows": script_args.max_train_rows, "split": script_args.train_split, "seed": seed,
+                    "max_history": script_args.max_history, "use_titles": script_args.use_titles,
+                    "recent_fraction": script_args.recent_fraction, "recent_repeats": script_args.recent_repeats}  # fmt: skip
+    for key, value in run_defaults.items():
+        if key not in kwargs and task_takes(script_args.task, key):
+            kwargs[key] = value
+    check_task_arguments(script_args.task, kwargs)
+    return kwargs
+
+
+def task_rows_from_arguments(log: SearchLog, codebook: SIDCodebook, tokenizer, script_args, seed: int) -> Dataset:
+    """The training rows of an SFT run whose ``task`` is set (see :func:`task_kwargs_of`)."""
+    return build_task_rows(script_args.task, log, codebook, tokenizer, **task_kwargs_of(script_args, seed))
