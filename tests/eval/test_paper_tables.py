@@ -86,3 +86,16 @@ def test_recipe_writes_the_markdown(tmp_path):
     assert "| CQ-SID vs RQ-VAE | +20.00 % | +25.00 % |" in text
     with pytest.raises(SystemExit, match="unknown keys \\['tabel1'\\]"):
         main({"tabel1": {}})
+
+
+@pytest.mark.parametrize("size", ["tiny", "demo"])
+def test_committed_configs_name_the_papers_rows(size):
+    from pathlib import Path
+
+    import yaml
+
+    from recipes.paper_tables import KEYS
+
+    config = yaml.safe_load((Path("recipes/configs") / size / "paper_tables.yaml").read_text())
+    assert set(config) <= set(KEYS)
+    PaperTables(**{k: v for k, v in config.items() if k != "output"})  # row names checked, folders read lazily
