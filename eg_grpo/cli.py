@@ -35,15 +35,15 @@ class StageParser(TrlParser):
     """
 
     def __init__(self, dataclass_types, **kwargs):
-        self._deferred: list[tuple[type, list[dataclasses.Field]]] = []
+        self._deferred: list[tuple[type, list[dataclasses.Field], bool]] = []
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         kwargs.setdefault("usage", "%(prog)s [--config YAML] [--OPTION VALUE ...]  (options: --help)")
         super().__init__(dataclass_types, **kwargs)
-        for dtype, inherited in self._deferred:
+        for dtype, inherited, has_own in self._deferred:
             if not inherited:
                 continue
             title = f"{dtype.__name__}: options inherited from TRL / transformers"
-            if not _declared_by_us(dtype, inherited[0].name):  # the dataclass itself is TRL's (SFTConfig, ...)
+            if not has_own:  # the dataclass itself is TRL's (SFTConfig, ModelConfig)
                 title = f"{dtype.__module__.split('.')[0]}.{dtype.__name__} options"
             group = self.add_argument_group(title)
             for f in inherited:
@@ -65,7 +65,7 @@ class StageParser(TrlParser):
             group = self.add_argument_group(f"{dtype.__name__} options")
             for f in own:
                 self._parse_dataclass_field(group, f)
-        self._deferred.append((dtype, inherited))
+        self._deferred.append((dtype, inherited, bool(own)))
 
 
 def command_line() -> str:

@@ -14,7 +14,8 @@ half-written artifact that a later run would take as done.
 - ``fingerprint``: a hash of the stage name, the config and the input fingerprints. Builds are
   seeded, so equal fingerprints mean equal content, and a change anywhere upstream changes every
   fingerprint below it;
-- ``seconds``, ``versions`` (python, torch, transformers, trl, eg-grpo) and ``created``.
+- ``seconds``, ``versions`` (python, torch, transformers, trl, eg-grpo), ``created`` and ``built_by``
+  (the chain's output root when a chain built it: the chain may rebuild only its own folders).
 
 :func:`check_stage_folder` is the one check recipes and the chain share: a missing folder is
 built, a current one is skipped, and anything else (another config, another input, a folder without
@@ -41,6 +42,9 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 STAGE_FILE = "stage.json"
+OWNER_ENV = "EG_GRPO_CHAIN"
+# A stage that must write in place while it runs (RL: checkpoints) keeps its record here until done.
+PENDING_FILE = "stage.pending.json"
 # Settings that never change an artifact's content: left out of the recorded config.
 NON_CONTENT_KEYS = frozenset({
     "output_dir", "logging_dir", "overwrite", "num_threads", "disable_tqdm", "resume_from_checkpoint",
@@ -65,7 +69,9 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
-        return obj.item()
+        obj = obj.item()
+    if isinstance(obj, float) and obj.is_integer() and abs(obj) < 2**53:
+        return int(obj)  # YAML `3` and the command line's `3` (parsed as 3.0) are one config
     if hasattr(obj, "value") and type(obj).__module__ != "builtins" and isinstance(obj.value, str):
         return obj.value  # enums (transformers' IntervalStrategy, ...)
     return obj
@@ -211,10 +217,15 @@ def stage_record(stage: str, config: Any, inputs: Mapping[str, str | Path | None
     return {"stage": stage, "fingerprint": fingerprint(content), "config": config, "inputs": recorded_inputs}
 
 
+def built_by() -> str | None:
+    """Who builds artifacts in this process: the chain sets ``EG_GRPO_CHAIN`` (its output root) for its stages."""
+    return os.environ.get(OWNER_ENV) or None
+
+
 def write_stage(folder: str | Path, record: dict, seconds: float | None = None, **extra: Any) -> dict:
-    """Writes ``folder/stage.json`` from a :func:`stage_record` (plus seconds, versions, ``extra``)."""
+    """Writes ``folder/stage.json`` from a :func:`stage_record` (plus seconds, versions, ``built_by``, ``extra``)."""
     full = {**record, "seconds": None if seconds is None else round(float(seconds), 2), "versions": _versions(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}  # fmt: skip
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "built_by": built_by(), **extra}  # fmt: skip
     write_json(Path(folder) / STAGE_FILE, full)
     return full
 

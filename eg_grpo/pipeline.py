@@ -1,31 +1,41 @@
-"""The stage chain: data → SIDs → ranker → SFT → vanilla / expert-guided GRPO → evaluation → report.
+"""The stage chain: data -> SIDs -> ranker -> SFT -> vanilla / expert-guided GRPO -> evaluation -> report.
 
-Each stage is its recipe, run as a subprocess with its config, writing one artifact folder. A
-stage is skipped when its folder holds a marker whose fingerprint matches the config file's
-content, the arguments and the fingerprints of the stages it reads; otherwise it is (re)built,
-and so is everything after it. Recipes write their folders atomically, and the marker is written
-only after the recipe succeeded, so an interrupted chain re-run loses no finished stage and never
-takes a half-written one as done. The RL stages resume from their last checkpoint.
+Each step is a stage of :data:`eg_grpo.stages.STAGES` with its config file, writing one folder
+under the chain's ``output_root``. The chain uses the same check as the recipes (see
+:mod:`eg_grpo.io`): it parses each stage's arguments in-process and compares the record the stage
+would write with the folder's ``stage.json``; a current stage is skipped without starting a
+process. Anything else runs as ``python -m eg_grpo.stages NAME ...`` in the user's working
+directory (paths are made absolute first), so the chain works from any folder and from a
+non-editable install.
+
+A stage whose folder this chain built (its ``stage.json`` says ``built_by``: this output root) and
+whose config or inputs changed is rebuilt, and so is everything after it. A folder the chain did not
+build (by hand, by a recipe, another chain) is never replaced: the chain stops and names what
+differs and the ``rebuild`` option. The RL stages resume from their newest intact checkpoint.
+
+    python -m eg_grpo.pipeline tiny                      # the tiny chain (a couple of minutes on CPU)
+    python -m eg_grpo.pipeline demo --rebuild sft        # the demo chain, replacing a hand-made SFT folder
 """
 
 from __future__ import annotations
 
-import hashlib
+import argparse
 import json
 import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import yaml
 
-from eg_grpo.io import write_json
+from eg_grpo.io import OWNER_ENV, PENDING_FILE, StageConflict, check_stage_folder, read_stage
+from eg_grpo.stages import get_stage
 
+# The source checkout holding recipes/ (absent from a non-editable install; tests and benchmarks use it).
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RECIPES = REPO_ROOT / "recipes"
-CHAIN_MARKER = "chain_stage.json"
 
 
 @dataclass
@@ -37,72 +47,45 @@ class StageResult:
     seconds: float = 0.0
 
 
-def _file_text(path: str | Path) -> str:
-    path = Path(path)
-    if not path.is_absolute() and not path.exists():
-        path = REPO_ROOT / path
-    if not path.exists():
-        raise FileNotFoundError(f"stage config {path} not found")
-    return path.read_text()
+def preset_dir(name: str) -> Path:
+    """The config folder of a shipped preset (``tiny``, ``demo``, ...): packaged data, else the checkout's."""
+    packaged = resources.files("eg_grpo").joinpath("configs", name)
+    if packaged.is_dir():
+        return Path(str(packaged))
+    source = REPO_ROOT / "recipes" / "configs" / name
+    if source.is_dir():
+        return source
+    raise FileNotFoundError(f"no config preset {name!r}: pass a chain.yaml path, or one of the folders of "
+                            "recipes/configs")  # fmt: skip
 
 
-def stage_fingerprint(recipe: str, config: str | Path, args: dict, upstream: list[str]) -> str:
-    payload = json.dumps(
-        {"recipe": recipe, "config": _file_text(config), "args": {k: str(v) for k, v in sorted(args.items())},
-         "upstream": upstream}, sort_keys=True,
-    )  # fmt: skip
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def is_current(output_dir: Path, fingerprint: str) -> bool:
-    marker = Path(output_dir) / CHAIN_MARKER
-    try:
-        return json.loads(marker.read_text())["fingerprint"] == fingerprint
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return False
-
-
-def run_stage(name: str, recipe: str, config: str | Path, output_dir: str | Path, args: dict | None = None,
-              upstream: list[str] | None = None, extra_argv: list[str] | None = None) -> StageResult:  # fmt: skip
-    """Runs ``recipes/<recipe>.py --config CONFIG --output_dir OUT --key value ...`` unless current.
-
-    Raises:
-        RuntimeError: when the recipe fails; its output was streamed to the console above.
-    """
-    args, output_dir = dict(args or {}), Path(output_dir)
-    fp = stage_fingerprint(recipe, config, args, list(upstream or []))
-    if is_current(output_dir, fp):
-        print(f"[chain] {name}: up to date in {output_dir}, skipped")
-        return StageResult(name, output_dir, fp, skipped=True)
-    if (output_dir / CHAIN_MARKER).exists():
-        print(f"[chain] {name}: config or inputs changed, rebuilding {output_dir}")
-        (output_dir / CHAIN_MARKER).unlink()
-    argv = [sys.executable, str(RECIPES / f"{recipe}.py"), "--config", str(config), "--output_dir", str(output_dir)]
-    for key, value in args.items():
-        argv += [f"--{key}", str(value)]
-    argv += list(extra_argv or [])
-    print(f"[chain] {name}: {' '.join(argv[1:])}", flush=True)
-    start = time.perf_counter()
-    completed = subprocess.run(argv, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    if completed.returncode != 0:
-        raise RuntimeError(f"stage '{name}' failed (exit {completed.returncode}); fix the error above and re-run: "
-                           "finished stages are kept")  # fmt: skip
-    seconds = time.perf_counter() - start
-    write_json(output_dir / CHAIN_MARKER, {"fingerprint": fp, "stage": name, "seconds": round(seconds, 1)})
-    return StageResult(name, output_dir, fp, skipped=False, seconds=seconds)
+def resolve_chain_path(chain: str | Path) -> Path:
+    """A chain file: a path (against the working directory), or a preset name such as ``tiny``."""
+    path = Path(chain).expanduser()
+    if path.is_file():
+        return path.resolve()
+    if path.suffix not in (".yaml", ".yml") and len(path.parts) == 1:
+        return preset_dir(str(path)) / "chain.yaml"
+    raise FileNotFoundError(f"chain file {chain} not found (resolved against {Path.cwd()})")
 
 
 @dataclass
 class ChainConfig:
-    """A chain file: where outputs go and the config of every stage (see recipes/configs/*/chain.yaml)."""
+    """A chain file: where outputs go and the config of every stage (see recipes/configs/*/chain.yaml).
+
+    Stage config paths are relative to the chain file's folder (or absolute); ``output_root`` is
+    relative to the working directory.
+    """
 
     output_root: str
     stages: dict[str, str]
     rl_runs: list[str] = field(default_factory=lambda: ["vanilla_grpo", "eg_grpo"])
+    path: Path | None = None
 
     @classmethod
-    def load(cls, path: str | Path) -> ChainConfig:
-        raw = yaml.safe_load(_file_text(path))
+    def load(cls, chain: str | Path) -> ChainConfig:
+        path = resolve_chain_path(chain)
+        raw = yaml.safe_load(path.read_text()) or {}
         unknown = set(raw) - {"output_root", "stages", "rl_runs"}
         if unknown:
             raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: output_root, stages, rl_runs")
@@ -110,39 +93,122 @@ class ChainConfig:
         missing = {"data", "sids", "ranker", "sft", "evaluate", *rl_runs} - set(raw.get("stages", {}))
         if missing:
             raise ValueError(f"{path}: 'stages' lacks a config for {sorted(missing)}")
-        return cls(**raw)
+        stages = {}
+        for name, config in raw["stages"].items():
+            resolved = (path.parent / config).resolve()
+            if not resolved.is_file():
+                raise FileNotFoundError(f"{path}: the '{name}' config {config} does not exist ({resolved})")
+            stages[name] = str(resolved)
+        return cls(output_root=raw["output_root"], stages=stages, rl_runs=rl_runs, path=path)
 
 
-def run_chain(chain_path: str | Path, output_root: str | None = None) -> dict[str, StageResult]:
-    """Runs the whole chain; returns each stage's result. Re-running continues where it stopped."""
+def _argv(config: str | Path, output_dir: Path, args: dict) -> list[str]:
+    argv = ["--config", str(config), "--output_dir", str(output_dir)]
+    for key, value in args.items():
+        argv += [f"--{key}", str(value)]
+    return argv
+
+
+def run_stage(name: str, stage: str, config: str | Path, output_dir: str | Path, args: dict | None = None,
+              owner: str | None = None, rebuild: bool = False) -> StageResult:  # fmt: skip
+    """Runs one stage unless its folder is current; never replaces a folder ``owner`` did not build.
+
+    Args:
+        name: the step's name in messages (``sft``, ``eval_eg_grpo``).
+        stage: its entry in :data:`eg_grpo.stages.STAGES`.
+        config: the stage's YAML config.
+        output_dir: the stage folder.
+        args: further ``--key value`` arguments (input folders).
+        owner: who is building (the chain's output root); a stale folder built by the same owner is rebuilt.
+        rebuild: replace the folder even if someone else built it.
+
+    Raises:
+        StageConflict: the folder holds another config or a hand-built artifact, and may not be replaced.
+        RuntimeError: the stage failed; its output was streamed to the console above.
+    """
+    output_dir = Path(output_dir).resolve()
+    entry = get_stage(stage)
+    argv = _argv(config, output_dir, dict(args or {}))
+    record_function = entry.record_function()
+    existing = read_stage(output_dir)
+    pending = output_dir / PENDING_FILE
+    started = json.loads(pending.read_text()) if pending.is_file() else None
+    owned = owner is not None and (existing or started or {}).get("built_by") == owner
+    overwrite = rebuild
+    if record_function is not None:
+        record = record_function(*entry.parse(argv))
+        if existing is not None and existing["fingerprint"] == record["fingerprint"]:
+            print(f"[chain] {name}: up to date in {output_dir}, skipped")
+            return StageResult(name, output_dir, record["fingerprint"], skipped=True)
+        resumable = existing is None and started is not None and started["fingerprint"] == record["fingerprint"]
+        if not resumable and not rebuild:
+            if owned:
+                print(f"[chain] {name}: config or inputs changed, rebuilding {output_dir}")
+                overwrite = True
+            else:
+                try:
+                    check_stage_folder(output_dir, record)
+                except StageConflict as err:
+                    raise StageConflict(_conflict_hint(name, err)) from None
+    command = [sys.executable, "-m", "eg_grpo.stages", stage, *argv] + (["--overwrite", "true"] if overwrite else [])
+    print(f"[chain] {name}: {' '.join(command[1:])}", flush=True)
+    start = time.perf_counter()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({OWNER_ENV: owner} if owner else {})}
+    completed = subprocess.run(command, env=env)
+    if completed.returncode == 3:
+        raise StageConflict(_conflict_hint(name, "see the message above"))
+    if completed.returncode != 0:
+        raise RuntimeError(f"stage '{name}' failed (exit {completed.returncode}); fix the error above and re-run: "
+                           "finished stages are kept")  # fmt: skip
+    done = read_stage(output_dir)
+    if done is None:
+        raise RuntimeError(f"stage '{name}' exited 0 but wrote no {output_dir}/stage.json")
+    return StageResult(name, output_dir, done["fingerprint"], skipped=False, seconds=time.perf_counter() - start)
+
+
+def _conflict_hint(name: str, err) -> str:
+    return (f"{err}\n[chain] {name}: this folder was not built by this chain, so it is kept. To replace it, re-run "
+            f"with rebuild=['{name}'] (`python -m eg_grpo.pipeline CHAIN --rebuild {name}`), or set another "
+            "output_root.")  # fmt: skip
+
+
+def run_chain(chain_path: str | Path = "demo", output_root: str | Path | None = None,
+              rebuild: tuple[str, ...] | list[str] = ()) -> dict[str, StageResult]:  # fmt: skip
+    """Runs the whole chain; returns each step's result. Re-running continues where it stopped.
+
+    Args:
+        chain_path: a chain file, or a preset name (``tiny``, ``demo``).
+        output_root: overrides the file's ``output_root`` (relative to the working directory).
+        rebuild: step names (``sft``, ``eg_grpo``, ``eval_sft``, ...) whose folders may be replaced even
+            though this chain did not build them.
+    """
     chain = ChainConfig.load(chain_path)
-    root = Path(output_root or chain.output_root)
+    root = Path(output_root or chain.output_root).resolve()
+    owner = f"chain:{root}"
     s = chain.stages
     t0 = time.perf_counter()
     done: dict[str, StageResult] = {}
-    done["data"] = run_stage("data", "make_data", s["data"], root / "data")
+
+    def step(name, stage, config, out, args=None):
+        done[name] = run_stage(name, stage, config, out, args, owner=owner, rebuild=name in rebuild)
+        return done[name]
+
+    step("data", "data", s["data"], root / "data")
     data = {"data_dir": root / "data"}
-    done["sids"] = run_stage("sids", "build_sids", s["sids"], root / "sids", data, [done["data"].fingerprint])
-    done["ranker"] = run_stage("ranker", "train_ranker", s["ranker"], root / "ranker", data,
-                               [done["data"].fingerprint])  # fmt: skip
+    step("sids", "sids", s["sids"], root / "sids", data)
+    step("ranker", "ranker", s["ranker"], root / "ranker", data)
     sid_args = {**data, "sid_dir": root / "sids"}
-    done["sft"] = run_stage("sft", "sft", s["sft"], root / "sft", sid_args,
-                            [done["data"].fingerprint, done["sids"].fingerprint])  # fmt: skip
-    models = {"sft": done["sft"]}
+    models = {"sft": step("sft", "sft", s["sft"], root / "sft", sid_args)}
     for run in chain.rl_runs:
-        rl_args = {**data, "sid_dir": root / "sids", "ranker_dir": root / "ranker",
-                   "model_name_or_path": root / "sft", "chain": "false", "resume_from_checkpoint": "last"}  # fmt: skip
-        upstream = [done[k].fingerprint for k in ("data", "sids", "ranker", "sft")]
-        models[run] = done[run] = run_stage(run, "eg_grpo", s[run], root / run, rl_args, upstream)
+        rl_args = {**sid_args, "ranker_dir": root / "ranker", "model_name_or_path": root / "sft", "chain": "false",
+                   "resume_from_checkpoint": "last"}  # fmt: skip
+        models[run] = step(run, "rl", s[run], root / run, rl_args)
     for run, result in models.items():
-        name = f"eval_{run}"
-        done[name] = run_stage(name, "evaluate", s["evaluate"], root / "eval" / run,
-                               {**sid_args, "model_dir": result.output_dir},
-                               [result.fingerprint, done["sids"].fingerprint])  # fmt: skip
-    rl_dirs = [str(root / run) for run in chain.rl_runs]
-    eval_dirs = [str(root / "eval" / run) for run in models]
+        step(f"eval_{run}", "evaluate", s["evaluate"], root / "eval" / run, {**sid_args, "model_dir": result.output_dir})
     from eg_grpo.report import write_report
 
+    rl_dirs = [str(root / run) for run in chain.rl_runs]
+    eval_dirs = [str(root / "eval" / run) for run in models]
     report = write_report(root, sid_dir=root / "sids", rl_dirs=rl_dirs, eval_dirs=eval_dirs)
     _print_summary(done, report, time.perf_counter() - t0)
     return done
@@ -159,26 +225,61 @@ def _print_summary(done: dict[str, StageResult], report: Path, seconds: float) -
     print("=" * 72)
 
 
+_UPSTREAM = [("data", "data", "data_dir"), ("sids", "sids", "sid_dir"), ("ranker", "ranker", "ranker_dir"),
+             ("sft", "sft", "model_dir")]  # fmt: skip
+
+
 def ensure_upstream(data_dir: str, sid_dir: str, model_dir: str, ranker_dir: str | None,
                     stage_configs: dict[str, str]) -> None:  # fmt: skip
-    """Builds the stages an RL run reads (data, SIDs, ranker, SFT), each only when missing or stale.
+    """Builds the missing stages an RL run reads (data, SIDs, ranker, SFT), each at the folder its config declares.
 
-    A stage with no config in ``stage_configs`` must already exist: it is a user-supplied artifact.
+    A folder that exists is checked like any stage folder: current is fine, anything else is an
+    error (nothing is replaced here). A missing folder is built only when its stage config declares
+    that very ``output_dir`` (so a mistyped ``--data_dir`` is an error, not a new dataset there).
+
+    Raises:
+        FileNotFoundError: a folder is missing and no stage config declares it.
+        StageConflict: an existing folder holds another config or a hand-built artifact.
     """
     unknown = set(stage_configs) - {"data", "sids", "ranker", "sft"}
     if unknown:
         raise ValueError(f"stage_configs: unknown stage(s) {sorted(unknown)}; use data, sids, ranker, sft")
+    paths = {"data_dir": data_dir, "sid_dir": sid_dir, "ranker_dir": ranker_dir, "model_dir": model_dir}
+    inputs = {"sids": {"data_dir": data_dir}, "ranker": {"data_dir": data_dir},
+              "sft": {"data_dir": data_dir, "sid_dir": sid_dir}}  # fmt: skip
+    for name, stage, key in _UPSTREAM:
+        out = paths[key]
+        if out is None:
+            continue
+        out = Path(out)
+        config = stage_configs.get(name)
+        if config is None:
+            if not out.exists():
+                raise FileNotFoundError(f"{key} {out} does not exist (resolved against {Path.cwd()}) and "
+                                        f"stage_configs has no '{name}' config to build it")  # fmt: skip
+            continue
+        declared = (yaml.safe_load(Path(config).read_text()) or {}).get("output_dir")
+        if not out.exists() and (declared is None or Path(declared).resolve() != out.resolve()):
+            raise FileNotFoundError(
+                f"{key} {out} does not exist (resolved against {Path.cwd()}). Its stage config {config} builds "
+                f"{declared or 'no declared output_dir'}: fix the path, or build it first with "
+                f"`python -m eg_grpo.stages {stage} --config {config} --output_dir {out}`"
+            )
+        run_stage(name, stage, config, out, {k: v for k, v in inputs.get(name, {}).items() if v is not None})
 
-    def stage(name, recipe, out, args, upstream):
-        if name in stage_configs:
-            return run_stage(name, recipe, stage_configs[name], out, args, upstream).fingerprint
-        if not Path(out).exists():
-            raise FileNotFoundError(f"{out} does not exist and stage_configs has no '{name}' config to build it")
-        marker = Path(out) / CHAIN_MARKER
-        return json.loads(marker.read_text())["fingerprint"] if marker.exists() else str(out)
 
-    fp_data = stage("data", "make_data", data_dir, {}, [])
-    fp_sids = stage("sids", "build_sids", sid_dir, {"data_dir": data_dir}, [fp_data])
-    if ranker_dir is not None:
-        stage("ranker", "train_ranker", ranker_dir, {"data_dir": data_dir}, [fp_data])
-    stage("sft", "sft", model_dir, {"data_dir": data_dir, "sid_dir": sid_dir}, [fp_data, fp_sids])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m eg_grpo.pipeline", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("chain", nargs="?", default="demo", help="chain file or preset name (tiny, demo)")
+    parser.add_argument("--output_root", default=None, help="overrides the chain file's output_root")
+    parser.add_argument("--rebuild", nargs="*", default=[], help="steps whose folders may be replaced")
+    args = parser.parse_args(argv)
+    try:
+        run_chain(args.chain, args.output_root, args.rebuild)
+    except (StageConflict, FileNotFoundError, ValueError, RuntimeError) as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

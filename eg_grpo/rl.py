@@ -1,28 +1,48 @@
 """The RL stage: load the SFT model, the RL rows and the rewards, train `EGGRPOTrainer`, save.
 
-`recipes/eg_grpo.py` is a thin launcher around :func:`train`; the demo chain calls it too.
+`recipes/eg_grpo.py` is a thin launcher around :func:`run`; the chain calls it as
+``python -m eg_grpo.stages rl``. The output folder receives ``checkpoint-*/`` while training (a
+killed run resumes from them, see :mod:`eg_grpo.checkpoints`) and, only when training finished, the
+model, ``log_history.json`` and ``stage.json``. While it runs, ``stage.pending.json`` holds the
+record it will write, so a resume into the folder of another config is refused.
 """
 
 from __future__ import annotations
 
-import os
+import json
+import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import AutoTokenizer
-from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig
 
 from eg_grpo.callbacks import HeldOutSIDMetrics
+from eg_grpo.checkpoints import ResumeHint, resolve_checkpoint, resume_command
 from eg_grpo.config import EGGRPOConfig
 from eg_grpo.data.prompts import DEFAULT_MAX_HISTORY
 from eg_grpo.data.rl_dataset import build_rl_dataset
 from eg_grpo.data.schema import SearchLog
+from eg_grpo.data.sft_dataset import check_codebook_matches, load_codebook
 from eg_grpo.eval.evaluator import EvalSettings
-from eg_grpo.io import mark_stage_done, write_json
+from eg_grpo.io import (
+    PENDING_FILE,
+    STAGE_FILE,
+    StageConflict,
+    built_by,
+    check_lineage,
+    content_config,
+    read_stage,
+    record_diff,
+    require_dir,
+    stage_record,
+    write_json,
+    write_stage,
+)
 from eg_grpo.sft import lora_config
-from eg_grpo.sid.codebook import SIDCodebook
 from eg_grpo.sid.tokens import SIDVocab
+from eg_grpo.tracking import LineageToTracker, configure_tracking
 from eg_grpo.trainer import EGGRPOTrainer
 
 DEFAULT_REWARDS = [{"name": "sid_match", "weight": 1.0}]
@@ -41,7 +61,10 @@ class EGGRPOScriptArguments:
         keep_train_rows: which rows `max_train_rows` keeps: `random` (seeded) or `latest` (by timestamp).
         max_history, use_titles: prompt settings; must match the SFT run's.
         chain: build any missing or stale earlier stage (data, SIDs, ranker, SFT) from `stage_configs`.
-        stage_configs: the config file of each earlier stage, used when `chain` is on.
+        stage_configs: the config file of each earlier stage, used when `chain` is on. A missing
+            earlier stage is built only at the output folder its config declares.
+        overwrite: replace an output folder holding a run of other settings (or a hand-built one).
+        reset_optimizer: resume from a checkpoint without optimizer state (the optimizer starts afresh).
     """
 
     data_dir: str | None = field(default=None, metadata={"help": "Folder with items/requests/impressions.parquet."})
@@ -63,45 +86,22 @@ class EGGRPOScriptArguments:
     stage_configs: dict | None = field(
         default=None, metadata={"help": "Config file per earlier stage: {data: ..., sids: ..., ranker: ..., sft: ...}."}
     )
-
-
-def _resolve_checkpoint(training_args: EGGRPOConfig) -> str | None:
-    """`--resume_from_checkpoint` may name a checkpoint, or be `true`/`last` for the newest in output_dir."""
-    value = training_args.resume_from_checkpoint
-    if value is None or str(value).lower() in ("", "false", "none"):
-        return None
-    if str(value).lower() in ("true", "last"):
-        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
-        if last is None:
-            print(f"[eg_grpo] no checkpoint in {training_args.output_dir}; starting from scratch")
-        return last
-    if not os.path.isdir(value):
-        raise FileNotFoundError(f"--resume_from_checkpoint {value}: no such checkpoint folder")
-    return value
-
-
-def configure_tracking(training_args: EGGRPOConfig) -> None:
-    """W&B without a key or network runs offline (a local run folder to `wandb sync` later), and runs of
-    one output root share a group so vanilla and expert-guided sit side by side."""
-    if "wandb" not in (training_args.report_to or []):
-        return
-    if not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ:
-        os.environ["WANDB_MODE"] = "offline"
-        print("[eg_grpo] no WANDB_API_KEY: W&B runs offline; `wandb sync wandb/offline-run-*` uploads it later")
-    os.environ.setdefault("WANDB_RUN_GROUP", Path(training_args.output_dir).resolve().parent.name)
+    overwrite: bool = field(default=False, metadata={"help": "Replace an output folder of other settings."})
+    reset_optimizer: bool = field(
+        default=False, metadata={"help": "Resume from a checkpoint that lacks optimizer state (fresh optimizer)."}
+    )
 
 
 def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_args: ModelConfig):
     """Everything `train` needs, assembled but not run (tests and benchmarks use it directly)."""
     from reward_models import RewardContext, build_reward_funcs
 
-    configure_tracking(training_args)
-    if script_args.data_dir is None:
-        raise ValueError("data_dir is required (the folder written by recipes/make_data.py)")
-    if model_args.model_name_or_path is None:
-        raise ValueError("model_name_or_path is required (the folder written by recipes/sft.py)")
+    configure_tracking(training_args, script_args.data_dir)
+    record = rl_stage_record(script_args, training_args, model_args)  # every input folder exists
+    check_lineage(data_dir=script_args.data_dir, sid_dir=training_args.sid_dir, model_dir=model_args.model_name_or_path)
     log = SearchLog.load(script_args.data_dir)
-    codebook = SIDCodebook.load(Path(training_args.sid_dir) / "codebook")
+    codebook = load_codebook(training_args.sid_dir)
+    check_codebook_matches(log, codebook)
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     vocab = SIDVocab(tokenizer, codebook.codebook_sizes)
     dataset = build_rl_dataset(
@@ -128,22 +128,92 @@ def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfi
                                 max_history=script_args.max_history, use_titles=script_args.use_titles,
                                 seed=training_args.seed)  # fmt: skip
         trainer.add_callback(HeldOutSIDMetrics(trainer, log, training_args.sid_eval_steps, settings))
+    specs = script_args.rewards or DEFAULT_REWARDS
+    lineage = {"rewards": json.loads(specs) if isinstance(specs, str) else specs, "stage_fingerprint": record["fingerprint"],
+               "inputs": {k: v["fingerprint"] for k, v in record["inputs"].items()}}  # fmt: skip
+    trainer.add_callback(LineageToTracker(lineage))
     return trainer
 
 
-def train(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_args: ModelConfig) -> Path:
-    """Trains, saves the model and tokenizer, the log history and a stage marker; returns output_dir."""
+def rl_stage_record(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_args: ModelConfig) -> dict:
+    """``stage.json`` of an RL run: its settings and the fingerprints of data, SIDs, ranker and start model."""
+    data = require_dir(script_args.data_dir, "data_dir", "the folder written by recipes/make_data.py")
+    sids = require_dir(training_args.sid_dir, "sid_dir", "the folder written by recipes/build_sids.py")
+    model = require_dir(model_args.model_name_or_path, "model_name_or_path", "the folder written by recipes/sft.py")
+    ranker = script_args.ranker_dir and require_dir(script_args.ranker_dir, "ranker_dir", "run recipes/train_ranker.py")
+    script = content_config(script_args, drop=("data_dir", "ranker_dir", "chain", "stage_configs"))
+    if isinstance(script.get("rewards"), str):
+        script["rewards"] = json.loads(script["rewards"])
+    config = {"script": script, "training": content_config(training_args.to_dict(), drop=("sid_dir",)),
+              "model": content_config(model_args, drop=("model_name_or_path",))}  # fmt: skip
+    return stage_record("rl", config, {"data": data, "sids": sids, "ranker": ranker, "model": model})
+
+
+def _claim_output_dir(out: Path, record: dict, overwrite: bool) -> str:
+    """``"current"``, or ``"train"`` once ``out`` is empty or holds this very run's checkpoints."""
+    done, pending = read_stage(out), out / PENDING_FILE
+    if done is not None and done["stage"] == "rl" and done["fingerprint"] == record["fingerprint"]:
+        return "current"
+    started = json.loads(pending.read_text()) if pending.is_file() else None
+    empty = not out.exists() or not any(out.iterdir())
+    if not empty and not overwrite and (done is not None or started is None or started["fingerprint"] != record["fingerprint"]):
+        other = done or started
+        what = ("a run of other settings or inputs:\n  " + "\n  ".join(record_diff(other, record)) if other
+                else f"files but no {STAGE_FILE}: built by hand or by an older version")  # fmt: skip
+        raise StageConflict(f"{out} holds {what}\nNothing was replaced. Pass --overwrite true to start this run "
+                            "there afresh, or choose another --output_dir.")  # fmt: skip
+    if overwrite and not empty and (started is None or started["fingerprint"] != record["fingerprint"]):
+        shutil.rmtree(out)
+    write_json(pending, {**record, "built_by": built_by()})
+    return "train"
+
+
+def run(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_args: ModelConfig) -> Path:
+    """Builds missing earlier stages (``chain``), trains, saves the model and ``stage.json``; returns output_dir.
+
+    Raises:
+        StageConflict: ``output_dir`` holds a run of other settings, or files without ``stage.json``.
+        ValueError: lineage mismatch (SIDs of other data, a model trained with other SIDs), or a
+            damaged checkpoint named explicitly.
+    """
+    from accelerate import PartialState
+
+    state = PartialState()
+    if script_args.chain and script_args.stage_configs:
+        from eg_grpo.pipeline import ensure_upstream
+
+        with state.main_process_first():  # rank 0 builds; the others then find it up to date
+            ensure_upstream(script_args.data_dir, training_args.sid_dir, model_args.model_name_or_path,
+                            script_args.ranker_dir, script_args.stage_configs)  # fmt: skip
+    out = Path(training_args.output_dir)
+    record = rl_stage_record(script_args, training_args, model_args)
+    with state.main_process_first():
+        status = _claim_output_dir(out, record, script_args.overwrite) if state.is_main_process else "train"
+    if status == "current":
+        state.print(f"{out} is up to date; nothing to do")
+        return out
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, out, script_args.reset_optimizer)
     trainer = build_trainer(script_args, training_args, model_args)
-    checkpoint = _resolve_checkpoint(training_args)
     if checkpoint is not None:
         trainer.accelerator.print(f"[eg_grpo] resuming from {checkpoint}")
-    trainer.train(resume_from_checkpoint=checkpoint)
-    out = Path(training_args.output_dir)
+    start = time.perf_counter()
+    with ResumeHint(resume_command()):
+        trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out))
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(str(out))
         write_json(out / "log_history.json", trainer.state.log_history)
-        mark_stage_done(out, {"script": script_args, "training": training_args.to_dict(), "model": model_args},
-                        num_expert_samples=training_args.num_expert_samples)  # fmt: skip
+        tracker = next((c for c in trainer.callback_handler.callbacks if isinstance(c, LineageToTracker)), None)
+        tracking = {"wandb": tracker.run_info} if tracker and tracker.run_info else {}
+        write_stage(out, record, time.perf_counter() - start, num_expert_samples=training_args.num_expert_samples,
+                    tracking=tracking)  # fmt: skip
+        (out / PENDING_FILE).unlink(missing_ok=True)
     trainer.accelerator.wait_for_everyone()
     return out
+
+
+train = run  # the name earlier code and benchmarks use
+
+
+def stage_arguments():
+    return (EGGRPOScriptArguments, EGGRPOConfig, ModelConfig)

@@ -9,11 +9,17 @@ writes ``beam`` distinct SIDs by trie-constrained beam search; each SID is a clu
 its items in beam order until ``max_items`` are collected. Inside a cluster the items come in the
 order of ``item_scores`` (e.g. popularity) when given, else in the codebook's order; the ranking
 stage downstream reorders them anyway.
+
+As a service boundary it checks its inputs: a query must be ``str`` (bytes, None or numbers are a
+``TypeError``; text that is not valid Unicode a ``ValueError``), and it is cut to
+``max_query_tokens`` tokens, characters first, so a 1M-character query costs what a 64-token one
+does. Only the newest ``4 * max_history`` history entries are read.
 """
 
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,9 +29,35 @@ import torch
 from eg_grpo.data.prompts import DEFAULT_MAX_HISTORY, build_prompt
 from eg_grpo.data.sft_dataset import check_tokenizer_has_sids, load_codebook
 from eg_grpo.decoding import SIDTrie, generate_sids, logits_width
+from eg_grpo.io import check_lineage
 from eg_grpo.modeling import load_model_and_tokenizer
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_QUERY_TOKENS = 64
+# A query is cut to this many characters per allowed token before it is tokenised: BPE tokens of
+# text are far shorter, so the token cap still decides, but tokenising costs O(cap), not O(query).
+_CHARS_PER_TOKEN = 16
+
+
+def _check_query(query) -> str:
+    if isinstance(query, bytes | bytearray):
+        raise TypeError("query must be str, got bytes: decode it first, e.g. query.decode('utf-8')")
+    if query is None:
+        raise TypeError("query must be str, got None: pass '' for a request without a query")
+    if not isinstance(query, str):
+        raise TypeError(f"query must be str, got {type(query).__name__}")
+    return query
+
+
+def _check_history(history, tail: int) -> list[int]:
+    if isinstance(history, str | bytes | bytearray) or not isinstance(history, Sequence | np.ndarray):
+        raise TypeError(f"history must be a sequence of item ids (int), got {type(history).__name__}")
+    recent = list(history[-tail:]) if tail else []
+    for item in recent:
+        if isinstance(item, bool) or not isinstance(item, numbers.Integral):
+            raise TypeError(f"history holds {item!r} ({type(item).__name__}); item ids are int")
+    return [int(i) for i in recent]
 
 
 class RecallChannel:
@@ -40,9 +72,12 @@ class RecallChannel:
         use_titles: whether the prompt carries titles (as in training).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         batch_size: prompts per beam-search call in :meth:`recall_batch`.
+        max_query_tokens: queries are cut to this many tokens (64: longer than any real search query;
+            training prompts hold far fewer).
 
     Raises:
-        ValueError: the model's tokenizer lacks the codebook's SID tokens.
+        ValueError: the model's tokenizer lacks the codebook's SID tokens, or the model was trained
+            with another SID folder (its ``stage.json`` says which).
     """
 
     def __init__(
@@ -55,7 +90,12 @@ class RecallChannel:
         use_titles: bool = False,
         device: str = "auto",
         batch_size: int = 16,
+        max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS,
     ):
+        if max_query_tokens < 1:
+            raise ValueError(f"max_query_tokens must be >= 1, got {max_query_tokens}")
+        self.max_query_tokens = max_query_tokens
+        check_lineage(sid_dir=sid_dir, model_dir=model_dir)
         self.codebook = load_codebook(sid_dir)
         self.model, self.tokenizer = load_model_and_tokenizer(str(model_dir))
         self.vocab = check_tokenizer_has_sids(self.tokenizer, self.codebook)
@@ -75,12 +115,24 @@ class RecallChannel:
         self._members: dict[tuple[int, ...], np.ndarray] = {}
         self._item_scores = item_scores
 
+    def clean_query(self, query: str) -> str:
+        """``query`` checked and cut to ``max_query_tokens`` tokens (characters are cut first)."""
+        head = _check_query(query)[: self.max_query_tokens * _CHARS_PER_TOKEN]
+        try:
+            head.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"query is not valid text: {err.reason} at character {err.start}") from None
+        ids = self.tokenizer(head, add_special_tokens=False)["input_ids"]
+        if len(ids) > self.max_query_tokens:
+            head = self.tokenizer.decode(ids[: self.max_query_tokens], skip_special_tokens=True)
+        return head
+
     def _prompt(self, query: str, history: Sequence[int]) -> str:
         # Items unknown to the codebook (new since the SIDs were built) carry no SID: they are left out.
-        known = [int(i) for i in history if int(i) in self._sid_of]
+        known = [i for i in _check_history(history, 4 * self.max_history) if i in self._sid_of]
         titles = [self.item_titles.get(i, "") for i in known] if self.use_titles else None
         return build_prompt(
-            query or "",
+            self.clean_query(query),
             [self._sid_of[i] for i in known],
             titles,
             tokenizer=self.tokenizer,
@@ -124,6 +176,8 @@ class RecallChannel:
         self, queries: Sequence[str], histories: Sequence[Sequence[int]], beam: int = 20, max_items: int = 200
     ) -> list[list[int]]:
         """:meth:`recall` for many requests at once (batched beam search)."""
+        if isinstance(queries, str | bytes) or isinstance(histories, str | bytes):
+            raise TypeError("recall_batch takes a list of queries and a list of histories; use recall() for one")
         if len(queries) != len(histories):
             raise ValueError(f"{len(queries)} queries but {len(histories)} histories")
         if beam < 1 or max_items < 1:

@@ -17,6 +17,9 @@ def main(argv: list[str]) -> int:
     except StageConflict as err:
         print(f"[{stage.name}] {err}", file=sys.stderr)
         return 3
+    except (FileNotFoundError, ValueError) as err:  # bad input: our messages name the fix
+        print(f"[{stage.name}] error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

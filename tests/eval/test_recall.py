@@ -43,3 +43,52 @@ def test_batch_unknown_history_and_bad_arguments(channel, tiny_log):
         channel.recall("pen", [], beam=0)
     with pytest.raises(ValueError, match="histories"):
         channel.recall_batch(["a", "b"], [[]], beam=2)
+
+
+def test_a_million_character_query_costs_what_the_cap_allows(channel, tiny_log):
+    import time
+
+    request = tiny_log.split("test").iloc[0]
+    word = request["query"] or "pen"
+    huge = (word + " ") * (1_000_000 // (len(word) + 1) + 1)
+    assert len(huge) >= 1_000_000
+    start = time.perf_counter()
+    items = channel.recall(huge, request["history"], beam=3, max_items=10)
+    seconds = time.perf_counter() - start
+    assert seconds < 10, f"a 1M-character query took {seconds:.1f} s"
+    # it is the query cut to max_query_tokens tokens, nothing else
+    cut = channel.clean_query(huge)
+    assert len(channel.tokenizer(cut, add_special_tokens=False)["input_ids"]) <= channel.max_query_tokens
+    assert items == channel.recall(cut, request["history"], beam=3, max_items=10)
+    assert channel.clean_query(word) == word  # a normal query is untouched
+
+
+@pytest.mark.parametrize(
+    ("query", "history", "error", "message"),
+    [
+        (b"red pen", [], TypeError, "got bytes: decode it first"),
+        (None, [], TypeError, "pass '' for a request without a query"),
+        (42, [], TypeError, "query must be str, got int"),
+        ("pen\ud800", [], ValueError, "not valid text"),
+        ("pen", "12", TypeError, "history must be a sequence of item ids"),
+        ("pen", [1, "2"], TypeError, "item ids are int"),
+    ],
+)
+def test_bad_requests_are_clear_errors(channel, query, history, error, message):
+    with pytest.raises(error, match=message):
+        channel.recall(query, history, beam=2, max_items=5)
+
+
+def test_a_model_trained_with_other_sids_is_refused(tiny_sft_dir, tiny_sid_dir, tiny_codebook, tmp_path):
+    import numpy as np
+
+    from eg_grpo.sid.codebook import SIDCodebook
+
+    codes = tiny_codebook.codes.copy()
+    codes[:, -1] = (codes[:, -1] + 1) % tiny_codebook.codebook_sizes[-1]
+    other = tmp_path / "other_sids"
+    SIDCodebook(tiny_codebook.codebook_sizes, np.asarray(tiny_codebook.item_ids), codes, method="reference").save(
+        other / "codebook"
+    )
+    with pytest.raises(ValueError, match="trained with other SIDs"):
+        RecallChannel(tiny_sft_dir, other, device="cpu")

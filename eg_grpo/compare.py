@@ -1,0 +1,95 @@
+"""Compare RL runs and evaluations from their local folders: a markdown table and PNG curves (no network).
+
+Evaluations are paired (Δ ± paired standard error on the requests both scored) only when they are
+comparable: the same data (by fingerprint, see :mod:`eg_grpo.io`) and the same split. Two
+evaluations of different datasets share request ids 0..N-1 and would otherwise "pair" on rows that
+are different requests.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eg_grpo.io import read_stage
+
+
+@dataclass
+class CompareArguments:
+    """Arguments of ``recipes/compare.py``.
+
+    Args:
+        run_dirs: RL output folders (``log_history.json`` or checkpoints); also accepted as positional arguments.
+        eval_dirs: evaluation folders (``eval_results.json``; ``per_request.csv`` pairs them with the first).
+        output_dir: where ``comparison.md`` and ``curves.png`` go.
+    """
+
+    run_dirs: list[str] = field(default_factory=list, metadata={"help": "RL output folders."})
+    eval_dirs: list[str] = field(default_factory=list, metadata={"help": "Evaluation folders; the first is the baseline."})
+    output_dir: str = field(default="outputs/compare", metadata={"help": "Where comparison.md and curves.png go."})
+
+
+def evaluation_lineage(eval_dir: str | Path) -> tuple[str | None, str | None]:
+    """``(data fingerprint, split)`` of an evaluation folder (None where it does not record them)."""
+    record = read_stage(eval_dir) or {}
+    fp = ((record.get("inputs") or {}).get("data") or {}).get("fingerprint")
+    split = ((record.get("config") or {}).get("settings") or {}).get("split")
+    results = Path(eval_dir) / "eval_results.json"
+    if results.is_file() and (fp is None or split is None):
+        data = json.loads(results.read_text())
+        fp, split = fp or data.get("data_fingerprint"), split or data.get("split")
+    return fp, split
+
+
+def comparable_groups(eval_dirs: list[str | Path]) -> tuple[list[Path], list[str]]:
+    """The folders comparable with the first, and a note per folder left out (which lineage differs)."""
+    base, (base_fp, base_split) = Path(eval_dirs[0]), evaluation_lineage(eval_dirs[0])
+    keep, notes = [base], []
+    for d in map(Path, eval_dirs[1:]):
+        fp, split = evaluation_lineage(d)
+        if fp and base_fp and fp != base_fp:
+            notes.append(f"{d.name}: not paired with {base.name}: other data (fingerprint {fp} vs {base_fp})")
+        elif split and base_split and split != base_split:
+            notes.append(f"{d.name}: not paired with {base.name}: split {split!r} vs {base_split!r}")
+        else:
+            keep.append(d)
+    return keep, notes
+
+
+def _check_dirs(dirs: list[str], what: str, needs: tuple[str, ...]) -> None:
+    for d in dirs:
+        path = Path(d)
+        if not path.is_dir():
+            raise FileNotFoundError(f"{what} folder {d} does not exist (resolved against {Path.cwd()})")
+        if needs and not any((path / n).exists() for n in needs) and not any(path.glob("checkpoint-*")):
+            raise FileNotFoundError(f"{what} folder {d} holds none of {', '.join(needs)}")
+
+
+def run(args: CompareArguments) -> str:
+    """Writes ``comparison.md`` (and ``curves.png`` for RL runs); returns the markdown."""
+    from eg_grpo.report import paired_table, plot_curves, test_table, training_table
+
+    if not args.run_dirs and not args.eval_dirs:
+        raise SystemExit("compare.py: give RL run folders, --eval_dirs, or both")
+    _check_dirs(args.run_dirs, "RL run", ("log_history.json",))
+    _check_dirs(args.eval_dirs, "evaluation", ("eval_results.json",))
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = [training_table(args.run_dirs)] if args.run_dirs else []
+    if args.eval_dirs:
+        parts.append(test_table(args.eval_dirs))
+        comparable, notes = comparable_groups(args.eval_dirs)
+        paired = paired_table(comparable)
+        if paired:
+            parts.append("Paired with the first (same data and split, same rows; Δ ± standard error):\n\n" + paired)
+        if notes:
+            parts.append("\n".join(f"- {n}" for n in notes))
+    table = "\n\n".join(parts)
+    (out / "comparison.md").write_text(table + "\n")
+    written = [out / "comparison.md"]
+    if args.run_dirs:
+        written.append(plot_curves(args.run_dirs, out / "curves.png"))
+    print(table)
+    print("\nwrote " + ", ".join(map(str, written)))
+    return table

@@ -1,0 +1,75 @@
+"""Resuming RL: a damaged newest checkpoint is skipped, missing optimizer state is an error, a kill says how to resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from eg_grpo.checkpoints import ResumeHint, checkpoint_problem, resolve_checkpoint, resume_command
+
+
+def checkpoint(root, step, optimizer=True):
+    """A checkpoint folder laid out as transformers' Trainer writes it (tiny tensors)."""
+    folder = root / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    save_file({"w": torch.arange(64, dtype=torch.float32).reshape(8, 8)}, str(folder / "model.safetensors"))
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
+    if optimizer:
+        torch.save({"state": {}, "param_groups": []}, folder / "optimizer.pt")
+    return folder
+
+
+def test_last_skips_a_truncated_newest_checkpoint_with_a_warning_naming_the_file(tmp_path, capsys):
+    checkpoint(tmp_path, 2)
+    newest = checkpoint(tmp_path, 4)
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # the machine died while writing it
+    assert resolve_checkpoint("last", tmp_path) == str(tmp_path / "checkpoint-2")
+    out = capsys.readouterr().out
+    assert "skipping damaged checkpoint checkpoint-4" in out and str(weights) in out and "truncated" in out
+
+
+def test_a_checkpoint_without_trainer_state_is_skipped_and_step_order_is_numeric(tmp_path, capsys):
+    checkpoint(tmp_path, 9)
+    (checkpoint(tmp_path, 10) / "trainer_state.json").unlink()  # "10" sorts before "9" as text
+    assert resolve_checkpoint("true", tmp_path) == str(tmp_path / "checkpoint-9")
+    assert "trainer_state.json is missing" in capsys.readouterr().out
+    assert checkpoint_problem(tmp_path / "checkpoint-9") is None
+
+
+def test_missing_optimizer_state_is_an_error_unless_reset_is_asked_for(tmp_path):
+    checkpoint(tmp_path, 3, optimizer=False)
+    with pytest.raises(ValueError, match=r"no optimizer state .*--reset_optimizer true"):
+        resolve_checkpoint("last", tmp_path)
+    assert resolve_checkpoint("last", tmp_path, reset_optimizer=True) == str(tmp_path / "checkpoint-3")
+
+
+def test_a_named_damaged_checkpoint_and_all_damaged_are_errors(tmp_path):
+    folder = checkpoint(tmp_path, 1)
+    (folder / "model.safetensors").write_bytes(b"\x10\x00")
+    with pytest.raises(ValueError, match="unreadable header"):
+        resolve_checkpoint(str(folder), tmp_path)
+    with pytest.raises(ValueError, match="every checkpoint"):
+        resolve_checkpoint("last", tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        resolve_checkpoint(str(tmp_path / "checkpoint-7"), tmp_path)
+    assert resolve_checkpoint("last", tmp_path / "empty") is None
+    assert resolve_checkpoint("false", tmp_path) is None
+
+
+def test_sigterm_prints_the_command_that_resumes(capsys, monkeypatch):
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    argv = ["recipes/eg_grpo.py", "--config", "my config.yaml", "--resume_from_checkpoint", "false"]
+    command = resume_command(argv)
+    assert command == "python recipes/eg_grpo.py --config 'my config.yaml' --resume_from_checkpoint last"
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped, ResumeHint(command):
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert command in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == before  # handlers restored

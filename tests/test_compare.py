@@ -1,0 +1,44 @@
+"""recipes/compare.py on evaluation folders: a missing folder is an error, other data is not paired."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from eg_grpo.compare import CompareArguments, run
+
+
+def eval_dir(path, ranks, data_fingerprint, split="test"):
+    """An evaluation folder as the evaluation stage writes it (the lineage fields that matter here)."""
+    path.mkdir()
+    results = {"hr@10": sum(0 <= r < 10 for r in ranks.values()) / len(ranks), "ndcg@10": 0.1,
+               "split": split, "data_fingerprint": data_fingerprint}  # fmt: skip
+    (path / "eval_results.json").write_text(json.dumps(results))
+    pd.DataFrame({"request_id": list(ranks), "target_rank": list(ranks.values())}).to_csv(
+        path / "per_request.csv", index=False
+    )
+    return str(path)
+
+
+def test_a_missing_evaluation_folder_is_an_error(tmp_path):
+    sft = eval_dir(tmp_path / "sft", {1: 0, 2: -1}, "aaaa")
+    with pytest.raises(FileNotFoundError, match="eval_eg_grpo does not exist"):
+        run(CompareArguments(eval_dirs=[sft, str(tmp_path / "eval_eg_grpo")], output_dir=str(tmp_path / "c")))
+    with pytest.raises(FileNotFoundError, match="RL run folder .*nope does not exist"):
+        run(CompareArguments(run_dirs=[str(tmp_path / "nope")], output_dir=str(tmp_path / "c")))
+
+
+def test_evaluations_of_other_data_or_split_are_not_paired(tmp_path):
+    # request ids 0..3 in all three: only the fingerprints tell that "other" is another dataset
+    sft = eval_dir(tmp_path / "sft", {0: 0, 1: 4, 2: -1, 3: 12}, "aaaa")
+    rl = eval_dir(tmp_path / "rl", {0: 0, 1: 0, 2: 1, 3: -1}, "aaaa")
+    other = eval_dir(tmp_path / "other", {0: 0, 1: 0, 2: 0, 3: 0}, "bbbb")
+    valid = eval_dir(tmp_path / "valid", {0: 0, 1: 0, 2: 0, 3: 0}, "aaaa", split="valid")
+    text = run(CompareArguments(eval_dirs=[sft, rl, other, valid], output_dir=str(tmp_path / "c")))
+    paired = [line for line in text.splitlines() if line.startswith("| rl |") and "±" in line]
+    assert len(paired) == 1 and paired[0].startswith("| rl | +0.2500 ± ")  # HR@10 2/4 -> 3/4 on the same rows
+    assert not any(line.startswith(("| other | +", "| valid | +")) for line in text.splitlines())
+    assert "other: not paired with sft: other data (fingerprint bbbb vs aaaa)" in text
+    assert "valid: not paired with sft: split 'valid' vs 'test'" in text
