@@ -1,4 +1,5 @@
-"""The stage chain end to end on the tiny size: two kills, resume, skip when current, rebuild when stale."""
+"""The stage chain end to end on the tiny size, run from a folder outside the repository: two kills,
+resume, skip when current, rebuild what the chain built when its config changed."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eg_grpo.pipeline import CHAIN_MARKER, REPO_ROOT, ChainConfig
+from eg_grpo.io import STAGE_FILE
+from eg_grpo.pipeline import ChainConfig
 
-TINY = REPO_ROOT / "recipes/configs/tiny"
+MARKER = STAGE_FILE
 # Overrides that keep every stage to seconds; the configs are otherwise the shipped tiny ones.
 OVERRIDES = {
     "sids": {"method": "rqkmeans"},
@@ -31,21 +33,22 @@ STAGES = ["data", "sids", "ranker", "sft", "vanilla_grpo", "eg_grpo", "eval_sft"
 
 def write_chain(folder: Path) -> Path:
     stages = {}
-    for stage, source in ChainConfig.load(TINY / "chain.yaml").stages.items():
-        config = yaml.safe_load((REPO_ROOT / source).read_text())
+    for stage, source in ChainConfig.load("tiny").stages.items():
+        config = yaml.safe_load(Path(source).read_text())
         config.update(OVERRIDES.get(stage, {}))
         if stage in ("vanilla_grpo", "eg_grpo"):
             config.pop("stage_configs", None)
         stages[stage] = str(folder / f"{stage}.yaml")
         Path(stages[stage]).write_text(yaml.safe_dump(config))
     chain = folder / "chain.yaml"
-    chain.write_text(yaml.safe_dump({"output_root": str(folder / "out"), "stages": stages}))
+    # output_root is relative: it resolves against the chain's working directory (the tmp folder)
+    chain.write_text(yaml.safe_dump({"output_root": "out", "stages": {k: Path(v).name for k, v in stages.items()}}))
     return chain
 
 
 def start_chain(chain: Path, log: Path) -> subprocess.Popen:
     code = f"from eg_grpo.pipeline import run_chain; run_chain({str(chain)!r})"
-    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stdout=log.open("w"),
+    return subprocess.Popen([sys.executable, "-c", code], cwd=chain.parent, stdout=log.open("w"),
                             stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
 
@@ -78,10 +81,10 @@ def interrupted_chain(tmp_path_factory):
     chain = write_chain(folder)
     out = folder / "out"
     first = start_chain(chain, folder / "run1.log")
-    kill_when(first, lambda: (out / "sft" / CHAIN_MARKER).exists())
+    kill_when(first, lambda: (out / "sft" / MARKER).exists())
     second = start_chain(chain, folder / "run2.log")
     kill_when(second, lambda: (out / "eg_grpo" / "checkpoint-2" / "trainer_state.json").exists())
-    markers = {s: (out / s / CHAIN_MARKER).stat().st_mtime_ns for s in ("data", "sids", "ranker", "sft")}
+    markers = {s: (out / s / MARKER).stat().st_mtime_ns for s in ("data", "sids", "ranker", "sft")}
     third = run_to_end(chain, folder / "run3.log")
     return folder, chain, out, markers, third
 
@@ -90,7 +93,7 @@ def test_killed_chain_redoes_no_finished_stage_and_resumes_rl(interrupted_chain)
     folder, _, out, markers, third = interrupted_chain
     assert {"data", "sids", "ranker", "sft", "vanilla_grpo"} <= skipped(third)
     for stage, mtime in markers.items():
-        assert (out / stage / CHAIN_MARKER).stat().st_mtime_ns == mtime, f"{stage} was redone"
+        assert (out / stage / MARKER).stat().st_mtime_ns == mtime, f"{stage} was redone"
     assert "[eg_grpo] resuming from" in third and "checkpoint-2" in third
     history = json.loads((out / "eg_grpo" / "log_history.json").read_text())
     assert max(h["step"] for h in history) == 8
@@ -101,6 +104,9 @@ def test_killed_chain_redoes_no_finished_stage_and_resumes_rl(interrupted_chain)
     report = (out / "report" / "report.md").read_text()
     assert "vanilla_grpo" in report and "eg_grpo" in report and (out / "report" / "training_curves.png").exists()
     assert not list(out.glob(".*partial*")), "a half-written artifact was left behind"
+    built = json.loads((out / "eval" / "eg_grpo" / MARKER).read_text())
+    assert built["built_by"] == f"chain:{out.resolve()}" and set(built["inputs"]) == {"data", "sids", "model"}
+    assert not (out / "eg_grpo" / "stage.pending.json").exists()
 
 
 def test_rerun_skips_everything_and_a_changed_config_rebuilds_what_follows(interrupted_chain):

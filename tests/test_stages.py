@@ -164,3 +164,30 @@ def test_help_lists_config_and_our_options_before_inherited_ones():
     inherited = text.index("--learning_rate ")
     assert max(ours) < inherited, "EG-GRPO options must come before TRL's"
     assert text.index("EGGRPOConfig options") < text.index("options inherited from TRL")
+
+
+def test_evaluation_writes_its_folder_with_lineage_and_reports_to_the_tracked_run(lineage, tmp_path, monkeypatch):
+    import wandb
+
+    from eg_grpo.eval.evaluator import EvalSettings
+    from eg_grpo.io import folder_fingerprint
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "eval"
+    args = EvaluateArguments(data_dir=str(lineage["data0"]), sid_dir=str(lineage["sids"]),
+                             model_dir=str(lineage["sft"]), output_dir=str(out), device="cpu", report_to="wandb")  # fmt: skip
+    settings = EvalSettings(num_beams=5, ks=[1, 5], beam_sizes=[5], recall_num_items=[10], max_examples=8)
+    run = wandb.init(mode="offline", dir=str(tmp_path), project="eg-grpo")
+    try:
+        results = run_evaluate(args, settings)
+        summary = dict(run.summary)
+    finally:
+        wandb.finish()
+        wandb.teardown()
+    assert summary["test/hr@5"] == results["hr@5"] and summary["test/num_examples"] == 8
+    record = read_stage(out)
+    assert record["stage"] == "evaluate" and record["inputs"]["model"]["fingerprint"] == folder_fingerprint(lineage["sft"])
+    assert {p.name for p in out.iterdir()} == {"eval_results.json", "per_request.csv", "beam_sweep.png", "stage.json"}
+    assert run_evaluate(args, settings) == {}  # current: nothing to do
+    with pytest.raises(StageConflict, match="config.settings.num_beams: 5 -> 10"):
+        run_evaluate(args, dataclasses.replace(settings, num_beams=10))

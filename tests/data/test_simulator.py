@@ -14,9 +14,15 @@ import pandas as pd
 import pytest
 
 from eg_grpo.data.schema import SearchLog
-from eg_grpo.data.simulator import SimulatorConfig, simulate, summary_statistics
+from eg_grpo.data.simulator import (
+    SimulatorConfig,
+    data_stage_record,
+    simulate,
+    simulator_config_of,
+    summary_statistics,
+)
 from eg_grpo.data.vocabulary import LEAVES
-from eg_grpo.io import stage_is_current
+from eg_grpo.io import StageConflict, read_stage
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "make_data.py"
@@ -196,7 +202,7 @@ def test_yaml_configs_match_presets(size):
     config = REPO / "recipes" / "configs" / size / "data.yaml"
     assert config.read_text().startswith("# python recipes/make_data.py --config")
     (args,) = TrlParser((recipe.MakeDataArguments,)).parse_args_and_config(["--config", str(config)])
-    assert recipe.simulator_config_of(args) == SimulatorConfig.preset(size)
+    assert simulator_config_of(args) == SimulatorConfig.preset(size)
 
 
 def test_recipe_writes_the_data_artifact(tmp_path, tiny_log):
@@ -219,14 +225,18 @@ def test_recipe_writes_the_data_artifact(tmp_path, tiny_log):
         == stats["ctr"]
         == summary_statistics(tiny_log)["ctr"]
     )
-    assert stage_is_current(out, SimulatorConfig.preset("tiny"))
-    assert not stage_is_current(out, SimulatorConfig.preset("tiny", seed=1))
+    fingerprint = read_stage(out)["fingerprint"]
+    assert fingerprint == data_stage_record(SimulatorConfig.preset("tiny"))["fingerprint"]
+    assert fingerprint != data_stage_record(SimulatorConfig.preset("tiny", seed=1))["fingerprint"]
     assert not list(tmp_path.glob(".*partial*"))  # the temporary folder was renamed into place
 
-    # --seed overrides the YAML; the folder is replaced
+    # --seed overrides the YAML; the folder of another seed is replaced only when asked to
     (args,) = parser.parse_args_and_config(["--config", config, "--output_dir", str(out), "--seed", "3"])
+    with pytest.raises(StageConflict, match=r"config.simulator.seed: 0 -> 3"):
+        recipe.main(args)
+    args.overwrite = True
     recipe.main(args)
-    assert stage_is_current(out, SimulatorConfig.preset("tiny", seed=3))
+    assert read_stage(out)["fingerprint"] == data_stage_record(SimulatorConfig.preset("tiny", seed=3))["fingerprint"]
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(Path(config).read_text() + "n_itemz: 10\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eg_grpo.io import stage_is_current
+from eg_grpo.io import read_stage
 from reward_models.ranker import RankingSimulator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,5 +50,5 @@ def test_stage_writes_ranker_metrics_and_marker(tiny_data_dir, tiny_log, tmp_pat
     assert not list(tmp_path.glob(".ranker.partial*"))  # written atomically, nothing left over
     sim = RankingSimulator.load(out, tiny_log)
     assert sim.evaluate(tiny_log, "valid")["click_auc"] == pytest.approx(written["click_auc"])
-    assert json.loads((out / "stage.json").read_text())["fingerprint"]
-    assert not stage_is_current(out, {"other": "config"})
+    record = read_stage(out)
+    assert record["stage"] == "ranker" and set(record["inputs"]) == {"data"}
