@@ -74,7 +74,11 @@ def checkpoint_problem(folder: str | Path) -> str | None:
 
 def has_optimizer_state(folder: str | Path) -> bool:
     folder = Path(folder)
-    return (folder / "optimizer.pt").is_file() or (folder / "optimizer.bin").is_file() or any(folder.glob("global_step*"))
+    return (
+        (folder / "optimizer.pt").is_file()
+        or (folder / "optimizer.bin").is_file()
+        or any(folder.glob("global_step*"))
+    )
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
@@ -82,11 +86,15 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
     folder = Path(output_dir)
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
+    found = [
+        (int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))
+    ]
     return [p for _, p in sorted(found, reverse=True)]
 
 
-def resolve_checkpoint(value: str | None, output_dir: str | Path, reset_optimizer: bool = False) -> str | None:
+def resolve_checkpoint(
+    value: str | None, output_dir: str | Path, reset_optimizer: bool = False
+) -> str | None:
     """The checkpoint to resume from for ``--resume_from_checkpoint value``.
 
     Args:
@@ -125,13 +133,17 @@ def resolve_checkpoint(value: str | None, output_dir: str | Path, reset_optimize
             raise FileNotFoundError(f"--resume_from_checkpoint {value}: no such checkpoint folder")
         problem = checkpoint_problem(chosen)
         if problem:
-            raise ValueError(f"--resume_from_checkpoint {value}: {problem}; pass an intact checkpoint or `last`")
+            raise ValueError(
+                f"--resume_from_checkpoint {value}: {problem}; pass an intact checkpoint or `last`"
+            )
     if not has_optimizer_state(chosen):
         if not reset_optimizer:
             raise ValueError(f"{chosen} has no optimizer state (optimizer.pt): resuming would restart Adam's moments "
                              "and jolt the weights. Pass --reset_optimizer true to resume with a fresh optimizer, or "
                              "resume from another checkpoint")  # fmt: skip
-        print(f"[eg_grpo] WARNING: {chosen} has no optimizer state; the optimizer starts afresh (--reset_optimizer)")
+        print(
+            f"[eg_grpo] WARNING: {chosen} has no optimizer state; the optimizer starts afresh (--reset_optimizer)"
+        )
     return str(chosen)
 
 

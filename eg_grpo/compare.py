@@ -26,8 +26,12 @@ class CompareArguments:
     """
 
     run_dirs: list[str] = field(default_factory=list, metadata={"help": "RL output folders."})
-    eval_dirs: list[str] = field(default_factory=list, metadata={"help": "Evaluation folders; the first is the baseline."})
-    output_dir: str = field(default="outputs/compare", metadata={"help": "Where comparison.md and curves.png go."})
+    eval_dirs: list[str] = field(
+        default_factory=list, metadata={"help": "Evaluation folders; the first is the baseline."}
+    )
+    output_dir: str = field(
+        default="outputs/compare", metadata={"help": "Where comparison.md and curves.png go."}
+    )
 
 
 def evaluation_lineage(eval_dir: str | Path) -> tuple[str | None, str | None]:
@@ -82,7 +86,9 @@ def run(args: CompareArguments) -> str:
         comparable, notes = comparable_groups(args.eval_dirs)
         paired = paired_table(comparable)
         if paired:
-            parts.append("Paired with the first (same data and split, same rows; Δ ± standard error):\n\n" + paired)
+            parts.append(
+                "Paired with the first (same data and split, same rows; Δ ± standard error):\n\n" + paired
+            )
         if notes:
             parts.append("\n".join(f"- {n}" for n in notes))
     table = "\n\n".join(parts)

@@ -149,14 +149,14 @@ def run_stage(name: str, stage: str, config: str | Path, output_dir: str | Path,
                 try:
                     check_stage_folder(output_dir, record)
                 except StageConflict as err:
-                    raise StageConflict(_conflict_hint(name, err)) from None
+                    raise StageConflict(_conflict_hint(name, err, owner)) from None
     command = [sys.executable, "-m", "eg_grpo.stages", stage, *argv] + (["--overwrite", "true"] if overwrite else [])
     print(f"[chain] {name}: {' '.join(command[1:])}", flush=True)
     start = time.perf_counter()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **({OWNER_ENV: owner} if owner else {})}
     completed = subprocess.run(command, env=env)
     if completed.returncode == 3:
-        raise StageConflict(_conflict_hint(name, "see the message above"))
+        raise StageConflict(_conflict_hint(name, "see the message above", owner))
     if completed.returncode != 0:
         raise RuntimeError(f"stage '{name}' failed (exit {completed.returncode}); fix the error above and re-run: "
                            "finished stages are kept")  # fmt: skip
@@ -166,7 +166,9 @@ def run_stage(name: str, stage: str, config: str | Path, output_dir: str | Path,
     return StageResult(name, output_dir, done["fingerprint"], skipped=False, seconds=time.perf_counter() - start)
 
 
-def _conflict_hint(name: str, err) -> str:
+def _conflict_hint(name: str, err, owner: str | None) -> str:
+    if owner is None:  # an RL run building its earlier stages: the user rebuilds that stage by hand
+        return f"{err}\n[{name}] rebuild it with `python -m eg_grpo.stages {name} ... --overwrite true` first."
     return (f"{err}\n[chain] {name}: this folder was not built by this chain, so it is kept. To replace it, re-run "
             f"with rebuild=['{name}'] (`python -m eg_grpo.pipeline CHAIN --rebuild {name}`), or set another "
             "output_root.")  # fmt: skip

@@ -10,6 +10,7 @@ record it will write, so a resume into the folder of another config is refused.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ from eg_grpo.sid.tokens import SIDVocab
 from eg_grpo.tracking import LineageToTracker, configure_tracking
 from eg_grpo.trainer import EGGRPOTrainer
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_REWARDS = [{"name": "sid_match", "weight": 1.0}]
 
 
@@ -60,7 +63,8 @@ class EGGRPOScriptArguments:
         max_train_rows: keep only this many RL rows; None keeps all.
         keep_train_rows: which rows `max_train_rows` keeps: `random` (seeded) or `latest` (by timestamp).
         max_history, use_titles: prompt settings; must match the SFT run's.
-        chain: build any missing or stale earlier stage (data, SIDs, ranker, SFT) from `stage_configs`.
+        chain: build any missing earlier stage (data, SIDs, ranker, SFT) from `stage_configs`; an existing
+            one must be current (a stale or hand-built one is an error naming what differs).
         stage_configs: the config file of each earlier stage, used when `chain` is on. A missing
             earlier stage is built only at the output folder its config declares.
         overwrite: replace an output folder holding a run of other settings (or a hand-built one).
@@ -82,7 +86,7 @@ class EGGRPOScriptArguments:
     )
     max_history: int = field(default=DEFAULT_MAX_HISTORY, metadata={"help": "History items in the prompt (as in SFT)."})
     use_titles: bool = field(default=False, metadata={"help": "Titles in the prompt (as in SFT)."})
-    chain: bool = field(default=True, metadata={"help": "Build missing or stale earlier stages first."})
+    chain: bool = field(default=True, metadata={"help": "Build missing earlier stages first (from stage_configs)."})
     stage_configs: dict | None = field(
         default=None, metadata={"help": "Config file per earlier stage: {data: ..., sids: ..., ranker: ..., sft: ...}."}
     )
@@ -140,7 +144,11 @@ def rl_stage_record(script_args: EGGRPOScriptArguments, training_args: EGGRPOCon
     data = require_dir(script_args.data_dir, "data_dir", "the folder written by recipes/make_data.py")
     sids = require_dir(training_args.sid_dir, "sid_dir", "the folder written by recipes/build_sids.py")
     model = require_dir(model_args.model_name_or_path, "model_name_or_path", "the folder written by recipes/sft.py")
-    ranker = script_args.ranker_dir and require_dir(script_args.ranker_dir, "ranker_dir", "run recipes/train_ranker.py")
+    ranker = script_args.ranker_dir
+    if ranker and not Path(ranker).is_dir():
+        # Only the ranker-based rewards read it (lazily, with their own error naming the fix).
+        logger.warning("ranker_dir %s does not exist: rewards that read the ranker will fail", ranker)
+        ranker = None
     script = content_config(script_args, drop=("data_dir", "ranker_dir", "chain", "stage_configs"))
     if isinstance(script.get("rewards"), str):
         script["rewards"] = json.loads(script["rewards"])
@@ -187,8 +195,11 @@ def run(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_a
                             script_args.ranker_dir, script_args.stage_configs)  # fmt: skip
     out = Path(training_args.output_dir)
     record = rl_stage_record(script_args, training_args, model_args)
-    with state.main_process_first():
-        status = _claim_output_dir(out, record, script_args.overwrite) if state.is_main_process else "train"
+    with state.main_process_first():  # rank 0 claims the folder; the others then read what it decided
+        if state.is_main_process:
+            status = _claim_output_dir(out, record, script_args.overwrite)
+        else:
+            status = "current" if (read_stage(out) or {}).get("fingerprint") == record["fingerprint"] else "train"
     if status == "current":
         state.print(f"{out} is up to date; nothing to do")
         return out

@@ -32,7 +32,9 @@ def configure_tracking(training_args, data_dir: str | Path | None = None) -> Non
         return
     if not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ:
         os.environ["WANDB_MODE"] = "offline"
-        print("[eg_grpo] no WANDB_API_KEY: W&B runs offline; `wandb sync wandb/offline-run-*` uploads it later")
+        print(
+            "[eg_grpo] no WANDB_API_KEY: W&B runs offline; `wandb sync wandb/offline-run-*` uploads it later"
+        )
     os.environ.setdefault("WANDB_PROJECT", DEFAULT_PROJECT)
     os.environ.setdefault("WANDB_RUN_GROUP", Path(training_args.output_dir).resolve().parent.name)
     if "WANDB_TAGS" not in os.environ:

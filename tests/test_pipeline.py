@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,6 +86,11 @@ def interrupted_chain(tmp_path_factory):
     second = start_chain(chain, folder / "run2.log")
     kill_when(second, lambda: (out / "eg_grpo" / "checkpoint-2" / "trainer_state.json").exists())
     markers = {s: (out / s / MARKER).stat().st_mtime_ns for s in ("data", "sids", "ranker", "sft")}
+    # a newer checkpoint the kill left truncated: the resume must skip it, not crash in safetensors
+    damaged = out / "eg_grpo" / "checkpoint-3"
+    shutil.copytree(out / "eg_grpo" / "checkpoint-2", damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     third = run_to_end(chain, folder / "run3.log")
     return folder, chain, out, markers, third
 
@@ -94,7 +100,9 @@ def test_killed_chain_redoes_no_finished_stage_and_resumes_rl(interrupted_chain)
     assert {"data", "sids", "ranker", "sft", "vanilla_grpo"} <= skipped(third)
     for stage, mtime in markers.items():
         assert (out / stage / MARKER).stat().st_mtime_ns == mtime, f"{stage} was redone"
-    assert "[eg_grpo] resuming from" in third and "checkpoint-2" in third
+    run_dir = out.resolve() / "eg_grpo"
+    assert f"skipping damaged checkpoint checkpoint-3: {run_dir / 'checkpoint-3' / 'model.safetensors'} is truncated" in third
+    assert f"[eg_grpo] resuming from {run_dir / 'checkpoint-2'}" in third
     history = json.loads((out / "eg_grpo" / "log_history.json").read_text())
     assert max(h["step"] for h in history) == 8
     assert any("valid/hr@10" in h for h in history)

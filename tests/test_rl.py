@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -89,7 +90,7 @@ def read_offline_run(path):
 
     from wandb.proto import wandb_internal_pb2 as pb
 
-    raw, block, pos, buf = open(path, "rb").read(), 32768, 7, b""  # 7: the ":W&B" file header
+    raw, block, pos, buf = Path(path).read_bytes(), 32768, 7, b""  # 7: the ":W&B" file header
     run, config = None, {}
     while pos + 7 <= len(raw):
         if block - pos % block < 7:  # a block trailer too short for a header is padding

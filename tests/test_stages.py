@@ -43,7 +43,9 @@ def make_data(folder: Path, seed: int = 0) -> Path:
 
 def make_sids(folder: Path, data_dir: Path, codebook: SIDCodebook, seed: int = 42) -> Path:
     """A SID folder exactly as the SID stage writes it, with a taxonomy codebook instead of a trained one."""
-    record = sids_stage_record(BuildSidsArguments(data_dir=str(data_dir), output_dir=str(folder)), SIDConfig(seed=seed))
+    record = sids_stage_record(
+        BuildSidsArguments(data_dir=str(data_dir), output_dir=str(folder)), SIDConfig(seed=seed)
+    )
     with atomic_dir(folder) as tmp:
         codebook.save(tmp / "codebook")
         write_stage(tmp, record)
@@ -106,7 +108,9 @@ def test_a_hand_built_sft_folder_is_not_retrained_by_the_chain(lineage, tmp_path
     config = tmp_path / "sft.yaml"
     config.write_text((TINY / "sft.yaml").read_text().replace("num_train_epochs: 3", "num_train_epochs: 2"))
     args = {"data_dir": lineage["data0"], "sid_dir": lineage["sids"], "max_train_rows": 64}
-    with pytest.raises(StageConflict, match=r"(?s)config.training.num_train_epochs: 1 -> 2.*rebuild=\['sft'\]"):
+    with pytest.raises(
+        StageConflict, match=r"(?s)config.training.num_train_epochs: 1 -> 2.*rebuild=\['sft'\]"
+    ):
         run_stage("sft", "sft", config, sft, args, owner=f"chain:{tmp_path}")
     assert (sft / "model.safetensors").read_bytes() == before
     # a folder with files but no stage.json (copied, or built by an older version) is kept as well
@@ -118,7 +122,9 @@ def test_a_hand_built_sft_folder_is_not_retrained_by_the_chain(lineage, tmp_path
 def test_a_mistyped_data_dir_is_an_error_not_a_new_dataset(lineage, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"data_dir dta does not exist .*builds outputs/tiny/data"):
-        ensure_upstream("dta", str(lineage["sids"]), str(lineage["sft"]), None, {"data": str(TINY / "data.yaml")})
+        ensure_upstream(
+            "dta", str(lineage["sids"]), str(lineage["sft"]), None, {"data": str(TINY / "data.yaml")}
+        )
     assert not (tmp_path / "dta").exists()
     with pytest.raises(FileNotFoundError, match="data_dir dta does not exist"):
         run_sft(*parse_sft("dta", lineage["sids"], tmp_path / "sft"))
@@ -166,7 +172,9 @@ def test_help_lists_config_and_our_options_before_inherited_ones():
     assert text.index("EGGRPOConfig options") < text.index("options inherited from TRL")
 
 
-def test_evaluation_writes_its_folder_with_lineage_and_reports_to_the_tracked_run(lineage, tmp_path, monkeypatch):
+def test_evaluation_writes_its_folder_with_lineage_and_reports_to_the_tracked_run(
+    lineage, tmp_path, monkeypatch
+):
     import wandb
 
     from eg_grpo.eval.evaluator import EvalSettings
@@ -186,8 +194,15 @@ def test_evaluation_writes_its_folder_with_lineage_and_reports_to_the_tracked_ru
         wandb.teardown()
     assert summary["test/hr@5"] == results["hr@5"] and summary["test/num_examples"] == 8
     record = read_stage(out)
-    assert record["stage"] == "evaluate" and record["inputs"]["model"]["fingerprint"] == folder_fingerprint(lineage["sft"])
-    assert {p.name for p in out.iterdir()} == {"eval_results.json", "per_request.csv", "beam_sweep.png", "stage.json"}
+    assert record["stage"] == "evaluate" and record["inputs"]["model"]["fingerprint"] == folder_fingerprint(
+        lineage["sft"]
+    )
+    assert {p.name for p in out.iterdir()} == {
+        "eval_results.json",
+        "per_request.csv",
+        "beam_sweep.png",
+        "stage.json",
+    }
     assert run_evaluate(args, settings) == {}  # current: nothing to do
     with pytest.raises(StageConflict, match="config.settings.num_beams: 5 -> 10"):
         run_evaluate(args, dataclasses.replace(settings, num_beams=10))

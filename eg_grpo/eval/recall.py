@@ -122,10 +122,11 @@ class RecallChannel:
             head.encode("utf-8")
         except UnicodeEncodeError as err:
             raise ValueError(f"query is not valid text: {err.reason} at character {err.start}") from None
-        ids = self.tokenizer(head, add_special_tokens=False)["input_ids"]
-        if len(ids) > self.max_query_tokens:
-            head = self.tokenizer.decode(ids[: self.max_query_tokens], skip_special_tokens=True)
-        return head
+        if len(head) <= self.max_query_tokens:  # never more tokens than characters
+            return head
+        cap = self.max_query_tokens
+        ids = self.tokenizer(head, add_special_tokens=False, truncation=True, max_length=cap + 1)["input_ids"]
+        return self.tokenizer.decode(ids[:cap], skip_special_tokens=True) if len(ids) > cap else head
 
     def _prompt(self, query: str, history: Sequence[int]) -> str:
         # Items unknown to the codebook (new since the SIDs were built) carry no SID: they are left out.

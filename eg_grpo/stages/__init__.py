@@ -53,9 +53,9 @@ class Stage:
     def parse(self, argv: list[str]) -> tuple:
         from eg_grpo.cli import StageParser
 
-        return StageParser(self.argument_types(), prog=f"python -m eg_grpo.stages {self.name}").parse_args_and_config(
-            args=[str(a) for a in argv]
-        )
+        return StageParser(
+            self.argument_types(), prog=f"python -m eg_grpo.stages {self.name}"
+        ).parse_args_and_config(args=[str(a) for a in argv])
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in [

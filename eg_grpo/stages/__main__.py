@@ -8,7 +8,12 @@ from eg_grpo.stages import STAGES, get_stage
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__ + "\nstages: " + ", ".join(STAGES) + "\n(`python -m eg_grpo.stages NAME --help` lists its options)")
+        print(
+            __doc__
+            + "\nstages: "
+            + ", ".join(STAGES)
+            + "\n(`python -m eg_grpo.stages NAME --help` lists its options)"
+        )
         return 0
     stage = get_stage(argv[0])
     arguments = stage.parse(argv[1:])

@@ -72,7 +72,9 @@ def run_amazon(script_args: MakeAmazonDataArguments, amazon_config) -> dict:
     """Converts the dataset (skipped when ``output_dir`` already holds it); returns the provenance record."""
     from eg_grpo.data.amazon import copy_reference_sids, load_amazon
 
-    dataset = require_dir(script_args.dataset_dir, "dataset_dir", "a folder with valid.csv, test.csv, items.json")
+    dataset = require_dir(
+        script_args.dataset_dir, "dataset_dir", "a folder with valid.csv, test.csv, items.json"
+    )
     if not script_args.output_dir:
         raise ValueError("no output folder: pass --output_dir DIR")
     record = stage_record("data", {"amazon": amazon_config}, {"dataset": dataset})

@@ -53,14 +53,20 @@ class EvaluateArguments:
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda."})
     num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads."})
     report_to: str = field(default="none", metadata={"help": "wandb: test metrics into the model's W&B run."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace an output folder of another evaluation."})
+    overwrite: bool = field(
+        default=False, metadata={"help": "Replace an output folder of another evaluation."}
+    )
 
 
 def evaluate_stage_record(script_args: EvaluateArguments, settings) -> dict:
     data = require_dir(script_args.data_dir, "data_dir", "the folder written by recipes/make_data.py")
     sids = require_dir(script_args.sid_dir, "sid_dir", "the folder written by recipes/build_sids.py")
-    model = require_dir(script_args.model_dir, "model_dir", "a folder written by recipes/sft.py or recipes/eg_grpo.py")
-    return stage_record("evaluate", {"settings": content_config(settings)}, {"data": data, "sids": sids, "model": model})
+    model = require_dir(
+        script_args.model_dir, "model_dir", "a folder written by recipes/sft.py or recipes/eg_grpo.py"
+    )
+    return stage_record(
+        "evaluate", {"settings": content_config(settings)}, {"data": data, "sids": sids, "model": model}
+    )
 
 
 def run(script_args: EvaluateArguments, settings) -> dict:
@@ -94,7 +100,9 @@ def run(script_args: EvaluateArguments, settings) -> dict:
     check_codebook_matches(log, codebook)
     log.split(settings.split)
     if not (Path(script_args.model_dir) / "config.json").exists():
-        raise FileNotFoundError(f"{script_args.model_dir} holds no model (config.json); train one with recipes/sft.py")
+        raise FileNotFoundError(
+            f"{script_args.model_dir} holds no model (config.json); train one with recipes/sft.py"
+        )
     model, tokenizer = load_model_and_tokenizer(script_args.model_dir)
     check_tokenizer_has_sids(tokenizer, codebook)
     device = script_args.device
@@ -113,7 +121,9 @@ def run(script_args: EvaluateArguments, settings) -> dict:
     with atomic_dir(script_args.output_dir) as tmp:
         per_request.to_csv(tmp / "per_request.csv", index=False)
         write_json(tmp / "eval_results.json", results)
-        plot_beam_sweep(results, tmp / "beam_sweep.png", title=f"{Path(script_args.model_dir).name} on {settings.split}")
+        plot_beam_sweep(
+            results, tmp / "beam_sweep.png", title=f"{Path(script_args.model_dir).name} on {settings.split}"
+        )
         write_stage(tmp, record, time.perf_counter() - start)
     summary = {k: v for k, v in results.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     if script_args.report_to == "wandb":
@@ -132,7 +142,9 @@ def report_to_wandb(summary: dict, model_dir: str | Path, split: str) -> None:
         return
     tracked = ((read_stage(model_dir) or {}).get("tracking") or {}).get("wandb")
     if not tracked:
-        logger.warning("report_to=wandb: %s records no W&B run and none is active; nothing reported", model_dir)
+        logger.warning(
+            "report_to=wandb: %s records no W&B run and none is active; nothing reported", model_dir
+        )
         return
     run = wandb.init(id=tracked["id"], project=tracked["project"], dir=tracked.get("dir"), resume="allow",
                      mode=tracked.get("mode", "offline"))  # fmt: skip

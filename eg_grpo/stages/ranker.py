@@ -46,4 +46,6 @@ def stage_arguments():
 
 
 def ranker_record(args: TrainRankerArguments) -> dict:
-    return ranker_stage_record(args, require_dir(args.data_dir, "data_dir", "the data stage's folder"), args.eval_split)
+    return ranker_stage_record(
+        args, require_dir(args.data_dir, "data_dir", "the data stage's folder"), args.eval_split
+    )

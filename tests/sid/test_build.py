@@ -130,13 +130,15 @@ def test_demo_configs_parse_and_differ_only_in_switches(name):
     from trl import TrlParser
 
     from eg_grpo.sid.build import SIDConfig
+    from eg_grpo.stages.sids import BuildSidsArguments
 
-    (cfg,) = TrlParser((SIDConfig,)).parse_args_and_config(
+    # parsed as the recipe does: a config may also declare its output_dir
+    (_, cfg) = TrlParser((BuildSidsArguments, SIDConfig)).parse_args_and_config(
         ["--config", str(REPO / f"recipes/configs/demo/{name}.yaml")]
     )
-    base = TrlParser((SIDConfig,)).parse_args_and_config(
+    base = TrlParser((BuildSidsArguments, SIDConfig)).parse_args_and_config(
         ["--config", str(REPO / "recipes/configs/demo/sids.yaml")]
-    )[0]
+    )[1]
     diff = {k for k in vars(cfg) if getattr(cfg, k) != getattr(base, k)}
     assert diff <= {"method", "category_guided", "query_contrastive"}
 
