@@ -312,4 +312,6 @@ def write_simulated_data(config: SimulatorConfig, output_dir: str | Path) -> dic
 
 def data_stage_record(config: SimulatorConfig) -> dict:
     """The ``stage.json`` record of simulated data: the simulator config (a seeded, pure function of it)."""
-    return stage_record("data", {"simulator": content_config(config)})
+    # Off, the profile leaves the tables byte-identical, so it leaves the record as it was too.
+    drop = () if config.user_profile else ("user_profile",)
+    return stage_record("data", {"simulator": content_config(config, drop=drop)})

@@ -25,6 +25,15 @@ def test_profile_off_by_default_and_on_changes_nothing_else(tiny_log, profiled_l
     pd.testing.assert_frame_equal(profiled_log.items, tiny_log.items)
 
 
+def test_data_record_names_the_profile_only_when_on():
+    from eg_grpo.data.simulator import data_stage_record
+
+    plain, profiled = SimulatorConfig.preset("tiny"), SimulatorConfig.preset("tiny", user_profile=True)
+    assert "user_profile" not in data_stage_record(plain)["config"]["simulator"]
+    assert data_stage_record(profiled)["config"]["simulator"]["user_profile"] is True
+    assert data_stage_record(plain)["fingerprint"] != data_stage_record(profiled)["fingerprint"]
+
+
 def test_simulated_profile_is_the_users_purchasing_power(profiled_log):
     requests = profiled_log.requests
     # one profile per user, from a closed set of tiers
