@@ -178,6 +178,9 @@ class SFTScriptArguments:
         max_train_seconds: a wall-clock guard: training stops after this many seconds (recorded in
             sft_metrics.json as ``stopped_by_time_limit``).
         overwrite: replace OUTPUT_DIR even when it holds a model of other settings or a hand-built one.
+        task / task_kwargs: what the rows teach (:mod:`eg_grpo.data.sft_tasks`); ``personalized`` is the
+            request rows above, other tasks take ``max_train_rows`` as their data size.
+        sft_stages: progressive SFT, a list of stages run in order (:mod:`eg_grpo.progressive_sft`).
     """
 
     data_dir: str | None = field(default=None, metadata={"help": "Data folder (items/requests/impressions.parquet)."})
@@ -202,6 +205,11 @@ class SFTScriptArguments:
     num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None: torch's default)."})
     max_train_seconds: float | None = field(default=None, metadata={"help": "Stop training after this many seconds."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an output folder of other settings."})
+    task: str = field(default="personalized", metadata={"help": "SFT task (eg_grpo.data.sft_tasks) or pkg.mod:fn."})
+    task_kwargs: dict | str | None = field(default=None, metadata={"help": "The task's own arguments (JSON)."})
+    sft_stages: list | str | None = field(
+        default=None, metadata={"help": "Progressive SFT: a list of stages (eg_grpo.progressive_sft)."}
+    )
 
 
 def sft_stage_record(script_args: SFTScriptArguments, training_args, model_args) -> dict:
@@ -212,8 +220,11 @@ def sft_stage_record(script_args: SFTScriptArguments, training_args, model_args)
     """
     data = require_dir(script_args.data_dir, "data_dir", "the folder written by recipes/make_data.py")
     sids = require_dir(script_args.sid_dir, "sid_dir", "the folder written by recipes/build_sids.py")
+    # The task fields are recorded only when set, so a plain run's record is what it was before tasks.
+    unset = tuple(k for k, v in (("task", "personalized"), ("task_kwargs", None), ("sft_stages", None))
+                  if getattr(script_args, k, v) == v)  # fmt: skip
     config = content_config({"script": script_args, "training": training_args.to_dict(), "model": model_args},
-                            drop=("data_dir", "sid_dir"))  # fmt: skip
+                            drop=("data_dir", "sid_dir", *unset))  # fmt: skip
     base = model_args.model_name_or_path
     inputs = {"data": data, "sids": sids, "base_model": base if base and Path(base).is_dir() else None}
     return stage_record("sft", config, inputs)
@@ -237,6 +248,10 @@ def run(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     from eg_grpo.data.sft_dataset import build_sft_dataset, check_codebook_matches, load_codebook
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if script_args.sft_stages:
+        from eg_grpo.progressive_sft import run_progressive
+
+        return run_progressive(script_args, training_args, model_args)
     if script_args.num_threads:
         torch.set_num_threads(script_args.num_threads)
     record = sft_stage_record(script_args, training_args, model_args)
@@ -250,6 +265,11 @@ def run(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     codebook = load_codebook(script_args.sid_dir)
     check_codebook_matches(log, codebook)
     log.split(script_args.train_split)  # an empty split is an error here, not after model building
+    custom_task = script_args.task != "personalized" or bool(script_args.task_kwargs)
+    if custom_task:
+        from eg_grpo.data.sft_tasks import task_kwargs_of
+
+        task_kwargs_of(script_args, training_args.seed)  # bad task arguments fail before model building
     tiny = tiny_config(
         script_args.tiny_preset, vocab_size=script_args.tiny_vocab_size, hidden_size=script_args.tiny_hidden_size,
         num_hidden_layers=script_args.tiny_num_hidden_layers,
@@ -260,10 +280,15 @@ def run(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     model, tokenizer, _ = build_sft_model(model_args.model_name_or_path, log, codebook, tiny, model_args.dtype or "auto")
 
     rows = dict(max_history=script_args.max_history, use_titles=script_args.use_titles, seed=training_args.seed)
-    train_dataset = build_sft_dataset(
-        log, codebook, tokenizer, script_args.train_split, max_rows=script_args.max_train_rows,
-        recent_fraction=script_args.recent_fraction, recent_repeats=script_args.recent_repeats, **rows,
-    )  # fmt: skip
+    if not custom_task:
+        train_dataset = build_sft_dataset(
+            log, codebook, tokenizer, script_args.train_split, max_rows=script_args.max_train_rows,
+            recent_fraction=script_args.recent_fraction, recent_repeats=script_args.recent_repeats, **rows,
+        )  # fmt: skip
+    else:
+        from eg_grpo.data.sft_tasks import task_rows_from_arguments
+
+        train_dataset = task_rows_from_arguments(log, codebook, tokenizer, script_args, training_args.seed)
     eval_dataset = None
     if script_args.eval_split:
         eval_dataset = build_sft_dataset(

@@ -12,6 +12,7 @@ from reward_models.objectives import BUILTIN_OBJECTIVES, RankerObjective, Ranker
 from reward_models.ranker import RankerConfig, RankingSimulator
 from reward_models.registry import BUILTINS, build_reward, build_reward_funcs
 from reward_models.rule_based import CategoryConsistencyReward, SIDMatchReward, ValidSIDReward
+from reward_models.tiered import TieredLogMatchReward
 from reward_models.validation import RewardError, checked, validate_rewards
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "RewardFunction",
     "SIDMatchReward",
     "SIDReward",
+    "TieredLogMatchReward",
     "ValidSIDReward",
     "build_reward",
     "build_reward_funcs",

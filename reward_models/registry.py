@@ -26,11 +26,13 @@ from typing import Any
 from reward_models.base import RewardContext
 from reward_models.objectives import RankerObjective, import_object
 from reward_models.rule_based import CategoryConsistencyReward, SIDMatchReward, ValidSIDReward
+from reward_models.tiered import TieredLogMatchReward
 from reward_models.validation import checked, is_async_callable
 
 # short name -> (class, fixed kwargs)
 BUILTINS: dict[str, tuple[type, dict]] = {
     "sid_match": (SIDMatchReward, {}),
+    "tiered_log_match": (TieredLogMatchReward, {}),
     "category_consistency": (CategoryConsistencyReward, {}),
     "valid_sid": (ValidSIDReward, {}),
     "relevance": (RankerObjective, {"objective": "relevance"}),

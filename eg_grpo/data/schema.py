@@ -7,6 +7,8 @@ missing or malformed required columns are a :class:`SchemaError` naming table, c
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,11 @@ REQUESTS_COLUMNS = {
     "history": "list[int]",
     "split": "split",
 }
+# Optional request columns: checked only when present.
+# ``profile``: the user's coarse profile, a few categorical features as "key=value;key=value"
+# (e.g. "power=premium"); "" when the request has none. Rendered into the prompt when present.
+OPTIONAL_REQUESTS_COLUMNS = {"profile": "profile"}
+PROFILE_TOKEN = re.compile(r"^[A-Za-z0-9_.+-]+$")
 IMPRESSIONS_COLUMNS = {
     "request_id": "int",
     "item_id": "int",
@@ -41,6 +48,41 @@ IMPRESSIONS_COLUMNS = {
     "purchased": "bool",
 }
 TABLES = {"items": ITEMS_COLUMNS, "requests": REQUESTS_COLUMNS, "impressions": IMPRESSIONS_COLUMNS}
+
+
+def parse_profile(text: str) -> dict[str, str]:
+    """``"power=premium;age=25-34"`` → ``{"power": "premium", "age": "25-34"}`` (``""`` → ``{}``).
+
+    Raises:
+        ValueError: an entry that is not ``key=value``, a repeated key, or a key or value with
+            characters other than letters, digits and ``_ . + -`` (they would blur the prompt).
+    """
+    out: dict[str, str] = {}
+    for entry in (text or "").split(";"):
+        if not entry:
+            continue
+        key, sep, value = entry.partition("=")
+        if not sep or not PROFILE_TOKEN.match(key) or not PROFILE_TOKEN.match(value):
+            raise ValueError(
+                f"profile entry {entry!r} in {text!r} is not key=value with letters, digits or _.+- "
+                "(write e.g. 'power=premium;age=25-34')"
+            )
+        if key in out:
+            raise ValueError(f"profile {text!r} repeats the key {key!r}")
+        out[key] = value
+    return out
+
+
+def format_profile(profile: Mapping[str, object] | str | None) -> str:
+    """The ``profile`` column value of a mapping (keys in the given order); a string is checked as is."""
+    if profile is None:
+        return ""
+    if isinstance(profile, str):
+        parse_profile(profile)
+        return profile
+    text = ";".join(f"{k}={v}" for k, v in profile.items())
+    parse_profile(text)
+    return text
 
 
 class SchemaError(ValueError):
@@ -75,6 +117,13 @@ def _check_kind(table: str, column: str, values: pd.Series, kind: str) -> None:
         unknown = set(pd.unique(values)) - set(SPLITS)
         if unknown:
             raise SchemaError(table, column, f"unknown split value(s) {sorted(unknown)}; use {SPLITS}")
+    elif kind == "profile":
+        _check_kind(table, column, values, "str")
+        for i, v in enumerate(values):
+            try:
+                parse_profile(v)
+            except ValueError as err:
+                raise SchemaError(table, column, f"row {i}: {err}") from None
     elif kind.startswith("list["):
         elem = str if kind == "list[str]" else (int, np.integer)
         for i, v in enumerate(values):
@@ -94,6 +143,9 @@ def validate_table(name: str, df: pd.DataFrame) -> pd.DataFrame:
         if column not in df.columns:
             raise SchemaError(name, column, f"required column is missing (columns: {list(df.columns)})")
         _check_kind(name, column, df[column], kind)
+    for column, kind in (OPTIONAL_REQUESTS_COLUMNS if name == "requests" else {}).items():
+        if column in df.columns:
+            _check_kind(name, column, df[column], kind)
     key = {"items": ["item_id"], "requests": ["request_id"], "impressions": ["request_id", "item_id"]}[name]
     duplicated = df.duplicated(key)
     if duplicated.any():

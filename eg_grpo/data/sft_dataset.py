@@ -108,11 +108,14 @@ def request_prompts(
     max_history: int = DEFAULT_MAX_HISTORY,
     use_titles: bool = False,
 ) -> list[str]:
-    """The prompt of every row of ``requests`` (query + history SIDs, optionally titles)."""
+    """The prompt of every row of ``requests`` (query + history SIDs, optionally titles, and the
+    ``profile`` column when the requests carry one)."""
     item_sid = dict(zip(codebook.item_ids.tolist(), (sid_to_text(c) for c in codebook.codes.tolist())))
     titles = dict(zip(log.items["item_id"].tolist(), log.items["title"].tolist())) if use_titles else None
     prompts = []
-    for query, history in zip(requests["query"].tolist(), requests["history"].tolist()):
+    # The optional profile column: absent (or "") leaves the prompt as it was without profiles.
+    profiles = requests["profile"].tolist() if "profile" in requests.columns else [None] * len(requests)
+    for query, history, profile in zip(requests["query"].tolist(), requests["history"].tolist(), profiles):
         history = [int(i) for i in history][-max_history:] if max_history > 0 else []
         missing = [i for i in history if i not in item_sid]
         if missing:
@@ -126,6 +129,7 @@ def request_prompts(
                 [titles[i] for i in history] if titles is not None else None,
                 tokenizer=tokenizer,
                 max_history=max_history,
+                profile=profile,
             )
         )
     return prompts
@@ -202,4 +206,6 @@ def dataset_texts(log: SearchLog) -> list[str]:
     texts = log.items["title"].astype(str).tolist() + log.items["brand"].astype(str).tolist()
     texts += log.requests["query"].astype(str).tolist()
     texts += ["history: query: sid:\n"] * 100
+    if "profile" in log.requests.columns:  # only then: profile-free data keeps its tokenizer
+        texts += ["user: " + p.replace(";", " ") for p in log.requests["profile"].astype(str) if p]
     return [t for t in texts if t]

@@ -88,6 +88,18 @@ def build_users(config, tax: Taxonomy, cat: Catalogue, rng: np.random.Generator)
     return Users(activity, leaves, brands, price_tier, style_u, prelog)
 
 
+PRICE_TIER_NAMES = ("budget", "mid", "premium")
+
+
+def user_profiles(users: Users) -> np.ndarray:
+    """``(U,)`` the ``profile`` text of each user: the purchasing-power tier its price fit uses.
+
+    A real coarse profile (the paper's "purchasing power"): the click and purchase models favour
+    items priced for the user's tier, so the profile carries signal the query and history may lack.
+    """
+    return np.array([f"power={PRICE_TIER_NAMES[t]}" for t in users.price_tier.tolist()], dtype=object)
+
+
 def build_requests(config, tax: Taxonomy, cat: Catalogue, users: Users, rng: np.random.Generator):
     """Draws ``config.n_requests`` requests in time order (ids 0.. follow the timestamps).
 

@@ -26,7 +26,7 @@ from eg_grpo.data.ground_truth import GroundTruthCodes, encode, has_ground_truth
 from eg_grpo.data.schema import SPLITS, SearchLog
 from eg_grpo.data.sim_catalogue import Catalogue, Taxonomy, build_catalogue, build_taxonomy
 from eg_grpo.data.sim_logs import add_histories_and_splits, simulate_impressions
-from eg_grpo.data.sim_users import Users, build_requests, build_users
+from eg_grpo.data.sim_users import Users, build_requests, build_users, user_profiles
 from eg_grpo.io import atomic_dir, content_config, stage_record, write_json, write_stage
 
 
@@ -115,6 +115,14 @@ class SimulatorConfig:
     )
     purchase_price_weight: float = field(default=0.8, metadata={"help": "Purchase model: price fit weight."})
     purchase_quality_weight: float = field(default=0.6, metadata={"help": "Purchase model: quality weight."})
+    user_profile: bool = field(
+        default=False,
+        metadata={
+            "help": "Add the requests column `profile` with the user's purchasing-power tier "
+            "('power=budget|mid|premium', the tier the click and purchase models use). Off: the tables "
+            "are byte-identical to a simulator without profiles."
+        },
+    )
     # split
     valid_fraction: float = field(default=0.1, metadata={"help": "Share of requests (by time) in valid."})
     test_fraction: float = field(default=0.1, metadata={"help": "Share of requests (the latest) in test."})
@@ -193,6 +201,8 @@ def simulate(config: SimulatorConfig) -> SearchLog:
         config, world.taxonomy, world.catalogue, world.users, world.requests, world.codes, world.rng_log
     )
     requests = add_histories_and_splits(config, world.requests, impressions, world.users)
+    if config.user_profile:  # drawn from nothing: every other column stays as without it
+        requests["profile"] = user_profiles(world.users)[requests["user_id"].to_numpy()]
     return SearchLog(items=world.catalogue.items, requests=requests, impressions=impressions)
 
 
@@ -331,4 +341,6 @@ def write_simulated_data(config: SimulatorConfig, output_dir: str | Path) -> dic
 
 def data_stage_record(config: SimulatorConfig) -> dict:
     """The ``stage.json`` record of simulated data: the simulator config (a seeded, pure function of it)."""
-    return stage_record("data", {"simulator": content_config(config)})
+    # Off, the profile leaves the tables byte-identical, so it leaves the record as it was too.
+    drop = () if config.user_profile else ("user_profile",)
+    return stage_record("data", {"simulator": content_config(config, drop=drop)})

@@ -13,6 +13,11 @@ Every number the project reports comes from :func:`evaluate_model`:
   ``>= relevance_threshold``; null without ground truth), ``items@B`` (items the clusters hold);
 - ``recall@N_items`` for N in ``recall_num_items``: the widest beam's clusters expanded into items
   in beam order, cut at N items;
+- the paper's ranking-alignment metrics (arXiv 2605.14434) for K in ``ks``, from the main beam:
+  ``clk@K`` (a clicked item lies in one of the first K clusters), ``exp@K`` (an exposed item does) and
+  ``pvr@K`` (share of the request's exposed items the first K clusters hold);
+- ``budget_hitrate@B_top{N}`` for N in ``item_budgets``: the items of the first B clusters cut to the N
+  with the highest train-split click count (impressions break ties), hit if a clicked item survives;
 - ``valid_sid_rate`` (returned sequences that are SIDs of the codebook), ``beam_fill_rate``
   (returned ÷ requested beams), ``distinct_sids`` (distinct top-1 SIDs), ``num_examples``, ``seconds``.
 """
@@ -54,6 +59,8 @@ class EvalSettings:
         rerun_beam_sizes: run one beam search per ``B`` (what a service with beam ``B`` returns);
             False takes the first ``B`` of the ``num_beams`` run (faster, slightly optimistic).
         recall_num_items: item budgets ``N`` of ``recall@N_items``.
+        item_budgets: item budgets ``N`` of ``budget_hitrate@B_top{N}`` (the paper's truncation of the
+            recalled items by an item score), one value per beam size ``B``; ``[]`` skips them.
         relevance_threshold: graded relevance (0-3) counted as relevant by ``semantic_hitrate``.
         batch_size: prompts per beam-search call.
         max_examples: evaluate a seeded subsample of at most this many requests (None: all).
@@ -68,6 +75,7 @@ class EvalSettings:
     beam_sizes: list[int] = field(default_factory=lambda: [5, 10, 20, 50])
     rerun_beam_sizes: bool = True
     recall_num_items: list[int] = field(default_factory=lambda: [10, 20, 50, 100])
+    item_budgets: list[int] = field(default_factory=lambda: [100])
     relevance_threshold: int = 2
     batch_size: int = 32
     max_examples: int | None = None
@@ -82,6 +90,32 @@ class EvalSettings:
             )
         if min(self.beam_sizes) < 1 or min(self.ks) < 1:
             raise ValueError("beam sizes and cut-offs must be >= 1")
+        if self.item_budgets and min(self.item_budgets) < 1:
+            raise ValueError(f"item_budgets must be >= 1 (or [] to skip them), got {self.item_budgets}")
+
+
+def item_popularity(log: SearchLog) -> tuple[np.ndarray, np.ndarray]:
+    """The item score of the budgeted hit rate: train-split clicks, impressions breaking ties.
+
+    Returns:
+        ``(item_ids (N,) sorted, scores (N,))``; an item never shown in train scores 0. Only the train
+        split is read, so the score leaks nothing of the requests being evaluated.
+    """
+    train = log.requests.loc[log.requests["split"] == "train", "request_id"]
+    imp = log.impressions[log.impressions["request_id"].isin(train)]
+    item_ids = np.sort(log.items["item_id"].to_numpy(np.int64))
+    pos = np.searchsorted(item_ids, imp["item_id"].to_numpy(np.int64))
+    clicks = np.bincount(pos, weights=imp["clicked"].to_numpy(float), minlength=len(item_ids))
+    shown = np.bincount(pos, minlength=len(item_ids)).astype(float)
+    return item_ids, clicks + shown / (1.0 + shown.max(initial=0.0))
+
+
+def exposed_items(log: SearchLog, request_ids) -> list[np.ndarray]:
+    """The item ids shown for each request, in ``request_ids`` order (empty array: none shown)."""
+    imp = log.impressions[log.impressions["request_id"].isin(np.asarray(request_ids))]
+    groups = {r: g.to_numpy(np.int64) for r, g in imp.groupby("request_id")["item_id"]}
+    empty = np.zeros(0, dtype=np.int64)
+    return [groups.get(r, empty) for r in np.asarray(request_ids).tolist()]
 
 
 def _to_sids(candidates, vocab, codebook) -> tuple[list, int]:
@@ -174,6 +208,8 @@ def evaluate_model(
     target_sids = [tuple(map(int, s)) for s in codebook.sids_of(targets.loc[request_ids].to_numpy()).tolist()]
     clicked = clicked_items(log, request_ids).tolist()
     clicked_sids = [{codebook.sid_of(i) for i in c} for c in clicked]
+    exposed = exposed_items(log, request_ids)
+    exposed_item_sids = [[tuple(map(int, s)) for s in codebook.sids_of(e).tolist()] for e in exposed]
     has_gt = ground_truth.has_ground_truth(log)
 
     prompts = request_prompts(log, requests, codebook, tokenizer, settings.max_history, settings.use_titles)
@@ -202,6 +238,16 @@ def evaluate_model(
     for k in settings.ks:
         results[f"hr@{k}"] = M.hit_rate_at_k(main, target_sids, k)
         results[f"ndcg@{k}"] = M.ndcg_at_k(main, target_sids, k)
+    for k in settings.ks:  # the paper's ranking-alignment metrics, same beam as hr@K
+        results[f"clk@{k}"] = M.click_hitrate_at_b(main, clicked_sids, k)
+        results[f"exp@{k}"] = M.exposure_hitrate_at_k(main, [set(e) for e in exposed_item_sids], k)
+        results[f"pvr@{k}"] = M.exposure_coverage_at_k(main, exposed_item_sids, k)
+    if settings.item_budgets:
+        scored_ids, scores = item_popularity(log)
+
+        def item_score(ids: np.ndarray) -> np.ndarray:
+            return scores[np.searchsorted(scored_ids, ids)]
+
     sweep = {}
     for b in sorted(settings.beam_sizes):
         ranked = (
@@ -218,6 +264,11 @@ def evaluate_model(
             "items": M.items_returned_at_b(ranked, lambda s: len(codebook.items_of(s)), b),
             "seconds": seconds_by_width.get(b),
         }
+        for n in settings.item_budgets:
+            row[f"budget_hitrate_top{n}"] = M.budget_hitrate_at_b(
+                ranked, clicked, codebook.items_of, item_score, b, n
+            )
+            results[f"budget_hitrate@{b}_top{n}"] = row[f"budget_hitrate_top{n}"]
         sweep[b] = row
         results[f"click_hitrate@{b}"] = row["click_hitrate"]
         results[f"semantic_hitrate@{b}"] = row["semantic_hitrate"]

@@ -135,6 +135,69 @@ def recall_at_n_items(
     return float(np.mean(scores))
 
 
+def exposure_hitrate_at_k(ranked: Sequence[Sequence], exposed_sids: Sequence[set], k: int) -> float:
+    """``exp@K``: share of examples where one of the first ``k`` returned SIDs holds an exposed item.
+
+    The paper's exposure hit rate: exposed items are the ones the production ranker chose to show, so
+    a hit says the generator agrees with ranking, not only with the user's click.
+
+    Args:
+        ranked: returned SIDs per example.
+        exposed_sids: per example, the set of SIDs of the items shown for the request.
+        k: the cut-off (distinct returned SIDs).
+    """
+    return click_hitrate_at_b(ranked, exposed_sids, k)  # same count, another target set
+
+
+def exposure_coverage_at_k(ranked: Sequence[Sequence], exposed_item_sids: Sequence[Sequence], k: int) -> float:
+    """``pvr@K``: mean share of a request's exposed items whose cluster is among the first ``k`` SIDs.
+
+    Args:
+        ranked: returned SIDs per example.
+        exposed_item_sids: per example, the SID of each exposed item (one entry per item, so two
+            exposed items of one cluster count twice); an example with none scores 0.
+        k: the cut-off (distinct returned SIDs).
+    """
+    _check(ranked, exposed_item_sids)
+    shares = []
+    for lst, exposed in zip(ranked, exposed_item_sids):
+        top = {s for s in _dedup(lst)[:k] if s is not None}
+        shares.append(sum(s in top for s in exposed) / len(exposed) if len(exposed) else 0.0)
+    return float(np.mean(shares))
+
+
+def budget_hitrate_at_b(
+    ranked: Sequence[Sequence],
+    clicked_items: Sequence[set],
+    cluster_items: Callable[[SID], Sequence[int]],
+    item_score: Callable[[np.ndarray], np.ndarray],
+    b: int,
+    n: int,
+) -> float:
+    """Click hit rate when the items of the first ``b`` clusters are cut to the ``n`` best by an item score.
+
+    The paper's budgeted recall (its Table 2): a recall channel hands at most ``n`` items to ranking,
+    chosen by an item-level score, so a wider beam only helps when its extra clusters hold items that
+    beat the budget. Ties in the score keep beam order (earlier cluster first, then cluster order).
+
+    Args:
+        ranked: returned SIDs per example.
+        clicked_items: per example, the set of clicked item ids (an empty set scores 0).
+        cluster_items: SID → the item ids of that cluster.
+        item_score: ``(M,)`` item ids → ``(M,)`` scores, higher is kept first.
+        b: beam size considered (distinct returned SIDs).
+        n: the item budget.
+    """
+    _check(ranked, clicked_items)
+    hits = []
+    for lst, clicked in zip(ranked, clicked_items):
+        groups = [np.asarray(cluster_items(s), dtype=np.int64) for s in _dedup(lst)[:b] if s is not None]
+        items = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
+        kept = items[np.argsort(-np.asarray(item_score(items), dtype=float), kind="stable")[:n]]
+        hits.append(bool(clicked) and bool(set(kept.tolist()) & set(clicked)))
+    return float(np.mean(hits))
+
+
 def items_returned_at_b(ranked: Sequence[Sequence], cluster_size: Callable[[SID], int], b: int) -> float:
     """Mean number of items the first ``b`` returned clusters hold (what recall hands to ranking)."""
     _check(ranked)

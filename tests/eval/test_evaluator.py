@@ -132,3 +132,32 @@ def test_semantic_hitrate_matches_ground_truth(tiny_log, tiny_codebook, tiny_sft
     assert r["semantic_hitrate@5"] == pytest.approx(np.mean(shares))
     clicked = clicked_items(tiny_log, rows["request_id"]).tolist()
     assert all(len(c) >= 1 for c in clicked)
+
+
+def test_paper_metrics_agree_with_the_cluster_metrics(tiny_log, tiny_codebook, tiny_sft_dir):
+    from eg_grpo.eval.evaluator import exposed_items, item_popularity
+
+    model, tok = load_model_and_tokenizer(str(tiny_sft_dir))
+    settings = EvalSettings(split="valid", num_beams=10, ks=[1, 10], beam_sizes=[1, 10], rerun_beam_sizes=False,
+                            recall_num_items=[10], item_budgets=[1, 5, 10_000], max_examples=40)  # fmt: skip
+    r = evaluate_model(model, tok, tiny_log, tiny_codebook, settings)
+    for k in (1, 10):
+        # one beam read at width k: clk@K is the click hit rate of its first K clusters
+        assert r[f"clk@{k}"] == r[f"click_hitrate@{k}"]
+        # every clicked item was shown, so an exposure hit is at least as frequent as a click hit
+        assert r[f"clk@{k}"] <= r[f"exp@{k}"] <= 1.0
+        assert 0.0 < r[f"pvr@{k}"] <= r[f"exp@{k}"]
+    assert r["pvr@1"] < r["pvr@10"]
+    for b in (1, 10):
+        # a budget larger than any beam's items cuts nothing; a bigger budget never hits less
+        assert r[f"budget_hitrate@{b}_top10000"] == r[f"click_hitrate@{b}"]
+        assert r[f"budget_hitrate@{b}_top1"] <= r[f"budget_hitrate@{b}_top5"] <= r[f"budget_hitrate@{b}_top10000"]
+    assert r["sweep"]["10"]["budget_hitrate_top5"] == r["budget_hitrate@10_top5"]
+    # the item score reads the train split only: an item shown only outside train scores 0
+    ids, scores = item_popularity(tiny_log)
+    train = tiny_log.requests.loc[tiny_log.requests["split"] == "train", "request_id"]
+    in_train = set(tiny_log.impressions.loc[tiny_log.impressions["request_id"].isin(train), "item_id"])
+    assert all(s == 0 for i, s in zip(ids.tolist(), scores.tolist()) if i not in in_train)
+    rid = int(tiny_log.impressions["request_id"].iloc[0])
+    shown = tiny_log.impressions.loc[tiny_log.impressions["request_id"] == rid, "item_id"]
+    assert sorted(exposed_items(tiny_log, [rid])[0].tolist()) == sorted(shown.tolist())

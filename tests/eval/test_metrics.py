@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from eg_grpo.eval import metrics as M
@@ -109,3 +110,48 @@ def test_paired_difference_by_hand():
         M.paired_difference(a, b[:2], 3)
     with pytest.raises(ValueError, match="metric"):
         M.paired_difference(a, b, 3, "mrr")
+
+
+def test_exposure_hitrate_any_exposed_cluster_in_top_k():
+    exposed = [{C}, {D, E}, {A}]
+    # ex0 [A,B,C]: C at rank 2; ex1 [B,C,A]: no D/E; ex2 [C,D,E]: A absent
+    assert M.exposure_hitrate_at_k(RANKED, exposed, 2) == 0.0
+    assert M.exposure_hitrate_at_k(RANKED, exposed, 3) == pytest.approx(1 / 3)
+    # a duplicate does not push the exposed cluster out of the top 2
+    assert M.exposure_hitrate_at_k([[A, A, C]], [{C}], 2) == 1.0
+
+
+def test_exposure_coverage_counts_exposed_items_not_clusters():
+    # ex0 shows 4 items: two in A, one in C, one in E; ex1 shows 2 items of B
+    exposed_item_sids = [[A, A, C, E], [B, B]]
+    ranked = [[A, B, C], [C, None, B]]
+    # k=1: ex0 covers A's 2 of 4 items; ex1 [C] covers none -> (0.5 + 0) / 2
+    assert M.exposure_coverage_at_k(ranked, exposed_item_sids, 1) == pytest.approx(0.25)
+    # k=3: ex0 A and C -> 3/4; ex1 B (the invalid sequence takes a slot but covers nothing) -> 1
+    assert M.exposure_coverage_at_k(ranked, exposed_item_sids, 3) == pytest.approx((0.75 + 1.0) / 2)
+    assert M.exposure_coverage_at_k([[A]], [[]], 5) == 0.0  # nothing shown: 0, not a division error
+
+
+def test_budget_hitrate_keeps_the_best_scored_items_of_the_beam():
+    clusters = {A: [1, 2, 3, 4], B: [5], C: [6, 7]}
+    score = {1: 9.0, 2: 1.0, 3: 1.0, 4: 8.0, 5: 0.5, 6: 7.0, 7: 2.0}
+
+    def item_score(ids):
+        return np.array([score[int(i)] for i in ids])
+
+    ranked = [[A, B, C]]
+    # beam 3, budget 3: items by score 1 (9), 4 (8), 6 (7): click 6 survives although C is last in the beam
+    assert M.budget_hitrate_at_b(ranked, [{6}], clusters.__getitem__, item_score, b=3, n=3) == 1.0
+    # ... but the click on 5 (score 0.5) is cut, and so is 2 at budget 3
+    assert M.budget_hitrate_at_b(ranked, [{5}], clusters.__getitem__, item_score, b=3, n=3) == 0.0
+    assert M.budget_hitrate_at_b(ranked, [{2}], clusters.__getitem__, item_score, b=3, n=3) == 0.0
+    # beam 2 never sees C; budget 5 keeps every item of A and B
+    assert M.budget_hitrate_at_b(ranked, [{6}], clusters.__getitem__, item_score, b=2, n=10) == 0.0
+    assert M.budget_hitrate_at_b(ranked, [{5}], clusters.__getitem__, item_score, b=2, n=5) == 1.0
+    # ties keep beam order: 2 and 3 tie at 1.0 and 2 comes first, so budget 3 over A keeps 1, 4, 2
+    assert M.budget_hitrate_at_b([[A]], [{2}], clusters.__getitem__, item_score, b=1, n=3) == 1.0
+    assert M.budget_hitrate_at_b([[A]], [{3}], clusters.__getitem__, item_score, b=1, n=3) == 0.0
+    # mean over examples; no click or only invalid sequences: a miss
+    two = M.budget_hitrate_at_b([[A], [None, B]], [{1}, {5}], clusters.__getitem__, item_score, b=2, n=1)
+    assert two == 1.0
+    assert M.budget_hitrate_at_b([[None], [A]], [{1}, set()], clusters.__getitem__, item_score, b=1, n=4) == 0.0

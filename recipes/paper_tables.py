@@ -1,0 +1,49 @@
+"""The paper's Tables 1-4 (arXiv 2605.14434) on our evaluation folders, the paper's numbers beside ours.
+
+    python recipes/paper_tables.py --config recipes/configs/demo/paper_tables.yaml
+
+The YAML maps each table's rows (named as the paper's) to evaluation folders written by
+``recipes/evaluate.py``; Table 4 rows may list several folders (seeds). Writes ``output`` (markdown)
+and prints it. See :mod:`eg_grpo.eval.paper_tables` and docs/paper.md.
+"""
+
+import argparse
+from pathlib import Path
+
+import _recipe_path  # noqa: F401  (first: see recipes/_recipe_path.py)
+import yaml
+
+from eg_grpo.eval.paper_tables import PaperTables
+
+KEYS = ("table1", "table2", "table3", "table4", "beams", "item_budget", "output")
+
+
+def main(config: dict) -> str:
+    unknown = set(config) - set(KEYS)
+    if unknown or "table1" not in config:
+        raise SystemExit(
+            f"paper_tables.py: the config needs table1 and may hold {KEYS}; unknown keys {sorted(unknown)}"
+        )
+    tables = PaperTables(**{k: config[k] for k in KEYS[:-1] if config.get(k) is not None})
+    text = tables.markdown()
+    if config.get("output"):
+        out = Path(config["output"])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config", required=True, help="YAML with table1..table4, beams, item_budget, output"
+    )
+    parser.add_argument("--output", help="markdown file (overrides the config's)")
+    args = parser.parse_args()
+    config = yaml.safe_load(Path(args.config).read_text()) or {}
+    if args.output:
+        config["output"] = args.output
+    main(config)

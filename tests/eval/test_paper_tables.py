@@ -1,0 +1,101 @@
+"""The paper's tables from evaluation folders: gains computed as the paper's, seeds averaged, commands listed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eg_grpo.eval.paper_tables import (
+    PAPER_TABLE1,
+    PAPER_TABLE3,
+    PAPER_TABLE4,
+    TABLE4_METRICS,
+    PaperTables,
+    matching_beam,
+    relative_gain,
+)
+
+
+def _eval_dir(path, **metrics):
+    path.mkdir(parents=True)
+    results = {**metrics, "model_dir": f"models/{path.name}", "sid_dir": "sids", "data_dir": "data",
+               "settings": {"split": "test", "num_beams": 100, "beam_sizes": [1, 10, 100], "item_budgets": [1000]}}  # fmt: skip
+    (path / "eval_results.json").write_text(json.dumps(results))
+    return path
+
+
+def test_relative_gain_reproduces_the_papers_percentages():
+    base, cq = PAPER_TABLE1["RQ-VAE"], PAPER_TABLE1["CQ-SID"]
+    assert [round(relative_gain(c, b), 2) for c, b in zip(cq, base)] == [26.76, 22.57, 18.89]
+    assert round(relative_gain(PAPER_TABLE3["CQ-SID"][0], PAPER_TABLE3["RQ-VAE"][0]), 2) == 11.11
+    assert relative_gain(0.5, 0.0) is None and relative_gain(None, 0.3) is None
+
+
+def test_tables_from_folders(tmp_path):
+    # our folders hold the paper's own Table 1 numbers: our gains must come out as the paper's
+    t1 = {name: _eval_dir(tmp_path / name.replace("/", "_").replace(" ", "_"),
+                          **{f"click_hitrate@{b}": v for b, v in zip((1, 10, 100), vals)},
+                          **{f"budget_hitrate@{b}_top1000": v for b, v in zip((1, 10, 100), vals)})
+          for name, vals in PAPER_TABLE1.items()}  # fmt: skip
+    sft = _eval_dir(tmp_path / "sft", **dict(zip(TABLE4_METRICS, PAPER_TABLE4["SFT"])))
+    eg = [_eval_dir(tmp_path / f"eg{s}", **{m: v + d for m, v in zip(TABLE4_METRICS, PAPER_TABLE4["SFT"])})
+          for s, d in enumerate((0.01, 0.03))]  # fmt: skip
+    tables = PaperTables(
+        table1=t1, table4={"SFT": sft, "EG-GRPO (K=2)": eg}, beams=[1, 10, 100], item_budget=1000
+    )
+    text = tables.markdown()
+    assert "| CQ-SID vs RQ-VAE | +26.76 % | +22.57 % | +18.89 % |" in text  # the paper's row ...
+    assert text.count("| CQ-SID vs RQ-VAE | +26.76 % | +22.57 % | +18.89 % |") == 2  # ... and ours
+    assert "| CQ-SID vs RQ-VAE | +11.11 % | +7.31 % |" in text  # Table 3, paper's beams 1 and 100
+    # Table 4: two seeds averaged (mean +0.02, sample std 0.0141), gain against SFT
+    row = next(line for line in text.splitlines() if line.startswith("| EG-GRPO (K=2) (2 runs)"))
+    assert row.split(" | ")[1] == f"{PAPER_TABLE4['SFT'][0] + 0.02:.4f} ± 0.0141"
+    gain = next(
+        line for line in text.splitlines() if line.startswith("| EG-GRPO (K=2) vs SFT |") and "13.2" in line
+    )
+    assert f"{relative_gain(PAPER_TABLE4['SFT'][0] + 0.02, PAPER_TABLE4['SFT'][0]):+.2f} %" in gain
+    # Table 2: the beam RQ-VAE needs for CQ-SID's hit rate
+    assert "| 1 | 0.0758 | 10 |" in text and "| 100 | 0.6181 | > 100 |" in text
+    # every folder's command, rebuilt from its results
+    assert "python recipes/evaluate.py --data_dir data --sid_dir sids --model_dir models/sft" in text
+    assert (
+        "--output_dir {} --num_beams 100 --beam_sizes 1 10 100 --item_budgets 1000`".format(tmp_path / "sft")
+        in text
+    )
+
+
+def test_matching_beam_and_errors(tmp_path):
+    assert matching_beam({10: 0.2, 30: 0.4, 65: 0.45}, 0.42) == "65"
+    assert matching_beam({10: 0.2}, 0.5) == "> 10" and matching_beam({}, 0.5) == "—"
+    with pytest.raises(ValueError, match="not the paper's"):
+        PaperTables(table1={"TIGER": tmp_path})
+    with pytest.raises(FileNotFoundError, match="evaluate the model first"):
+        PaperTables(table1={"CQ-SID": tmp_path / "missing"}).markdown()
+
+
+def test_recipe_writes_the_markdown(tmp_path):
+    from recipes.paper_tables import main
+
+    a = _eval_dir(tmp_path / "a", **{"click_hitrate@1": 0.1, "click_hitrate@10": 0.4})
+    b = _eval_dir(tmp_path / "b", **{"click_hitrate@1": 0.12, "click_hitrate@10": 0.5})
+    text = main(
+        {"table1": {"RQ-VAE": str(a), "CQ-SID": str(b)}, "beams": [1, 10], "output": str(tmp_path / "t.md")}
+    )
+    assert (tmp_path / "t.md").read_text() == text
+    assert "| CQ-SID vs RQ-VAE | +20.00 % | +25.00 % |" in text
+    with pytest.raises(SystemExit, match="unknown keys \\['tabel1'\\]"):
+        main({"tabel1": {}})
+
+
+@pytest.mark.parametrize("size", ["tiny", "demo"])
+def test_committed_configs_name_the_papers_rows(size):
+    from pathlib import Path
+
+    import yaml
+
+    from recipes.paper_tables import KEYS
+
+    config = yaml.safe_load((Path("recipes/configs") / size / "paper_tables.yaml").read_text())
+    assert set(config) <= set(KEYS)
+    PaperTables(**{k: v for k, v in config.items() if k != "output"})  # row names checked, folders read lazily
