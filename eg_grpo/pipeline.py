@@ -105,7 +105,7 @@ class ChainConfig:
 def _argv(config: str | Path, output_dir: Path, args: dict) -> list[str]:
     argv = ["--config", str(config), "--output_dir", str(output_dir)]
     for key, value in args.items():
-        argv += [f"--{key}", str(value)]
+        argv += [f"--{key}", *map(str, value)] if isinstance(value, list | tuple) else [f"--{key}", str(value)]
     return argv
 
 
@@ -207,11 +207,16 @@ def run_chain(chain_path: str | Path = "demo", output_root: str | Path | None = 
         models[run] = step(run, "rl", s[run], root / run, rl_args)
     for run, result in models.items():
         step(f"eval_{run}", "evaluate", s["evaluate"], root / "eval" / run, {**sid_args, "model_dir": result.output_dir})
+    arena_dir = None
+    if "arena" in s:  # every model as a generative channel beside the classical ones (simulated A/B)
+        generative = [f"{run}={result.output_dir}" for run, result in models.items()]
+        arena_args = {**sid_args, "ranker_dir": root / "ranker", "generative": generative}
+        arena_dir = step("arena", "arena", s["arena"], root / "arena", arena_args).output_dir
     from eg_grpo.report import write_report
 
     rl_dirs = [str(root / run) for run in chain.rl_runs]
     eval_dirs = [str(root / "eval" / run) for run in models]
-    report = write_report(root, sid_dir=root / "sids", rl_dirs=rl_dirs, eval_dirs=eval_dirs)
+    report = write_report(root, sid_dir=root / "sids", rl_dirs=rl_dirs, eval_dirs=eval_dirs, arena_dir=arena_dir)
     _print_summary(done, report, time.perf_counter() - t0)
     return done
 

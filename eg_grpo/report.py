@@ -150,8 +150,9 @@ def paired_table(eval_dirs: list[str | Path], k: int = 10) -> str:
     return "\n".join(lines)
 
 
-def write_report(root: str | Path, sid_dir: str | Path, rl_dirs: list[str], eval_dirs: list[str]) -> Path:
-    """Writes ``root/report/report.md`` with the SID statistics, test metrics, curves and beam sweeps."""
+def write_report(root: str | Path, sid_dir: str | Path, rl_dirs: list[str], eval_dirs: list[str],
+                 arena_dir: str | Path | None = None) -> Path:  # fmt: skip
+    """Writes ``root/report/report.md``: SID statistics, test metrics, curves, beam sweeps and the arena."""
     out = Path(root) / "report"
     out.mkdir(parents=True, exist_ok=True)
     parts = ["# eg-grpo report", ""]
@@ -173,6 +174,14 @@ def write_report(root: str | Path, sid_dir: str | Path, rl_dirs: list[str], eval
             target = out / f"{Path(d).name}_{png.name}"
             target.write_bytes(png.read_bytes())
             parts += [f"### Beam-size sweep: {Path(d).name}", "", f"![beam sweep]({target.name})", ""]
+    arena_results = Path(arena_dir or "") / "arena_results.json"
+    if arena_dir is not None and arena_results.exists():
+        from eg_grpo.arena import render_arena_section
+
+        for png in sorted(Path(arena_dir).glob("*.png")):
+            (out / png.name).write_bytes(png.read_bytes())
+        parts += [render_arena_section(json.loads(arena_results.read_text())), ""]
+        parts += [f"![{png.stem}]({png.name})" for png in sorted(Path(arena_dir).glob("*.png"))] + [""]
     report = out / "report.md"
     report.write_text("\n".join(parts))
     return report

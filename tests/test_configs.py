@@ -40,7 +40,7 @@ def _parsers(path: Path):
         return (EGGRPOScriptArguments, EGGRPOConfig, ModelConfig)
     if name == "ranker":
         return (TrainRankerArguments,)
-    if name == "arena":
+    if name.startswith("arena"):
         from eg_grpo.arena import ArenaArguments
 
         return (ArenaArguments,)

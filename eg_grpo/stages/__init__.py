@@ -70,6 +70,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("rl", "eg_grpo.rl:stage_arguments", "eg_grpo.rl:run", "eg_grpo.rl:rl_stage_record"),
     Stage("evaluate", "eg_grpo.stages.evaluate:stage_arguments", "eg_grpo.stages.evaluate:run",
           "eg_grpo.stages.evaluate:evaluate_stage_record"),
+    Stage("arena", "eg_grpo.arena.config:ArenaArguments", "eg_grpo.arena.run:run",
+          "eg_grpo.arena.run:arena_stage_record"),
 ]}  # fmt: skip
 
 
