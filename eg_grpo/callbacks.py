@@ -1,7 +1,7 @@
 """Held-out SID metrics during RL: HR@K on a fixed valid subsample, logged like any training metric.
 
-Evaluation runs outside the training step and rarely (peers lost 3.8× step time by evaluating
-inside it), on a fixed seeded subsample so successive points are comparable.
+Evaluation runs outside the training step and rarely (evaluating inside
+it has cost other SID generators 3.8× step time), on a fixed seeded subsample so successive points are comparable.
 """
 
 from __future__ import annotations

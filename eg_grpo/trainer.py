@@ -1,7 +1,7 @@
 """`EGGRPOTrainer`: TRL's `GRPOTrainer` with trie-constrained rollouts and expert-guided groups.
 
-Two hooks of the parent are wrapped, nothing is copied (see docs and
-`../shared/notes/trl-1.16-internals.md` §9):
+Two hooks of the parent are wrapped, nothing is copied (see docs/design.md and
+TRL 1.16's `trl/trainer/grpo_trainer.py`):
 
 - `_generate_and_score_completions(inputs)`: marks every row `is_expert=False`, plans the expert
   candidates of each group, calls the parent (which generates, scores and computes advantages on

@@ -2,7 +2,7 @@
 
 Usage:
     python recipes/make_amazon_data.py --config recipes/configs/amazon_office/data.yaml \
-        --dataset_dir /work/shared/data/amazon_office --output_dir outputs/amazon_office/data
+        --dataset_dir data/amazon_office --output_dir outputs/amazon_office/data
 
 Writes ``OUTPUT_DIR/{items,requests,impressions}.parquet``, ``reference_sids.json`` (when the
 dataset ships one), ``amazon_provenance.json`` (which rows each split holds) and ``stage.json``.
@@ -31,7 +31,7 @@ class MakeAmazonDataArguments:
     """
 
     dataset_dir: str = field(
-        default="../shared/data/amazon_office", metadata={"help": "Amazon-layout folder."}
+        default="data/amazon_office", metadata={"help": "Amazon-layout folder (see docs/amazon.md)."}
     )
     output_dir: str = field(default="outputs/amazon_office/data", metadata={"help": "Output data folder."})
     overwrite: bool = field(default=False, metadata={"help": "Rebuild even if up to date."})
