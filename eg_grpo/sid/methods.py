@@ -19,7 +19,6 @@ method only turns ``(N, D)`` item vectors into ``(N, L)`` codes. Built-ins:
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import logging
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eg_grpo.plugins import import_module
 from eg_grpo.sid.constraints import allocate_level1_codes, query_click_pairs
 from eg_grpo.sid.rqkmeans import fit_residual_kmeans
 from eg_grpo.sid.rqvae import FrozenQuantizer, TrainSettings, train_rqvae
@@ -274,10 +274,7 @@ def get_sid_method(config) -> SIDMethod:
     if name in SID_METHODS:
         return SID_METHODS[name](config)
     module_name, _, attr = name.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ImportError(f"SID method {name!r}: cannot import module '{module_name}': {exc}") from exc
+    module = import_module(module_name, f"SID method {name!r}")
     cls = getattr(module, attr, None)
     if not (inspect.isclass(cls) and issubclass(cls, SIDMethod)):
         raise ValueError(
