@@ -13,7 +13,7 @@ from transformers import AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig
 
-from eg_grpo.callbacks import HeldOutSIDMetrics
+from eg_grpo.callbacks import HeldOutSIDMetrics, use_compact_console
 from eg_grpo.config import EGGRPOConfig
 from eg_grpo.data.prompts import DEFAULT_MAX_HISTORY
 from eg_grpo.data.rl_dataset import build_rl_dataset
@@ -128,6 +128,7 @@ def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfi
                                 max_history=script_args.max_history, use_titles=script_args.use_titles,
                                 seed=training_args.seed)  # fmt: skip
         trainer.add_callback(HeldOutSIDMetrics(trainer, log, training_args.sid_eval_steps, settings))
+    use_compact_console(trainer)  # one short line per step; the full dict goes to the trackers
     return trainer
 
 

@@ -17,6 +17,7 @@ With `use_vllm`, the parent's vLLM path generates and the trie runs inside vLLM 
 from __future__ import annotations
 
 import inspect
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -44,6 +45,11 @@ from eg_grpo.vllm_rollouts import (
     colocate_llm_with_trie,
     trie_generation_kwargs,
 )
+
+# TRL 1.16 reads `model.is_gradient_checkpointing` around every generation (trl.models.utils), a property
+# transformers 5.2x deprecates in favour of `is_activation_checkpointing`: a FutureWarning per rollout
+# that no argument of ours can avoid. Only that message is silenced.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 EXPERT_COLUMN = "expert_completion_ids"
 
