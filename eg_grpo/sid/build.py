@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -190,6 +191,9 @@ def _build(log, config, item_vectors, encoder, data_dir, show_progress):
     stats = measure(book, result, inputs, config.query_source)
     info = {"category_guided": False, "query_contrastive": False, "num_train_pairs": 0, **result.info}
     stats.update(method=config.method, **info, num_split_sids=len(splits), build_seconds=time.perf_counter() - start)
+    # Which vectors the codes came from: two builds with equal configs and data but other SIDs differ
+    # here when the encoder's output moved (another library version, device or model file).
+    stats["item_vectors_sha256"] = None if vectors is None else hashlib.sha256(vectors.tobytes()).hexdigest()[:16]
     return book, stats
 
 

@@ -34,6 +34,7 @@ SHIPPED = {
     ("sids", ("--category_guided", "false")): (207, "8c8a7caa0cd04cf1"),
     ("sids", ("--query_contrastive", "false")): (189, "745023c2975e29ed"),
 }
+TINY_VECTORS_SHA256 = "6a05b67e89e7dd30"  # MiniLM vectors of the tiny items (description_chars 0)
 
 
 @pytest.mark.parametrize(
@@ -46,6 +47,9 @@ def test_shipped_tiny_configs_build_the_same_codebook(name, overrides, tiny_log,
     encoder = TextEncoder("default", cache_dir=sid_cache)
     book, stats = build_codebook(tiny_log, config, encoder=encoder, show_progress=False)
     assert (stats["num_sids"], _fingerprint(book)) == SHIPPED[(name, overrides)]
+    assert (
+        stats["item_vectors_sha256"] == TINY_VECTORS_SHA256
+    )  # else the encoder's output moved, not the code
 
 
 def test_every_builtin_is_a_method():
