@@ -44,7 +44,61 @@ __all__ = ["METHODS", "SIDConfig", "build_codebook", "load_reference_sids"]
 
 @dataclass
 class SIDConfig:
-    """How to build SIDs. Every field is a YAML key of ``recipes/configs/*/sids*.yaml``."""
+    r"""
+    Configuration of a SID build ([`build_codebook`], `recipes/build_sids.py`); every field is a YAML key
+    of `recipes/configs/*/sids*.yaml`.
+
+    Parameters:
+        method (`str`, *optional*, defaults to `"cq_sid"`):
+            `"cq_sid"`, `"rqvae"`, `"rqkmeans"`, `"reference"` (see [`eg_grpo.sid.methods`]), or a user's
+            [`~eg_grpo.sid.methods.SIDMethod`] subclass as `"package.module:ClassName"`.
+        category_guided (`bool`, *optional*, defaults to `True`):
+            `cq_sid`: partition the level-1 codes among the top-level categories.
+        query_contrastive (`bool`, *optional*, defaults to `True`):
+            `cq_sid`: query-item InfoNCE on the train split's clicks.
+        query_source (`str`, *optional*, defaults to `"query"`):
+            `cq_sid`: `"query"` (search logs) or `"last_item"` (recommendation data: the title of the
+            last history item stands in for the query).
+        levels (`int`, *optional*, defaults to `3`):
+            SID length `L`.
+        codebook_size (`int`, *optional*, defaults to `256`):
+            Codes per level `K`.
+        max_cluster_size (`int`, *optional*, defaults to `50`):
+            SIDs with more items are split (`0`: no limit).
+        encoder (`str`, *optional*, defaults to `"default"`):
+            `"default"` (MiniLM), a sentence-transformers id or folder, a `.npz` vectors table, or `"none"`
+            (then `item_vectors` is required).
+        item_vectors (`str`, *optional*):
+            A `.npy` of item vectors aligned with `items.parquet` (replaces encoding the items).
+        encoder_batch_size (`int`, *optional*, defaults to `256`):
+            Texts per encoder forward pass.
+        description_chars (`int`, *optional*, defaults to `300`):
+            Description characters in the item text (`0`: title, brand and category only).
+        cache_dir (`str`, *optional*):
+            Embedding cache (`None`: `$EG_GRPO_CACHE` or `~/.cache/eg_grpo`; `""` disables it).
+        hidden_dims (`list[int]`, *optional*, defaults to `[256, 128]`), latent_dim (`int`, *optional*, defaults to `32`):
+            RQ-VAE encoder MLP sizes.
+        epochs, batch_size, lr (*optional*, default to `30`, `1024`, `1e-3`):
+            RQ-VAE training.
+        beta (`float`, *optional*, defaults to `0.25`):
+            Commitment loss weight.
+        kmeans_iters (`int`, *optional*, defaults to `20`):
+            k-means iterations (codebook initialisation, `rqkmeans`).
+        contrastive_weight, temperature (`float`, *optional*, default to `0.25`, `0.1`):
+            `cq_sid`: weight and temperature of the query-item InfoNCE.
+        code_alignment_weight (`float`, *optional*, defaults to `1.0`):
+            `cq_sid`: weight of the code-level query term (`0`: in-batch InfoNCE only).
+        seed (`int`, *optional*, defaults to `42`):
+            Seed of the training and k-means.
+        device (`str`, *optional*, defaults to `"cpu"`):
+            Torch device for training.
+        num_threads (`int`, *optional*, defaults to `1`):
+            Torch CPU threads for the RQ-VAE and k-means (`0`: torch's default).
+        encoder_threads (`int`, *optional*, defaults to `0`):
+            Torch CPU threads for text encoding (`0`: torch's default).
+        reference_sids (`str`, *optional*):
+            `reference`: the SID table (default `DATA/reference_sids.json`).
+    """
 
     method: str = field(
         default="cq_sid",
