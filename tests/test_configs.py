@@ -42,7 +42,9 @@ def _header_recipe(path: Path) -> Path | None:
         assert chain.group(1) == _relative(path), f"{path}: the header runs another chain, {chain.group(1)}"
         return None
     match = HEADER.match(first)
-    assert match, f"{path}: the first line must be the command that runs it ('# python recipes/X.py --config ...')"
+    assert match, (
+        f"{path}: the first line must be the command that runs it ('# python recipes/X.py --config ...')"
+    )
     recipe, config = match.groups()
     assert config == _relative(path), f"{path}: the header's --config names another file, {config}"
     assert (REPO / recipe).exists(), f"{path}: the header's recipe {recipe} does not exist"
@@ -54,9 +56,12 @@ def _recipe_dataclasses(recipe: Path) -> tuple[type, ...]:
     calls = [
         node
         for node in ast.walk(ast.parse(recipe.read_text()))
-        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "TrlParser"
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", getattr(node.func, "attr", None)) == "TrlParser"
     ]
-    assert len(calls) == 1 and isinstance(calls[0].args[0], ast.Tuple), f"{recipe}: expected one TrlParser((...))"
+    assert len(calls) == 1 and isinstance(calls[0].args[0], ast.Tuple), (
+        f"{recipe}: expected one TrlParser((...))"
+    )
     module = importlib.import_module(f"recipes.{recipe.stem}")
     return tuple(eval(ast.unparse(e), vars(module)) for e in calls[0].args[0].elts)  # names, not code
 
@@ -104,7 +109,9 @@ def test_vanilla_is_its_eg_config_without_experts(folder):
     eg = yaml.safe_load((folder / "eg_grpo.yaml").read_text())
     vanilla = yaml.safe_load((folder / "vanilla_grpo.yaml").read_text())
     differ = {k for k in eg.keys() | vanilla.keys() if eg.get(k, "<absent>") != vanilla.get(k, "<absent>")}
-    assert differ <= PAIR_KEYS, f"{folder.name}: vanilla_grpo.yaml drifted from eg_grpo.yaml in {sorted(differ - PAIR_KEYS)}"
+    assert differ <= PAIR_KEYS, (
+        f"{folder.name}: vanilla_grpo.yaml drifted from eg_grpo.yaml in {sorted(differ - PAIR_KEYS)}"
+    )
     assert vanilla["num_expert_samples"] == 0 < eg["num_expert_samples"]
     assert vanilla["output_dir"] != eg["output_dir"] and vanilla["run_name"] != eg["run_name"]
 
@@ -115,7 +122,9 @@ def test_pair_check_catches_a_drift(tmp_path):
     eg_text = (CONFIGS / "tiny" / "eg_grpo.yaml").read_text()
     (folder / "eg_grpo.yaml").write_text(eg_text)
     (folder / "vanilla_grpo.yaml").write_text(
-        (CONFIGS / "tiny" / "vanilla_grpo.yaml").read_text().replace("learning_rate:", "learning_rate: 1.0e-3\n#")
+        (CONFIGS / "tiny" / "vanilla_grpo.yaml")
+        .read_text()
+        .replace("learning_rate:", "learning_rate: 1.0e-3\n#")
     )
     with pytest.raises(AssertionError, match="drifted from eg_grpo.yaml in \\['learning_rate'\\]"):
         test_vanilla_is_its_eg_config_without_experts(folder)
@@ -131,7 +140,9 @@ def test_a_typo_is_an_error(tmp_path):
     bad = tmp_path / "eg_grpo.yaml"
     bad.write_text((CONFIGS / "tiny" / "eg_grpo.yaml").read_text() + "num_expert_sample: 2\n")
     with pytest.raises(ValueError, match="num_expert_sample"):
-        TrlParser(_recipe_dataclasses(REPO / "recipes" / "eg_grpo.py")).parse_args_and_config(["--config", str(bad)])
+        TrlParser(_recipe_dataclasses(REPO / "recipes" / "eg_grpo.py")).parse_args_and_config(
+            ["--config", str(bad)]
+        )
 
 
 def test_a_header_naming_another_file_is_caught(tmp_path):

@@ -29,8 +29,12 @@ def test_tiny_chain_figures_are_stable(tmp_path):
 
     cfg = "recipes/configs/tiny"
     data = run_stage("data", "make_data", f"{cfg}/data.yaml", tmp_path / "data").output_dir
-    sids = run_stage("sids", "build_sids", f"{cfg}/sids.yaml", tmp_path / "sids", {"data_dir": data}).output_dir
-    sft = run_stage("sft", "sft", f"{cfg}/sft.yaml", tmp_path / "sft", {"data_dir": data, "sid_dir": sids}).output_dir
+    sids = run_stage(
+        "sids", "build_sids", f"{cfg}/sids.yaml", tmp_path / "sids", {"data_dir": data}
+    ).output_dir
+    sft = run_stage(
+        "sft", "sft", f"{cfg}/sft.yaml", tmp_path / "sft", {"data_dir": data, "sid_dir": sids}
+    ).output_dir
     evaluation = run_stage("eval", "evaluate", f"{cfg}/evaluate.yaml", tmp_path / "eval",
                            {"data_dir": data, "sid_dir": sids, "model_dir": sft}).output_dir  # fmt: skip
     stats = json.loads((sids / "stats.json").read_text())
