@@ -17,7 +17,6 @@ With `use_vllm`, the parent's vLLM path generates and the trie runs inside vLLM 
 from __future__ import annotations
 
 import inspect
-import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from trl import GRPOTrainer
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
+from eg_grpo import silence_checkpointing_alias_warnings
 from eg_grpo.config import EGGRPOConfig
 from eg_grpo.decoding import (
     SIDTrie,
@@ -45,17 +45,6 @@ from eg_grpo.vllm_rollouts import (
     colocate_llm_with_trie,
     trie_generation_kwargs,
 )
-
-
-def silence_trl_checkpointing_deprecation() -> None:
-    """TRL 1.16 reads `model.is_gradient_checkpointing` around every generation (`trl.models.utils`), a
-    property transformers 5.2x deprecates in favour of `is_activation_checkpointing`: a FutureWarning per
-    rollout that no argument of ours can avoid. Only that message is silenced (at import and again when a
-    trainer is built, for hosts such as pytest that reset the warning filters)."""
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-
-
-silence_trl_checkpointing_deprecation()
 
 EXPERT_COLUMN = "expert_completion_ids"
 
@@ -109,7 +98,7 @@ class EGGRPOTrainer(GRPOTrainer):
         # generation_kwargs (which TRL forwards as-is); colocated engines get the processor while TRL
         # builds them, a server must have been started with it (see eg_grpo.vllm_rollouts).
         vllm_trie = args.use_vllm and args.constrained_decoding
-        silence_trl_checkpointing_deprecation()
+        silence_checkpointing_alias_warnings()
         if vllm_trie:
             args.generation_kwargs = trie_generation_kwargs(
                 args.generation_kwargs, args.vllm_mode, args.sid_dir

@@ -93,14 +93,16 @@ def test_shipped_rl_and_sft_configs_raise_no_future_warning(tmp_path):
 
 
 def test_trl_reading_the_old_checkpointing_property_is_silent():
+    from eg_grpo import silence_checkpointing_alias_warnings
     from eg_grpo.modeling import build_tiny_model_and_tokenizer
-    from eg_grpo.trainer import silence_trl_checkpointing_deprecation
 
     model = build_tiny_model_and_tokenizer(["red shoes", "blue shirt"], (4, 4, 4))[0]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
-        silence_trl_checkpointing_deprecation()  # what building an EGGRPOTrainer does
+        silence_checkpointing_alias_warnings()  # at import, and again when an EGGRPOTrainer is built
         assert model.is_gradient_checkpointing is False  # what trl.models.utils reads around each generation
+        model.gradient_checkpointing_enable()  # what TRL calls after generating when checkpointing is on
+        model.gradient_checkpointing_disable()
         warnings.warn("another FutureWarning still shows", FutureWarning, stacklevel=1)
     assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == [
         "another FutureWarning still shows"
