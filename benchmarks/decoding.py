@@ -1,4 +1,4 @@
-"""Benchmark of SID-trie constrained decoding (issue 4). Prints one JSON object to stdout.
+"""Benchmark of SID-trie constrained decoding. Prints one JSON object to stdout.
 
     python benchmarks/decoding.py                      # CPU, tiny Qwen2, 10k / 100k / 1M SIDs
     python benchmarks/decoding.py --device cuda --model qwen2.5-0.5b --dtype bfloat16 \
@@ -8,7 +8,7 @@ Per catalogue size: ``build_seconds``/``build_peak_mb`` (trie build from token i
 ``processor_ms_per_step`` (our processor on batch × beams rows, averaged over the L + 1 steps),
 ``generate_ratio`` (constrained ÷ unconstrained beam search wall time, same model, same inputs, in
 one process; best of ``--repeats``), and ``speedup_vs_dict_trie`` (per-step time of a Python dict
-keyed by the token prefix used through ``prefix_allowed_tokens_fn``, the peers' approach, ÷ ours;
+keyed by the token prefix used through ``prefix_allowed_tokens_fn``, the common approach, ÷ ours;
 the dict's time is measured on ``dict_rows_measured`` rows and scaled linearly to all rows when
 fewer). SIDs are random, 3 levels × 256 codes, with Zipf-skewed first and second levels.
 """
@@ -132,7 +132,7 @@ def timed(fn, device, repeats: int) -> float:
 
 
 def build_dict_trie(seqs: np.ndarray) -> dict[tuple[int, ...], list[int]]:
-    """The peers' trie: a dict from every token prefix to the list of allowed next tokens."""
+    """The common trie: a dict from every token prefix to the list of allowed next tokens."""
     children: dict[tuple[int, ...], set[int]] = {}
     for row in seqs.tolist():
         for t in range(len(row)):
@@ -175,7 +175,7 @@ def bench_size(n: int, args, model, level_ids, eos, pad, prompts, mask, rng) -> 
     table = build_dict_trie(seqs)
     dict_build = time.perf_counter() - start
 
-    def allowed(batch_id, sent):  # the peers' prefix_allowed_tokens_fn
+    def allowed(batch_id, sent):  # the common prefix_allowed_tokens_fn
         return table.get(tuple(sent[P:].tolist()), [eos])
 
     dict_rows = min(rows, max(args.beams, args.dict_rows // args.beams * args.beams))

@@ -1,6 +1,6 @@
-"""Every GPU check of issues 7 and 8 in one command; prints ONE JSON object (also `$OUT/gpu_checks.json`).
+"""Every GPU check in one command (speed and memory of a 0.5B LoRA step, DeepSpeed ZeRO-2/3, vLLM); prints ONE JSON object (also `$OUT/gpu_checks.json`).
 
-    python benchmarks/gpu_checks.py                 # GPU machine: all checks (docs/gpu_checks.md)
+    python benchmarks/gpu_checks.py                 # GPU machine: all checks (benchmarks/README.md)
     python benchmarks/gpu_checks.py --smoke         # CPU: the same code paths, tiny model, 2 steps
     python benchmarks/gpu_checks.py --only eg_grpo_lora_0.5b,zero3
 
@@ -8,11 +8,10 @@ Data: the demo log and CQ-SIDs (`outputs/demo/{data,sids}`). Policy: a random-in
 sizes (151,936 embedding rows: the logits are as wide as the real model's), a BPE tokenizer trained on the
 data plus the SID tokens, bf16 (`--smoke`: the tiny test model). LoRA, prompt, G and batch are those of
 `recipes/configs/qwen2.5-0.5b/eg_grpo.yaml`. Checks: ``prepare`` (builds that model once; device, versions),
-``eg_grpo_lora_0.5b`` (issue 7: EG-GRPO vs stock `GRPOTrainer` steps, timed as `benchmarks/step.py` does:
-``step_ratio`` and peak GPU memory), ``zero2``/``zero3`` (issue 8: `recipes/eg_grpo.py` through
+``eg_grpo_lora_0.5b`` (EG-GRPO vs stock `GRPOTrainer` steps, timed as `benchmarks/step.py` does:
+``step_ratio`` and peak GPU memory), ``zero2``/``zero3`` (`recipes/eg_grpo.py` through
 `accelerate launch` with `accelerate_configs/zeroN.yaml`, one process; ``--smoke`` uses DeepSpeed's CPU
-accelerator where deepspeed is installed, else `cpu.yaml` for zero2 only) and ``vllm_colocate`` (issue 8,
-where vLLM is installed: the engine with our trie processor, valid-SID rate and SIDs/s).
+accelerator where deepspeed is installed, else `cpu.yaml` for zero2 only) and ``vllm_colocate`` (where vLLM is installed: the engine with our trie processor, valid-SID rate and SIDs/s).
 
 Each check runs in its own process under a time limit, so a crash, hang or CUDA error is recorded and the
 next check still runs; all together stop at ``--budget_s``. ``status`` is ``ok``, ``failed`` (``error``,
@@ -68,7 +67,7 @@ def load_data(args):
     codebook_dir = Path(args.sid_dir) / "codebook"
     if not Path(args.data_dir).is_dir() or not codebook_dir.is_dir():
         raise FileNotFoundError(f"{args.data_dir} or {codebook_dir} missing: build them with the demo chain and "
-                                "carry both folders (docs/gpu_checks.md)")  # fmt: skip
+                                "carry both folders (benchmarks/README.md)")  # fmt: skip
     return SearchLog.load(args.data_dir), SIDCodebook.load(codebook_dir)
 
 

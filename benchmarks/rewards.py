@@ -92,7 +92,7 @@ def main() -> None:
         RankingSimulator.fit(log, RankerConfig()).save(ranker_dir)
         train_seconds = round(time.perf_counter() - start, 1)
     context = RewardContext(codebook=codebook, vocab=vocab, log=log, ranker_dir=ranker_dir)
-    funcs, _ = build_reward_funcs(["relevance", "ctr", "cvr", "gmv"], context)
+    funcs, _ = build_reward_funcs([{"name": n} for n in ("relevance", "ctr", "cvr", "gmv")], context)
     scorer = context._scorers[("max", 3)]
 
     rng = np.random.default_rng(args.seed)

@@ -1,3 +1,24 @@
 """eg-grpo: generative retrieval of semantic IDs (CQ-SID) trained with expert-guided GRPO on TRL."""
 
 __version__ = "0.1.0"
+
+import warnings
+
+# TRL 1.16 and PEFT use the `gradient_checkpointing` aliases that transformers 5.2x deprecates in
+# favour of `activation_checkpointing` (`model.is_gradient_checkpointing` around every generation in
+# `trl.models.utils`, `gradient_checkpointing_enable/disable` there too, `is_gradient_checkpointing`
+# when PEFT wraps a model): FutureWarnings no argument of ours can avoid. Only those messages are
+# silenced; our own configs use the new names.
+_CHECKPOINTING_ALIASES = r"`(is_gradient_checkpointing|gradient_checkpointing_enable|gradient_checkpointing_disable)` is deprecated"
+
+
+def silence_checkpointing_alias_warnings() -> None:
+    """Ignores the FutureWarnings of TRL's and PEFT's calls to the deprecated checkpointing aliases (see above).
+
+    Runs when the package is imported, and again when an `EGGRPOTrainer` is built, for hosts such as
+    pytest that reset the warning filters.
+    """
+    warnings.filterwarnings("ignore", message=_CHECKPOINTING_ALIASES, category=FutureWarning)
+
+
+silence_checkpointing_alias_warnings()

@@ -1,12 +1,15 @@
-"""Held-out SID metrics during RL: HR@K on a fixed valid subsample, logged like any training metric.
+"""Callbacks of the RL stage: held-out SID metrics during training, and a compact console line.
 
-Evaluation runs outside the training step and rarely (peers lost 3.8× step time by evaluating
-inside it), on a fixed seeded subsample so successive points are comparable.
+Held-out SID metrics: HR@K on a fixed valid subsample, logged like any training metric.
+
+Evaluation runs outside the training step and rarely (evaluating inside
+it has cost other SID generators 3.8× step time), on a fixed seeded subsample so successive points are comparable.
 """
 
 from __future__ import annotations
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl.models import unwrap_model_for_generation
 
 from eg_grpo.eval.evaluator import EvalSettings, evaluate_model
@@ -53,3 +56,71 @@ class HeldOutSIDMetrics(TrainerCallback):
             metrics[f"{METRIC_PREFIX}hr@{k}"].append(results[f"hr@{k}"])
             metrics[f"{METRIC_PREFIX}ndcg@{k}"].append(results[f"ndcg@{k}"])
         return control
+
+
+# (logged key, console label) of the eg/* diagnostics shown on the console line
+CONSOLE_EG_KEYS = (
+    ("eg/expert_frac", "expert"),
+    ("eg/valid_sid_rate", "valid_sid"),
+    ("eg/hit_rate_sampled", "hit"),
+    ("eg/distinct_sids_per_group", "distinct"),
+)
+
+
+def _number(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def console_line(step: int, logs: dict) -> str:
+    """One short line of a step's logs, e.g.
+    ``step 4 | loss 2.98e-08 lr 0.0005 | reward 0.2409 ± 0.3804 (sid_match 0.1354 ctr 0.09716) |
+    eg expert 0.0625 valid_sid 1 hit 0.06667 distinct 7.5 | valid/hr@10 0.2022 | 0.1499 s/step``.
+
+    A log without ``loss`` (the end-of-training summary, an evaluation) is printed whole, still on
+    one line. The full dict goes to the trackers (``report_to``) and ``trainer.state.log_history``.
+    """
+    if "loss" not in logs:
+        return f"step {step} | " + " ".join(f"{k} {_number(v)}" for k, v in logs.items() if k != "total_flos")
+    parts = [f"step {step}", f"loss {_number(logs['loss'])}"]
+    if "learning_rate" in logs:
+        parts[-1] += f" lr {_number(logs['learning_rate'])}"
+    if "reward" in logs:
+        reward = f"reward {_number(logs['reward'])}"
+        if "reward_std" in logs:
+            reward += f" ± {_number(logs['reward_std'])}"
+        each = [f"{k[len('rewards/') : -len('/mean')]} {_number(v)}" for k, v in logs.items()
+                if k.startswith("rewards/") and k.endswith("/mean")]  # fmt: skip
+        parts.append(reward + (f" ({' '.join(each)})" if each else ""))
+    eg = [f"{label} {_number(logs[k])}" for k, label in CONSOLE_EG_KEYS if k in logs]
+    if eg:
+        parts.append("eg " + " ".join(eg))
+    held_out = [f"{k} {_number(v)}" for k, v in logs.items() if k.startswith(METRIC_PREFIX) and k.endswith("@10")]
+    if held_out:
+        parts.append(" ".join(held_out))
+    if "step_time" in logs:
+        parts.append(f"{_number(logs['step_time'])} s/step")
+    return " | ".join(parts)
+
+
+class CompactProgressCallback(ProgressCallback):
+    """TRL's progress bar with :func:`console_line` in place of the printed metrics dict."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            self.training_bar.write(console_line(state.global_step, logs))
+
+
+class CompactPrinterCallback(PrinterCallback):
+    """The printer used with ``disable_tqdm``, printing :func:`console_line`."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_local_process_zero and logs:
+            print(console_line(state.global_step, logs))
+
+
+def use_compact_console(trainer) -> None:
+    """Swaps the trainer's console printer (progress bar or plain printer) for the compact one."""
+    for stock, compact in ((ProgressCallback, CompactProgressCallback), (PrinterCallback, CompactPrinterCallback)):
+        if any(type(cb) is stock for cb in trainer.callback_handler.callbacks):
+            trainer.remove_callback(stock)
+            trainer.add_callback(compact)

@@ -95,6 +95,10 @@ class EGGRPOConfig(GRPOConfig):
             # TRL turns bf16 on by default; on a CPU its autocast is slow and shifts the logits that the
             # rollouts were sampled from, so the CPU default is fp32.
             self.bf16 = False
+        if self.activation_checkpointing is None:
+            # TRL's default sets the old name, gradient_checkpointing=True, which transformers 5.2x deprecates
+            # with a FutureWarning on every config; the new name takes the same value.
+            self.activation_checkpointing = self.gradient_checkpointing
         super().__post_init__()
         if self.sid_dir is None:
             raise ValueError("sid_dir is required: point it to the output folder of recipes/build_sids.py")

@@ -113,7 +113,7 @@ def clean_generation_config(tokenizer) -> GenerationConfig:
     """A generation config with the token ids only: no sampling, penalty or length defaults.
 
     Hub models ship defaults (Qwen2.5-Instruct: ``do_sample``, ``top_k=20``, ``top_p=0.8``, a
-    repetition penalty) that silently change beam search (peers' failure 3). Generation helpers
+    repetition penalty) that silently change beam search (a known failure of SID generators built on hub models). Generation helpers
     still set every parameter explicitly; this keeps a saved model from carrying such defaults on.
     """
     return GenerationConfig(

@@ -14,14 +14,18 @@ import pandas as pd  # noqa: E402
 
 from eg_grpo.eval.metrics import paired_difference  # noqa: E402
 
-# Curves a person compares vanilla and expert-guided runs on; the first key found in a run is used.
+# Curves a person compares vanilla and expert-guided runs on: title -> (logged keys, the first one
+# found in a run is used; y-axis label).
 CURVES = {
-    "reward (weighted sum)": ["reward"],
-    "zero-spread group fraction": ["eg/zero_std_group_frac", "frac_reward_zero_std"],
-    "distinct SIDs per group (policy samples)": ["eg/distinct_sids_per_group"],
-    "hit rate of policy samples": ["eg/hit_rate_sampled"],
-    "valid-split HR@10": ["valid/hr@10"],
+    "reward (weighted sum)": (["reward"], "reward per completion"),
+    "zero-spread group fraction": (["eg/zero_std_group_frac", "frac_reward_zero_std"], "fraction of groups"),
+    "distinct SIDs per group (policy samples)": (["eg/distinct_sids_per_group"], "distinct SIDs"),
+    "hit rate of policy samples": (["eg/hit_rate_sampled"], "hit rate"),
+    "valid-split HR@10": (["valid/hr@10"], "HR@10"),
 }
+# One style per run, so identical curves (e.g. two runs before their experts make a difference) stay
+# visible: a line style, a marker, and a width that shrinks, so a later line never covers an earlier one.
+RUN_STYLES = [("-", "o", 2.6), ("--", "s", 1.9), (":", "^", 1.5), ("-.", "D", 1.2), ((0, (5, 1, 1, 1)), "v", 1.0)]
 TEST_METRICS = ["hr@10", "ndcg@10", "click_hitrate@10", "semantic_hitrate@10", "valid_sid_rate", "distinct_sids"]
 
 
@@ -53,21 +57,24 @@ def _nan(x) -> bool:
     return isinstance(x, float) and math.isnan(x)
 
 
-def plot_curves(run_dirs: list[str | Path], out_png: str | Path) -> Path:
-    """One panel per curve (plus one per reward objective), one line per run."""
+def curves_figure(run_dirs: list[str | Path]):
+    """The curves figure: one panel per curve (plus one per reward objective), one line per run."""
     histories = {Path(d).name: load_log_history(d) for d in run_dirs}
     objectives = sorted({k for h in histories.values() for k in reward_objectives(h)})
-    panels = dict(CURVES) | {f"reward: {k.split('/')[1]}": [k] for k in objectives}
+    panels = dict(CURVES) | {f"reward: {k.split('/')[1]}": ([k], "mean reward") for k in objectives}
     cols = 3
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
-    for ax, (title, keys) in zip(axes.flat, panels.items()):
-        for name, history in histories.items():
+    for ax, (title, (keys, ylabel)) in zip(axes.flat, panels.items()):
+        for i, (name, history) in enumerate(histories.items()):
             steps, values, _ = series(history, keys)
             if steps:
-                ax.plot(steps, values, label=name, marker="o" if len(steps) < 15 else None, markersize=3)
+                linestyle, marker, width = RUN_STYLES[i % len(RUN_STYLES)]
+                ax.plot(steps, values, label=name, linestyle=linestyle, linewidth=width, marker=marker,
+                        markersize=3, markevery=max(1, len(steps) // 12), alpha=0.85)  # fmt: skip
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
@@ -79,6 +86,12 @@ def plot_curves(run_dirs: list[str | Path], out_png: str | Path) -> Path:
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(run_dirs: list[str | Path], out_png: str | Path) -> Path:
+    """Writes :func:`curves_figure` of ``run_dirs`` to ``out_png``; returns the path."""
+    fig = curves_figure(run_dirs)
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=110)
@@ -100,11 +113,11 @@ def training_table(run_dirs: list[str | Path]) -> str:
     for d in run_dirs:
         h = load_log_history(d)
         cells = [Path(d).name, str(max((x.get("step", 0) for x in h), default=0))]
-        for keys in (CURVES["reward (weighted sum)"], CURVES["zero-spread group fraction"],
-                     CURVES["distinct SIDs per group (policy samples)"], CURVES["hit rate of policy samples"]):  # fmt: skip
-            _, values, _ = series(h, keys)
+        for title in ("reward (weighted sum)", "zero-spread group fraction",
+                      "distinct SIDs per group (policy samples)", "hit rate of policy samples"):  # fmt: skip
+            _, values, _ = series(h, CURVES[title][0])
             cells.append(_fmt(sum(values) / len(values)) if values else "–")
-        _, values, _ = series(h, CURVES["valid-split HR@10"])
+        _, values, _ = series(h, CURVES["valid-split HR@10"][0])
         cells.append(_fmt(values[-1]) if values else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from pathlib import Path
 from transformers import AutoTokenizer
 from trl import ModelConfig
 
-from eg_grpo.callbacks import HeldOutSIDMetrics
+from eg_grpo.callbacks import HeldOutSIDMetrics, use_compact_console
 from eg_grpo.checkpoints import ResumeHint, resolve_checkpoint, resume_command
 from eg_grpo.config import EGGRPOConfig
 from eg_grpo.data.prompts import DEFAULT_MAX_HISTORY
@@ -136,6 +136,7 @@ def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfi
     lineage = {"rewards": json.loads(specs) if isinstance(specs, str) else specs, "stage_fingerprint": record["fingerprint"],
                "inputs": {k: v["fingerprint"] for k, v in record["inputs"].items()}}  # fmt: skip
     trainer.add_callback(LineageToTracker(lineage))
+    use_compact_console(trainer)  # one short line per step; the full dict goes to the trackers
     return trainer
 
 

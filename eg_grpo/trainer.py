@@ -1,7 +1,7 @@
 """`EGGRPOTrainer`: TRL's `GRPOTrainer` with trie-constrained rollouts and expert-guided groups.
 
-Two hooks of the parent are wrapped, nothing is copied (see docs and
-`../shared/notes/trl-1.16-internals.md` §9):
+Two hooks of the parent are wrapped, nothing is copied (see docs/design.md and
+TRL 1.16's `trl/trainer/grpo_trainer.py`):
 
 - `_generate_and_score_completions(inputs)`: marks every row `is_expert=False`, plans the expert
   candidates of each group, calls the parent (which generates, scores and computes advantages on
@@ -27,6 +27,7 @@ from trl import GRPOTrainer
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
+from eg_grpo import silence_checkpointing_alias_warnings
 from eg_grpo.config import EGGRPOConfig
 from eg_grpo.decoding import (
     SIDTrie,
@@ -97,6 +98,7 @@ class EGGRPOTrainer(GRPOTrainer):
         # generation_kwargs (which TRL forwards as-is); colocated engines get the processor while TRL
         # builds them, a server must have been started with it (see eg_grpo.vllm_rollouts).
         vllm_trie = args.use_vllm and args.constrained_decoding
+        silence_checkpointing_alias_warnings()
         if vllm_trie:
             args.generation_kwargs = trie_generation_kwargs(
                 args.generation_kwargs, args.vllm_mode, args.sid_dir

@@ -1,6 +1,6 @@
 """Trie-constrained rollouts on TRL's vLLM path: the request arguments and how the processor gets loaded.
 
-TRL 1.16 passes no logits processor to vLLM (`../shared/notes/trl-1.16-internals.md` §5), so:
+TRL 1.16 passes no logits processor to vLLM (see `trl/generation/vllm_generation.py` in TRL 1.16), so:
 
 - **colocate**: `VLLMGeneration._init_vllm` builds ``LLM(...)`` from the module global
   `trl.generation.vllm_generation.LLM`. :func:`colocate_llm_with_trie` swaps that global, only while the

@@ -16,9 +16,9 @@ YAML or on the command line.
 import logging
 
 import _recipe_path  # noqa: F401  (first: see recipes/_recipe_path.py)
-from trl import TrlParser
 
 from eg_grpo.arena import ArenaArguments, run
+from eg_grpo.cli import StageParser
 
 
 def main(args: ArenaArguments):
@@ -29,5 +29,5 @@ def main(args: ArenaArguments):
 
 
 if __name__ == "__main__":
-    (script_args,) = TrlParser((ArenaArguments,)).parse_args_and_config()
+    (script_args,) = StageParser((ArenaArguments,)).parse_args_and_config()
     main(script_args)

@@ -2,7 +2,7 @@
 
 Usage:
     python recipes/make_amazon_data.py --config recipes/configs/amazon_office/data.yaml \
-        --dataset_dir PATH/TO/amazon_office --output_dir outputs/amazon_office/data
+        --dataset_dir data/amazon_office --output_dir outputs/amazon_office/data
 
 Writes ``OUTPUT_DIR/{items,requests,impressions}.parquet``, ``reference_sids.json`` (when the
 dataset ships one), ``amazon_provenance.json`` (which rows each split holds) and ``stage.json``

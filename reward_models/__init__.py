@@ -4,7 +4,7 @@ and its multi-objective rewards, built by name from YAML.
 Example:
     >>> from reward_models import RewardContext, build_reward_funcs
     >>> context = RewardContext(codebook=codebook, vocab=vocab, data_dir="out/data", ranker_dir="out/ranker")
-    >>> funcs, weights = build_reward_funcs(["sid_match", {"name": "ctr", "weight": 0.5}], context)
+    >>> funcs, weights = build_reward_funcs([{"name": "sid_match"}, {"name": "ctr", "weight": 0.5}], context)
 """
 
 from reward_models.base import ClusterIndex, RewardContext, RewardFunction, SIDReward

@@ -12,30 +12,15 @@ aggregation share one :class:`RankerScorer`: the first objective called on a bat
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import numpy as np
 
+from eg_grpo.plugins import import_object
 from reward_models.base import ClusterIndex, RewardContext, SIDReward, column
 
 BUILTIN_OBJECTIVES = ("relevance", "ctr", "cvr", "gmv")
 AGGREGATES = ("max", "mean_top_n")
-
-
-def import_object(path: str):
-    """``"package.module:attribute"`` → the attribute; a clear error otherwise."""
-    if ":" not in path:
-        raise ValueError(f"expected a dotted path 'package.module:Name', got {path!r}")
-    module_name, _, attr = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ImportError(f"cannot import module '{module_name}' (from {path!r}): {exc}") from exc
-    try:
-        return getattr(module, attr)
-    except AttributeError as exc:
-        raise AttributeError(f"module '{module_name}' has no attribute '{attr}' (from {path!r})") from exc
 
 
 class RankerScorer:

@@ -1,18 +1,22 @@
 """Building reward functions by name from a config.
 
 A spec names a built-in by its short name (see :data:`BUILTINS`) or any reward by a dotted path
-``package.module:Name`` (a class, instantiated with the spec's ``kwargs``, and with the
+``package.module:Name`` (a class, instantiated with the spec's keyword arguments, and with the
 :class:`~reward_models.base.RewardContext` when its constructor has a ``context`` argument; or a
-plain function). Accepted shapes, e.g. in YAML::
+plain function). A module beside the ``--config`` file (or in the working directory) imports as it
+is: ``my_rewards:MyReward`` finds ``my_rewards.py`` there (:mod:`eg_grpo.plugins`).
+
+The specs are one shape: a list of mappings, in YAML::
 
     rewards:
-      - sid_match                                  # a name: weight 1.0, default kwargs
+      - {name: sid_match}                                 # weight 1.0, default arguments
       - {name: ctr, weight: 0.5, aggregate: mean_top_n, top_n: 3}
       - {name: my_pkg.rewards:MyReward, weight: 0.2, alpha: 2.0, log_name: mine}
 
-Keys other than ``name``, ``weight`` and ``log_name`` are the reward's keyword arguments (they may
-also be nested under ``kwargs:``). Also accepted: a mapping ``{sid_match: 1.0, ctr: {weight: 0.5,
-aggregate: max}}``, or either shape as a JSON string (handy on a command line).
+or the same list as a JSON string on the command line
+(``--rewards '[{"name": "sid_match"}, {"name": "ctr", "weight": 0.5}]'``). Keys other than ``name``,
+``weight`` and ``log_name`` are the reward's keyword arguments. From Python, ``name`` may also be
+the reward function itself.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ from __future__ import annotations
 import inspect
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from eg_grpo.plugins import import_object
 from reward_models.base import RewardContext
-from reward_models.objectives import RankerObjective, import_object
+from reward_models.objectives import RankerObjective
 from reward_models.rule_based import CategoryConsistencyReward, SIDMatchReward, ValidSIDReward
 from reward_models.tiered import TieredLogMatchReward
 from reward_models.validation import checked, is_async_callable
@@ -41,44 +46,48 @@ BUILTINS: dict[str, tuple[type, dict]] = {
     "gmv": (RankerObjective, {"objective": "gmv"}),
     "custom_objective": (RankerObjective, {"objective": "custom"}),
 }
-SPEC_KEYS = ("name", "weight", "kwargs", "log_name")
+SPEC_KEYS = ("name", "weight", "log_name")
+
+
+SPEC_EXAMPLE = '[{"name": "sid_match", "weight": 1.0}, {"name": "ctr", "weight": 0.5, "aggregate": "max"}]'
 
 
 def _normalise(specs: Any) -> list[dict]:
-    """Any accepted spec shape → a list of ``{name, weight, kwargs, log_name}`` dicts."""
+    """The spec list (or its JSON string) → a list of ``{name, weight, kwargs, log_name}`` dicts.
+
+    Raises:
+        ValueError: anything but a non-empty list of mappings with a ``name``, naming the shape to use.
+    """
     if isinstance(specs, str):
-        stripped = specs.strip()
-        specs = (
-            json.loads(stripped) if stripped[:1] in "[{" else [s for s in stripped.split(",") if s.strip()]
-        )
-    if isinstance(specs, Mapping) and "name" not in specs:  # {name: weight | {weight, kwargs}}
-        specs = [{"name": k, **(v if isinstance(v, Mapping) else {"weight": v})} for k, v in specs.items()]
-    elif isinstance(specs, Mapping) or callable(specs):
-        specs = [specs]
-    if not isinstance(specs, Sequence) or not specs:
-        raise ValueError(f"reward specs must be a non-empty list (or mapping) of rewards, got {specs!r}")
+        try:
+            specs = json.loads(specs)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"reward specs: not valid JSON ({exc.msg}); write a list like {SPEC_EXAMPLE}") from exc
+    if not isinstance(specs, list | tuple) or not specs:
+        raise ValueError(f"reward specs must be a non-empty list of mappings like {SPEC_EXAMPLE}, got {specs!r}")
     out = []
-    for spec in specs:
-        if callable(spec):
-            out.append({"name": spec, "weight": 1.0, "kwargs": {}, "log_name": None})
-            continue
-        if isinstance(spec, str):
-            spec = {"name": spec.strip()}
+    for i, spec in enumerate(specs):
         if not isinstance(spec, Mapping) or "name" not in spec:
-            raise ValueError(f"a reward spec needs a 'name', got {spec!r}")
+            raise ValueError(
+                f"reward spec {i} must be a mapping with a 'name', like {{\"name\": \"sid_match\", \"weight\": 1.0}}; "
+                f"got {spec!r}"
+            )
+        name = spec["name"]
+        if not (isinstance(name, str) and name.strip()) and not callable(name):
+            raise ValueError(f"reward spec {i}: 'name' must be a reward name, a dotted path or a function, got {name!r}")
         weight = spec.get("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
-            raise ValueError(f"reward {spec['name']!r}: weight must be a finite number, got {weight!r}")
-        kwargs = spec.get("kwargs") or {}
-        if not isinstance(kwargs, Mapping):
-            raise ValueError(f"reward {spec['name']!r}: kwargs must be a mapping, got {kwargs!r}")
-        # Keys beside name/weight/log_name are keyword arguments too: {name: ctr, aggregate: max}.
-        kwargs = {**{k: v for k, v in spec.items() if k not in SPEC_KEYS}, **kwargs}
+            raise ValueError(f"reward {name!r}: weight must be a finite number, got {weight!r}")
+        if "kwargs" in spec:
+            raise ValueError(
+                f"reward {name!r}: write its keyword arguments beside 'name' ({{\"name\": ..., \"top_n\": 3}}), "
+                "not under 'kwargs'"
+            )
         out.append(
             {
-                "name": spec["name"],
+                "name": name.strip() if isinstance(name, str) else name,
                 "weight": float(weight),
-                "kwargs": dict(kwargs),
+                "kwargs": {k: v for k, v in spec.items() if k not in SPEC_KEYS},
                 "log_name": spec.get("log_name"),
             }
         )
@@ -101,8 +110,8 @@ def build_reward(
     Raises:
         ValueError: an unknown short name (the message lists the built-ins), or bad kwargs.
     """
-    if callable(spec_name):
-        fn = spec_name
+    if callable(spec_name) and not inspect.isclass(spec_name):
+        fn = _bind(spec_name, kwargs, log_name)
     elif spec_name in BUILTINS:
         cls, fixed = BUILTINS[spec_name]
         clash = set(fixed) & set(kwargs)
@@ -114,15 +123,11 @@ def build_reward(
             kwargs = {**kwargs, "name": log_name}
         fn = _instantiate(cls, spec_name, {**fixed, **kwargs}, context)
     elif isinstance(spec_name, str) and ":" in spec_name:
-        target = import_object(spec_name)
+        target = import_object(spec_name, "reward")
         if inspect.isclass(target):
             fn = _instantiate(target, spec_name, kwargs, context)
         elif callable(target):
-            fn = target
-            if kwargs or log_name is not None:
-                fn = (AsyncBoundReward if is_async_callable(target) else BoundReward)(
-                    target, kwargs, log_name
-                )
+            fn = _bind(target, kwargs, log_name)
         else:
             raise ValueError(f"{spec_name!r} is neither a class nor a function")
     else:
@@ -133,6 +138,13 @@ def build_reward(
     if log_name is not None and getattr(fn, "__name__", None) != log_name:
         fn.__name__ = log_name  # an instance attribute of a reward object, never a module's function
     return fn
+
+
+def _bind(fn: Callable, kwargs: dict, log_name: str | None) -> Callable:
+    """A reward function as it is, or bound to its keyword arguments and logged name."""
+    if not kwargs and log_name is None:
+        return fn
+    return (AsyncBoundReward if is_async_callable(fn) else BoundReward)(fn, kwargs, log_name)
 
 
 class BoundReward:
@@ -168,7 +180,7 @@ def build_reward_funcs(
     """Builds the reward functions and their weights, ready for ``GRPOTrainer(reward_funcs=...)``.
 
     Args:
-        specs: the reward specs (see the module docstring for the accepted shapes).
+        specs: a list of reward specs, or its JSON string (see the module docstring).
         context: what the rewards need (codebook, vocab, search log, ranker folder).
         check: wrap each reward with :func:`reward_models.validation.checked`, so a wrong length,
             NaN or exception stops training with a message naming the reward and the batch.

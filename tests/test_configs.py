@@ -1,53 +1,75 @@
-"""Every shipped config parses with its recipe's parser: a typo in a YAML key is an error here,
-not an hour into a user's run (TRL's unknown-key check stays on)."""
+"""Every shipped config parses with the recipe its header names: a typo in a YAML key is an error here,
+not an hour into a user's run (TRL's unknown-key check stays on).
 
+The first line of every config is the command that runs it, e.g.
+``# python recipes/build_sids.py --config recipes/configs/tiny/sids.yaml ...``; the test reads the
+recipe from there and parses the file with the dataclasses of that recipe's ``TrlParser(...)``, so a
+header cannot name the wrong recipe or another file. Chain files name
+``run_chain('<this file>')`` instead.
+"""
+
+import ast
 import enum
+import importlib
+import re
 from pathlib import Path
 
 import pytest
 import yaml
-from trl import ModelConfig, SFTConfig, TrlParser
+from trl import TrlParser
 
-from eg_grpo.config import EGGRPOConfig
-from eg_grpo.data.amazon import AmazonConfig
-from eg_grpo.eval.evaluator import EvalSettings
 from eg_grpo.pipeline import ChainConfig
-from eg_grpo.rl import EGGRPOScriptArguments
-from eg_grpo.sid.build import SIDConfig
 
-CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
-
-
-def _parsers(path: Path):
-    """The dataclasses ``recipes/<recipe>.py`` parses this config with (by file name and folder)."""
-    from recipes.build_sids import BuildSidsArguments
-    from recipes.evaluate import EvaluateArguments
-    from recipes.make_amazon_data import MakeAmazonDataArguments
-    from recipes.make_data import MakeDataArguments
-    from recipes.sft import SFTScriptArguments
-    from recipes.train_ranker import TrainRankerArguments
-
-    name = path.stem
-    if name.startswith("data"):
-        return (MakeAmazonDataArguments, AmazonConfig) if path.parent.name == "amazon_office" else (MakeDataArguments,)
-    if name.startswith("sids"):
-        return (BuildSidsArguments, SIDConfig)
-    if name == "sft":
-        return (SFTScriptArguments, SFTConfig, ModelConfig)
-    if name.startswith("evaluate"):
-        return (EvaluateArguments, EvalSettings)
-    if name.startswith(("eg_grpo", "vanilla_grpo")):
-        return (EGGRPOScriptArguments, EGGRPOConfig, ModelConfig)
-    if name == "ranker":
-        return (TrainRankerArguments,)
-    if name.startswith("arena"):
-        from eg_grpo.arena import ArenaArguments
-
-        return (ArenaArguments,)
-    raise AssertionError(f"{path}: no recipe known for this config; add it to _parsers")
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "recipes" / "configs"
+ALL = sorted(CONFIGS.rglob("*.yaml"))
+HEADER = re.compile(r"^# (?:python|accelerate launch)(?: --\S+ \S+)* (recipes/\w+\.py) .*?--config (\S+)")
+CHAIN_HEADER = re.compile(r"^# .*run_chain\('([^']+)'\)")
+# The keys an expert-guided config and its vanilla twin may differ in; everything else is one recipe.
+PAIR_KEYS = {"num_expert_samples", "output_dir", "run_name"}
 
 
-ALL = sorted(p for p in CONFIGS.rglob("*.yaml") if p.stem not in ("chain", "paper_tables"))  # paper_tables: tests/eval
+def _relative(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def _header_recipe(path: Path) -> Path | None:
+    """The recipe the config's first line runs (None for a chain file), checked to name this very file."""
+    first = path.read_text().split("\n", 1)[0]
+    chain = CHAIN_HEADER.match(first)
+    if chain:
+        assert chain.group(1) == _relative(path), f"{path}: the header runs another chain, {chain.group(1)}"
+        return None
+    match = HEADER.match(first)
+    assert match, (
+        f"{path}: the first line must be the command that runs it ('# python recipes/X.py --config ...')"
+    )
+    recipe, config = match.groups()
+    assert config == _relative(path), f"{path}: the header's --config names another file, {config}"
+    assert (REPO / recipe).exists(), f"{path}: the header's recipe {recipe} does not exist"
+    return REPO / recipe
+
+
+PARSERS = ("TrlParser", "StageParser")
+
+
+def _recipe_dataclasses(recipe: Path) -> tuple[type, ...]:
+    """The dataclasses of the recipe's one ``StageParser(...)`` / ``TrlParser(...)`` call, resolved in the
+    recipe module: a tuple of names, or a call of the library that returns them."""
+    calls = [
+        node
+        for node in ast.walk(ast.parse(recipe.read_text()))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in PARSERS
+    ]
+    assert len(calls) == 1 and calls[0].args, f"{recipe}: expected one StageParser(...) or TrlParser(...)"
+    module = importlib.import_module(f"recipes.{recipe.stem}")
+    value = eval(ast.unparse(calls[0].args[0]), vars(module))  # names of the recipe, not user code
+    return (value,) if isinstance(value, type) else tuple(value)
+
+
+def _parsers(path: Path) -> tuple[type, ...]:
+    return _recipe_dataclasses(_header_recipe(path))
 
 
 def _as_written(key, value):
@@ -59,8 +81,22 @@ def _as_written(key, value):
     return value
 
 
-@pytest.mark.parametrize("path", ALL, ids=[str(p.relative_to(CONFIGS)) for p in ALL])
+RECIPE_CONFIGS = [p for p in ALL if p.stem != "chain"]
+
+
+@pytest.mark.parametrize("path", ALL, ids=[_relative(p) for p in ALL])
+def test_header_names_its_recipe_and_this_file(path):
+    recipe = _header_recipe(path)
+    assert (recipe is None) == (path.stem == "chain")
+
+
+@pytest.mark.parametrize("path", RECIPE_CONFIGS, ids=[_relative(p) for p in RECIPE_CONFIGS])
 def test_config_parses_with_its_recipe(path):
+    if _header_recipe(path).stem == "paper_tables":  # a plain YAML of table rows, not a dataclass config
+        from recipes.paper_tables import KEYS
+
+        assert set(yaml.safe_load(path.read_text())) <= set(KEYS)
+        return
     extra = ["--bf16", "false"] if path.parent.name.startswith("qwen") else []  # bf16 needs a GPU
     parsed = TrlParser(_parsers(path)).parse_args_and_config(["--config", str(path), *extra])
     # every key lands on a field of the recipe's dataclasses with the value written in the YAML
@@ -72,15 +108,53 @@ def test_config_parses_with_its_recipe(path):
         assert _as_written(key, getattr(owners[0], key)) == value, key
 
 
+PAIRS = sorted(p.parent for p in CONFIGS.rglob("vanilla_grpo.yaml"))
+
+
+@pytest.mark.parametrize("folder", PAIRS, ids=lambda p: p.name)
+def test_vanilla_is_its_eg_config_without_experts(folder):
+    eg = yaml.safe_load((folder / "eg_grpo.yaml").read_text())
+    vanilla = yaml.safe_load((folder / "vanilla_grpo.yaml").read_text())
+    differ = {k for k in eg.keys() | vanilla.keys() if eg.get(k, "<absent>") != vanilla.get(k, "<absent>")}
+    assert differ <= PAIR_KEYS, (
+        f"{folder.name}: vanilla_grpo.yaml drifted from eg_grpo.yaml in {sorted(differ - PAIR_KEYS)}"
+    )
+    assert vanilla["num_expert_samples"] == 0 < eg["num_expert_samples"]
+    assert vanilla["output_dir"] != eg["output_dir"] and vanilla["run_name"] != eg["run_name"]
+
+
+def test_pair_check_catches_a_drift(tmp_path):
+    folder = tmp_path / "pair"
+    folder.mkdir()
+    eg_text = (CONFIGS / "tiny" / "eg_grpo.yaml").read_text()
+    (folder / "eg_grpo.yaml").write_text(eg_text)
+    (folder / "vanilla_grpo.yaml").write_text(
+        (CONFIGS / "tiny" / "vanilla_grpo.yaml")
+        .read_text()
+        .replace("learning_rate:", "learning_rate: 1.0e-3\n#")
+    )
+    with pytest.raises(AssertionError, match="drifted from eg_grpo.yaml in \\['learning_rate'\\]"):
+        test_vanilla_is_its_eg_config_without_experts(folder)
+
+
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("chain.yaml")), ids=lambda p: p.parent.name)
 def test_chain_names_existing_stage_configs(path):
     chain = ChainConfig.load(path)
-    repo = CONFIGS.parents[1]
-    assert all((repo / cfg).exists() for cfg in chain.stages.values()), chain.stages
+    assert all((REPO / cfg).exists() for cfg in chain.stages.values()), chain.stages
 
 
 def test_a_typo_is_an_error(tmp_path):
     bad = tmp_path / "eg_grpo.yaml"
     bad.write_text((CONFIGS / "tiny" / "eg_grpo.yaml").read_text() + "num_expert_sample: 2\n")
     with pytest.raises(ValueError, match="num_expert_sample"):
-        TrlParser(_parsers(bad)).parse_args_and_config(["--config", str(bad)])
+        TrlParser(_recipe_dataclasses(REPO / "recipes" / "eg_grpo.py")).parse_args_and_config(
+            ["--config", str(bad)]
+        )
+
+
+def test_a_header_naming_another_file_is_caught(tmp_path):
+    config = CONFIGS / "tiny" / "sids_rqvae.yaml"
+    moved = tmp_path / "sids_rqvae.yaml"
+    moved.write_text(config.read_text())
+    with pytest.raises(AssertionError, match="the header's --config names another file"):
+        _header_recipe(moved)

@@ -6,7 +6,7 @@ list columns as Python/JSON literals; other columns are ignored), ``items.json``
 ``reference_sids.json`` (item_id → the publisher's SID tokens, read by ``method: reference`` of the
 SID builder, so it is copied beside the parquet tables).
 
-When ``train.csv`` is absent (the case of ../shared/data/amazon_office) the training rows are rebuilt
+When ``train.csv`` is absent (the case of the public Amazon Office files) the training rows are rebuilt
 from what is there, with no evaluation target ever becoming a training target:
 
 - ``window:valid_history``: sliding windows over each user's earliest known history, the
@@ -272,7 +272,7 @@ def load_amazon(dataset_dir: str | Path, cfg: AmazonConfig | None = None) -> tup
     if missing:
         raise FileNotFoundError(
             f"{dataset_dir} lacks {missing}; an Amazon-layout folder holds {list(REQUIRED_FILES)} "
-            "(see ../shared/data/amazon_office/PROVENANCE.md)"
+            "(docs/amazon.md says where to get the public files)"
         )
     items = load_items(dataset_dir)
     valid, test = _read_rows(dataset_dir / "valid.csv"), _read_rows(dataset_dir / "test.csv")

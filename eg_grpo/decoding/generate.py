@@ -49,7 +49,7 @@ def sid_generation_config(
 ) -> GenerationConfig:
     """A `GenerationConfig` with every parameter that changes which SIDs come out set explicitly.
 
-    Neutral values are used wherever a hub model's defaults could otherwise leak in (peers' failure 3):
+    Neutral values are used wherever a hub model's defaults could otherwise leak in (a known failure of SID generators built on hub models):
     ``top_k=0`` (transformers' own default is 50), ``top_p=1.0``, no penalties, no banned or forced
     tokens, ``length_penalty=0`` (beam scores are plain sums of log-probabilities; all SIDs have one
     length anyway).

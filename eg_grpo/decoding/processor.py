@@ -19,7 +19,7 @@ class SIDTrieLogitsProcessor(LogitsProcessor):
     Per row: the trie's children of the prefix; after the last level, eos only; after eos, eos and
     pad (finished rows stay finished). A prefix outside the trie, which only tokens that bypassed this
     processor can produce, gets eos only and is counted in :attr:`invalid_rows`: it never falls back
-    to unconstrained text (peers' failure 1). No row is ever left without an allowed token.
+    to unconstrained text (a known failure of prefix-function tries). No row is ever left without an allowed token.
 
     Args:
         trie: the valid SIDs; moved (once) to the device of the scores if it lives elsewhere.

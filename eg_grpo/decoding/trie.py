@@ -196,7 +196,7 @@ class SIDTrie:
           stay finished;
         - an invalid prefix (impossible when every token came through the processor), an end token
           before the last level included: the end token only, so decoding stops instead of running
-          unconstrained (peers' failure 1).
+          unconstrained (a known failure of prefix-function tries).
 
         Args:
             generated: ``(rows, t)`` token ids produced after the prompt, on the trie's device.

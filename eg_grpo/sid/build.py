@@ -1,52 +1,109 @@
-"""Building a SID codebook from a search log: CQ-SID and its baselines behind one entry point.
+"""Building a SID codebook from a search log: encode, quantise, split, measure.
 
-``method``:
+:func:`build_codebook` runs four steps, each a function here:
 
-- ``cq_sid``: RQ-VAE + category-guided level 1 (``category_guided``) + query-item InfoNCE
-  (``query_contrastive``); switching both off gives exactly ``rqvae``, each alone is an ablation;
-- ``rqvae``: plain RQ-VAE (the two switches are ignored);
-- ``rqkmeans``: residual k-means on the text vectors (switches ignored);
-- ``reference``: the dataset's own SIDs from ``DATA/reference_sids.json`` (item id -> SID as a
-  string ``"<a_1><b_2><c_3>"`` or a list of its tokens). No model: ``assign`` is unavailable.
-
-Every method but ``reference`` then splits oversized clusters (:mod:`eg_grpo.sid.split`).
+1. :func:`encode_items`: the item vectors (given, a ``.npy`` file, or the text encoder);
+2. quantise: the method ``SIDConfig.method`` names (:mod:`eg_grpo.sid.methods`: ``cq_sid``,
+   ``rqvae``, ``rqkmeans``, ``reference``, or a user's ``package.module:Class``) codes the items;
+3. :func:`split_clusters`: oversized clusters are cut (:mod:`eg_grpo.sid.split`);
+4. :func:`measure`: the statistics of :mod:`eg_grpo.sid.stats`, with the query-item agreement on
+   the valid split's clicks.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from eg_grpo.sid.codebook import SIDCodebook
-from eg_grpo.sid.constraints import (
-    QUERY_SOURCES,
-    allocate_level1_codes,
-    query_click_pairs,
-    top_level_categories,
-)
+from eg_grpo.sid.constraints import QUERY_SOURCES, query_click_pairs, top_level_categories
 from eg_grpo.sid.encoders import build_encoder, item_texts, load_item_vectors, torch_threads
-from eg_grpo.sid.rqkmeans import fit_residual_kmeans
-from eg_grpo.sid.rqvae import FrozenQuantizer, TrainSettings, train_rqvae
+from eg_grpo.sid.methods import (
+    SID_METHODS,
+    Quantised,
+    SIDInputs,
+    check_method_name,
+    check_quantised,
+    get_sid_method,
+    load_reference_sids,
+)
+from eg_grpo.sid.rqvae import FrozenQuantizer
 from eg_grpo.sid.split import apply_splits, split_oversized
 from eg_grpo.sid.stats import sid_stats
-from eg_grpo.sid.tokens import parse_sid_text
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("cq_sid", "rqvae", "rqkmeans", "reference")
+METHODS = tuple(SID_METHODS)  # the built-ins; a dotted path names a user's own
+__all__ = ["METHODS", "SIDConfig", "build_codebook", "load_reference_sids"]
 
 
 @dataclass
 class SIDConfig:
-    """How to build SIDs. Every field is a YAML key of ``recipes/configs/*/sids*.yaml``."""
+    r"""
+    Configuration of a SID build ([`build_codebook`], `recipes/build_sids.py`); every field is a YAML key
+    of `recipes/configs/*/sids*.yaml`.
 
-    method: str = field(default="cq_sid", metadata={"help": f"one of {METHODS}"})
+    Parameters:
+        method (`str`, *optional*, defaults to `"cq_sid"`):
+            `"cq_sid"`, `"rqvae"`, `"rqkmeans"`, `"reference"` (see [`eg_grpo.sid.methods`]), or a user's
+            [`~eg_grpo.sid.methods.SIDMethod`] subclass as `"package.module:ClassName"`.
+        category_guided (`bool`, *optional*, defaults to `True`):
+            `cq_sid`: partition the level-1 codes among the top-level categories.
+        query_contrastive (`bool`, *optional*, defaults to `True`):
+            `cq_sid`: query-item InfoNCE on the train split's clicks.
+        query_source (`str`, *optional*, defaults to `"query"`):
+            `cq_sid`: `"query"` (search logs) or `"last_item"` (recommendation data: the title of the
+            last history item stands in for the query).
+        levels (`int`, *optional*, defaults to `3`):
+            SID length `L`.
+        codebook_size (`int`, *optional*, defaults to `256`):
+            Codes per level `K`.
+        max_cluster_size (`int`, *optional*, defaults to `50`):
+            SIDs with more items are split (`0`: no limit).
+        encoder (`str`, *optional*, defaults to `"default"`):
+            `"default"` (MiniLM), a sentence-transformers id or folder, a `.npz` vectors table, or `"none"`
+            (then `item_vectors` is required).
+        item_vectors (`str`, *optional*):
+            A `.npy` of item vectors aligned with `items.parquet` (replaces encoding the items).
+        encoder_batch_size (`int`, *optional*, defaults to `256`):
+            Texts per encoder forward pass.
+        description_chars (`int`, *optional*, defaults to `300`):
+            Description characters in the item text (`0`: title, brand and category only).
+        cache_dir (`str`, *optional*):
+            Embedding cache (`None`: `$EG_GRPO_CACHE` or `~/.cache/eg_grpo`; `""` disables it).
+        hidden_dims (`list[int]`, *optional*, defaults to `[256, 128]`), latent_dim (`int`, *optional*, defaults to `32`):
+            RQ-VAE encoder MLP sizes.
+        epochs, batch_size, lr (*optional*, default to `30`, `1024`, `1e-3`):
+            RQ-VAE training.
+        beta (`float`, *optional*, defaults to `0.25`):
+            Commitment loss weight.
+        kmeans_iters (`int`, *optional*, defaults to `20`):
+            k-means iterations (codebook initialisation, `rqkmeans`).
+        contrastive_weight, temperature (`float`, *optional*, default to `0.25`, `0.1`):
+            `cq_sid`: weight and temperature of the query-item InfoNCE.
+        code_alignment_weight (`float`, *optional*, defaults to `1.0`):
+            `cq_sid`: weight of the code-level query term (`0`: in-batch InfoNCE only).
+        seed (`int`, *optional*, defaults to `42`):
+            Seed of the training and k-means.
+        device (`str`, *optional*, defaults to `"cpu"`):
+            Torch device for training.
+        num_threads (`int`, *optional*, defaults to `1`):
+            Torch CPU threads for the RQ-VAE and k-means (`0`: torch's default).
+        encoder_threads (`int`, *optional*, defaults to `0`):
+            Torch CPU threads for text encoding (`0`: torch's default).
+        reference_sids (`str`, *optional*):
+            `reference`: the SID table (default `DATA/reference_sids.json`).
+    """
+
+    method: str = field(
+        default="cq_sid",
+        metadata={"help": f"one of {METHODS}, or your own SIDMethod subclass as 'package.module:ClassName'"},
+    )
     category_guided: bool = field(
         default=True, metadata={"help": "cq_sid: level-1 codes partitioned by top-level category"}
     )
@@ -101,37 +158,13 @@ class SIDConfig:
     )
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method '{self.method}'; use one of {METHODS}")
+        check_method_name(self.method)
         if self.query_source not in QUERY_SOURCES:
             raise ValueError(f"unknown query_source '{self.query_source}'; use one of {QUERY_SOURCES}")
         if self.levels < 1 or self.codebook_size < 2:
             raise ValueError(
                 f"need levels >= 1 and codebook_size >= 2, got {self.levels} x {self.codebook_size}"
             )
-
-
-def load_reference_sids(path: str | Path, item_ids: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Reads ``reference_sids.json`` (item id -> SID) for ``item_ids``; returns codes and codebook sizes."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} not found: method 'reference' needs the dataset's reference_sids.json"
-        )
-    table = json.loads(path.read_text())
-    missing = [i for i in item_ids.tolist() if str(i) not in table]
-    if missing:
-        raise KeyError(f"{len(missing)} item(s) have no reference SID in {path}, e.g. {missing[:5]}")
-    codes = np.asarray(
-        [
-            parse_sid_text(v if isinstance(v, str) else "".join(v))
-            for v in (table[str(i)] for i in item_ids.tolist())
-        ]
-    )
-    extra = len(table) - len(item_ids)
-    if extra > 0:
-        logger.warning("%d reference SIDs belong to items not in the catalogue; ignored", extra)
-    return codes, tuple(int(c) + 1 for c in codes.max(0))
 
 
 def _codeword_sums(quantizer: FrozenQuantizer, codes: np.ndarray) -> np.ndarray:
@@ -177,145 +210,112 @@ def build_codebook(
 
 
 def _build(log, config, item_vectors, encoder, data_dir, show_progress):
-    """The body of :func:`build_codebook`."""
+    """The body of :func:`build_codebook`: encode, quantise, split, measure."""
     start = time.perf_counter()
     items = log.items
     if items["item_id"].duplicated().any():
         raise ValueError(
             f"duplicate item id {items['item_id'][items['item_id'].duplicated()].iloc[0]} in the items table"
         )
-    item_ids = items["item_id"].to_numpy()
     texts = item_texts(items, config.description_chars)  # also rejects items without any text
-    tops = top_level_categories(items)
-    k = config.codebook_size
-    sizes = (k,) * config.levels
-    if config.method == "reference":
-        ref_path = config.reference_sids or (Path(data_dir) / "reference_sids.json" if data_dir else None)
-        if ref_path is None:
-            raise ValueError("method 'reference' needs config.reference_sids or data_dir")
-        codes, used = load_reference_sids(ref_path, item_ids)
-        if len(used) != config.levels:
-            logger.warning(
-                "the reference SIDs have %d levels, the config says %d; using %d",
-                len(used),
-                config.levels,
-                len(used),
-            )
-        # the configured codebook size where it covers the codes (a SID token set the size of the
-        # publisher's codebook, not of the codes this catalogue happens to use)
-        sizes = tuple(max(k, u) for u in used)
-        book = SIDCodebook(sizes, item_ids, codes, method="reference", config=asdict(config))
-        return book, {**sid_stats(codes, sizes, tops), "build_seconds": time.perf_counter() - start}
+    method = get_sid_method(config)
+    vectors = item_encoder = None
+    if method.needs_vectors:
+        if encoder is None and config.encoder != "none":
+            encoder = build_encoder(config.encoder, batch_size=config.encoder_batch_size, cache_dir=config.cache_dir)
+        if encoder is not None:
+            encoder = _ThreadedEncoder(encoder, config.encoder_threads)
+        vectors, item_encoder = encode_items(texts, config, item_vectors, encoder, show_progress)
+    inputs = SIDInputs(
+        log, items["item_id"].to_numpy(), top_level_categories(items), vectors, encoder, data_dir, show_progress
+    )
+    result = check_quantised(method.quantise(inputs), len(items), config.method)
+    codes, splits = split_clusters(result, vectors, config.max_cluster_size)
+    book = SIDCodebook(
+        result.codebook_sizes,
+        inputs.item_ids,
+        codes,
+        config.method,
+        result.quantizer,
+        item_encoder,
+        result.encoder_dims,
+        splits,
+        asdict(config),
+    )
+    stats = measure(book, result, inputs, config.query_source)
+    info = {"category_guided": False, "query_contrastive": False, "num_train_pairs": 0, **result.info}
+    stats.update(method=config.method, **info, num_split_sids=len(splits), build_seconds=time.perf_counter() - start)
+    # Which vectors the codes came from: two builds with equal configs and data but other SIDs differ
+    # here when the encoder's output moved (another library version, device or model file).
+    stats["item_vectors_sha256"] = None if vectors is None else hashlib.sha256(vectors.tobytes()).hexdigest()[:16]
+    return book, stats
 
-    if encoder is None and config.encoder != "none":
-        encoder = build_encoder(
-            config.encoder, batch_size=config.encoder_batch_size, cache_dir=config.cache_dir
-        )
-    if encoder is not None:
-        encoder = _ThreadedEncoder(encoder, config.encoder_threads)
-    # Which encoder new items need for `assign`: "none" when the item vectors were given (their
-    # model is unknown here, so new items must come with vectors of the same model).
-    item_encoder = "none"
+
+def encode_items(texts, config: SIDConfig, item_vectors, encoder, show_progress: bool = True):
+    """The item vectors: ``item_vectors``, else ``config.item_vectors``, else the encoded ``texts``.
+
+    Returns:
+        ``(vectors (N, D) float32, encoder name)``; the name is what new items need for ``assign``:
+        ``None`` when the vectors were given (their model is unknown here, so new items must come
+        with vectors of the same model).
+
+    Raises:
+        ValueError: no vectors and encoder ``'none'``, or vectors not aligned with the items.
+    """
+    name = None
     if item_vectors is None and config.item_vectors:
-        item_vectors = load_item_vectors(config.item_vectors, len(items))
+        item_vectors = load_item_vectors(config.item_vectors, len(texts))
     if item_vectors is None:
         if encoder is None:
             raise ValueError("encoder 'none' needs item_vectors (a .npy aligned with items.parquet)")
         item_vectors = encoder.encode(texts, show_progress=show_progress)
-        item_encoder = getattr(encoder, "name", config.encoder)
+        name = getattr(encoder, "name", config.encoder)
     x = np.asarray(item_vectors, dtype=np.float32)
-    if x.shape[0] != len(items):
-        raise ValueError(f"{x.shape[0]} item vectors for {len(items)} items; they must be aligned row by row")
+    if x.shape[0] != len(texts):
+        raise ValueError(f"{x.shape[0]} item vectors for {len(texts)} items; they must be aligned row by row")
+    return x, name or "none"
 
-    cq = config.method == "cq_sid"
-    slices = None
-    if cq and config.category_guided:
-        if tops is None:
-            logger.warning("no item has a category_path: category-guided level 1 is switched off")
-        else:
-            slices = allocate_level1_codes(tops, k)
-    groups = tops if slices is not None else None
-    query_on = cq and config.query_contrastive
-    train_pairs = query_click_pairs(log, "train", config.query_source) if query_on else None
-    if query_on and (encoder is None or len(train_pairs) == 0):
-        logger.warning(
-            "query-item contrastive learning is switched off: %s",
-            "encoder 'none' cannot encode queries"
-            if encoder is None
-            else "no train click under a non-empty query",
-        )
-        query_on = False
 
-    encoder_dims = None
-    if config.method in ("cq_sid", "rqvae"):
-        settings = TrainSettings(
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            beta=config.beta,
-            kmeans_iters=config.kmeans_iters,
-            contrastive_weight=config.contrastive_weight,
-            temperature=config.temperature,
-            code_alignment_weight=config.code_alignment_weight,
-            seed=config.seed,
-            device=config.device,
-        )
-        pair_args = {}
-        if query_on:
-            row_of = {int(i): r for r, i in enumerate(item_ids.tolist())}
-            pair_args = {
-                "query_vectors": encoder.encode(train_pairs["query"].tolist(), show_progress=show_progress),
-                "pair_items": np.asarray([row_of[int(i)] for i in train_pairs["item_id"]]),
-                "pair_item_ids": train_pairs["item_id"].to_numpy(),
-            }
-        model = train_rqvae(
-            x,
-            settings,
-            list(config.hidden_dims),
-            config.latent_dim,
-            config.levels,
-            k,
-            groups,
-            slices,
-            show_progress=show_progress,
-            **pair_args,
-        )
-        quantizer = FrozenQuantizer(model.encoder, list(model.codebooks), slices)
-        encoder_dims = [x.shape[1], *config.hidden_dims, config.latent_dim]
-    else:  # rqkmeans
-        torch.manual_seed(config.seed)
-        codebooks = fit_residual_kmeans(
-            torch.as_tensor(x), config.levels, k, config.kmeans_iters, config.seed
-        )
-        quantizer = FrozenQuantizer(None, codebooks, None)
+def split_clusters(result: Quantised, vectors, max_cluster_size: int):
+    """Cuts SIDs holding more than ``max_cluster_size`` items (0: no limit) along ``result.latents``.
 
-    codes, z = quantizer.codes(x, groups)
-    z = z.numpy()
-    splits = {}
-    if config.max_cluster_size > 0:
-        codes, splits = split_oversized(
-            codes, z, k, config.max_cluster_size, _codeword_sums(quantizer, codes)
-        )
-    book = SIDCodebook(
-        sizes,
-        item_ids,
-        codes,
-        config.method,
-        quantizer,
-        item_encoder,
-        encoder_dims,
-        splits,
-        asdict(config),
-    )
+    A method without latents is split along the item vectors; one without either (reference SIDs)
+    is not split.
 
+    Returns:
+        ``(codes (N, L), splits)``, see :func:`eg_grpo.sid.split.split_oversized`.
+    """
+    latents = result.latents if result.latents is not None else vectors
+    if max_cluster_size <= 0 or latents is None:
+        return result.codes, {}
+    sizes = set(result.codebook_sizes)
+    if len(sizes) != 1:
+        raise ValueError(
+            f"splitting oversized clusters needs one codebook size for every level, got {result.codebook_sizes}; "
+            "set max_cluster_size: 0"
+        )
+    quantizer = result.quantizer
+    reference = None if quantizer is None else _codeword_sums(quantizer, result.codes)
+    return split_oversized(result.codes, np.asarray(latents), sizes.pop(), max_cluster_size, reference)
+
+
+def measure(book: SIDCodebook, result: Quantised, inputs: SIDInputs, query_source: str = "query") -> dict:
+    """The codebook's statistics (:func:`eg_grpo.sid.stats.sid_stats`).
+
+    The query-item agreement codes each valid-split query with the frozen quantiser, so it needs
+    a quantiser and a text encoder; it is None otherwise.
+    """
+    log, encoder, quantizer = inputs.log, inputs.encoder, result.quantizer
+    sizes = book.codebook_sizes
     query_codes = pair_codes = None
-    valid_pairs = query_click_pairs(log, "valid", config.query_source) if "valid" in set(log.requests["split"]) else None
-    if encoder is not None and valid_pairs is not None and len(valid_pairs):
-        qv = encoder.encode(valid_pairs["query"].tolist(), show_progress=show_progress)
-        q_codes, qz = quantizer.codes(qv, None)  # a query has no category: all level-1 codes
-        query_codes = apply_splits(q_codes, qz.numpy(), k, splits)
-        pair_codes = book.sids_of(valid_pairs["item_id"].to_numpy())
-    stats = sid_stats(codes, sizes, tops, query_codes, pair_codes)
+    if quantizer is not None and encoder is not None and "valid" in set(log.requests["split"]):
+        valid_pairs = query_click_pairs(log, "valid", query_source)
+        if len(valid_pairs):
+            qv = encoder.encode(valid_pairs["query"].tolist(), show_progress=inputs.show_progress)
+            q_codes, qz = quantizer.codes(qv, None)  # a query has no category: all level-1 codes
+            query_codes = apply_splits(q_codes, qz.numpy(), max(sizes), book.splits)
+            pair_codes = book.sids_of(valid_pairs["item_id"].to_numpy())
+    stats = sid_stats(book.codes, sizes, inputs.tops, query_codes, pair_codes)
     if sizes[0] > 2 and stats["level_perplexity"][0] < 2.0:
         # Seen with the code-alignment term and no category-guided level 1: one code takes nearly every item.
         logger.warning(
@@ -323,12 +323,4 @@ def _build(log, config, item_vectors, encoder, data_dir, show_progress):
             "information; lower code_alignment_weight or guide level 1 by category",
             stats["level_perplexity"][0], sizes[0],
         )  # fmt: skip
-    stats.update(
-        method=config.method,
-        category_guided=slices is not None,
-        query_contrastive=query_on,
-        num_train_pairs=0 if train_pairs is None else len(train_pairs),
-        num_split_sids=len(splits),
-        build_seconds=time.perf_counter() - start,
-    )
-    return book, stats
+    return stats

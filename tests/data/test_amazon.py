@@ -1,6 +1,7 @@
 """The Amazon-layout loader (eg_grpo.data.amazon) and recipes/make_amazon_data.py."""
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -9,7 +10,8 @@ import pytest
 from eg_grpo.data.amazon import AmazonConfig, load_amazon
 from eg_grpo.data.schema import SearchLog
 
-AMAZON_OFFICE = Path(__file__).resolve().parents[3] / "shared" / "data" / "amazon_office"  # ../shared beside the repo
+# The public Amazon Office files (docs/amazon.md): data/amazon_office in the repo, or $EG_GRPO_AMAZON_DIR.
+AMAZON_OFFICE = Path(os.environ.get("EG_GRPO_AMAZON_DIR", Path(__file__).resolve().parents[2] / "data" / "amazon_office"))
 
 # user A1: valid rows 4, 5 then test row 8; A2: valid 7, test 13; A3 only in test (target 12).
 VALID = [("A1", [1, 2, 3], 4), ("A1", [1, 2, 3, 4], 5), ("A2", [6], 7)]
@@ -144,7 +146,7 @@ def test_recipe_writes_tables_reference_sids_and_provenance(dataset_dir, tmp_pat
     assert (out / "stage.json").exists()
 
 
-@pytest.mark.skipif(not AMAZON_OFFICE.exists(), reason="the shared Amazon Office folder is not here")
+@pytest.mark.skipif(not AMAZON_OFFICE.exists(), reason="the Amazon Office files are not here (docs/amazon.md)")
 def test_amazon_office_counts():
     log, prov = load_amazon(AMAZON_OFFICE)
     assert prov["splits"] == {"train": 14350, "rl": 0, "valid": 0, "test": 4866}

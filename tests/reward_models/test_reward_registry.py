@@ -41,7 +41,7 @@ def _batch(tiny_log, codebook, vocab, n_requests=6, n_sids=3):
 
 def test_builtins_by_short_name_with_weights(context):
     specs = [
-        "sid_match",
+        {"name": "sid_match"},
         {"name": "ctr", "weight": 0.5, "aggregate": "mean_top_n", "top_n": 2},
         {"name": "gmv", "weight": 0.25},
     ]
@@ -52,22 +52,56 @@ def test_builtins_by_short_name_with_weights(context):
     assert funcs[1].reward_fn.scorer.aggregate == "mean_top_n" and funcs[1].reward_fn.scorer.top_n == 2
 
 
-def test_spec_shapes_are_equivalent(context):
-    shapes = [
-        [{"name": "ctr", "weight": 0.5, "aggregate": "mean_top_n"}, "valid_sid"],
-        [{"name": "ctr", "weight": 0.5, "kwargs": {"aggregate": "mean_top_n"}}, {"name": "valid_sid"}],
-        {"ctr": {"weight": 0.5, "aggregate": "mean_top_n"}, "valid_sid": 1.0},
-        json.dumps([{"name": "ctr", "weight": 0.5, "aggregate": "mean_top_n"}, "valid_sid"]),
-    ]
-    for specs in shapes:
-        funcs, weights = build_reward_funcs(specs, context)
+def test_a_list_of_mappings_and_its_json_are_the_one_shape(context):
+    specs = [{"name": "ctr", "weight": 0.5, "aggregate": "mean_top_n"}, {"name": "valid_sid"}]
+    for shape in (specs, json.dumps(specs)):
+        funcs, weights = build_reward_funcs(shape, context)
         assert [f.__name__ for f in funcs] == ["ctr", "valid_sid"] and weights == [0.5, 1.0]
         assert funcs[0].reward_fn.scorer.aggregate == "mean_top_n"
 
 
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [
+        ("sid_match,ctr", "not valid JSON.*write a list like"),
+        ({"sid_match": 1.0, "ctr": 0.5}, "must be a non-empty list of mappings"),
+        ({"name": "ctr", "weight": 0.5}, "must be a non-empty list of mappings"),
+        (["sid_match"], "reward spec 0 must be a mapping with a 'name'"),
+        ('[{"name": "ctr"}, "valid_sid"]', "reward spec 1 must be a mapping with a 'name'"),
+        ([{"name": "ctr", "kwargs": {"aggregate": "max"}}], "beside 'name'.*not under 'kwargs'"),
+        ([{"name": ""}], "'name' must be a reward name"),
+    ],
+)
+def test_other_shapes_are_clear_errors(context, specs, message):
+    with pytest.raises(ValueError, match=message):
+        build_reward_funcs(specs, context)
+
+
+def test_a_function_as_name_from_python(context):
+    funcs, weights = build_reward_funcs([{"name": scaled_length, "weight": 0.5, "scale": 3.0}], context)
+    assert weights == [0.5] and funcs[0].__name__ == "scaled_length"
+    assert funcs[0](prompts=["p"], completions=["c"], completion_ids=[[1, 2]]) == [6.0]
+
+
+def test_a_reward_module_beside_the_config_imports_without_pythonpath(context, tmp_path, monkeypatch):
+    (tmp_path / "my_house_rewards.py").write_text(
+        "def constant(prompts, completions, completion_ids, value=1.0, **columns):\n"
+        "    return [value] * len(completion_ids)\n"
+    )
+    config = tmp_path / "eg_grpo.yaml"
+    config.write_text("rewards: []\n")
+    spec = [{"name": "my_house_rewards:constant", "value": 0.25}]
+    with pytest.raises(ImportError, match="cannot import module 'my_house_rewards'.*put it beside your config"):
+        build_reward_funcs(spec, context)
+    monkeypatch.setattr("sys.argv", ["recipes/eg_grpo.py", "--config", str(config)])
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))  # the folder it adds is undone after the test
+    funcs, _ = build_reward_funcs(spec, context)
+    assert funcs[0](prompts=["p"], completions=["c"], completion_ids=[[1], [2]]) == [0.25, 0.25]
+
+
 def test_unknown_name_lists_the_builtins(context):
     with pytest.raises(ValueError, match="unknown reward 'clickthrough'") as info:
-        build_reward_funcs(["clickthrough"], context)
+        build_reward_funcs([{"name": "clickthrough"}], context)
     for name in BUILTINS:
         assert name in str(info.value)
     assert "package.module:Name" in str(info.value)
@@ -76,13 +110,13 @@ def test_unknown_name_lists_the_builtins(context):
 @pytest.mark.parametrize(
     ("specs", "message"),
     [
-        (["ctr", "ctr"], "two rewards are logged as 'ctr'"),
+        ([{"name": "ctr"}, {"name": "ctr"}], "two rewards are logged as 'ctr'"),
         ([{"name": "ctr", "weight": "high"}], "weight must be a finite number"),
         ([{"name": "ctr", "aggregat": "max"}], "reward 'ctr': bad keyword arguments"),
-        ([{"weight": 1.0}], "needs a 'name'"),
+        ([{"weight": 1.0}], "must be a mapping with a 'name'"),
         ([], "non-empty"),
-        (["custom_reward_example:NoSuchReward"], "has no attribute 'NoSuchReward'"),
-        (["no_such_module_xyz:Reward"], "cannot import module 'no_such_module_xyz'"),
+        ([{"name": "custom_reward_example:NoSuchReward"}], "has no attribute 'NoSuchReward'"),
+        ([{"name": "no_such_module_xyz:Reward"}], "cannot import module 'no_such_module_xyz'"),
     ],
 )
 def test_bad_specs_are_clear_errors(context, specs, message):
@@ -124,15 +158,11 @@ def scaled_length(prompts, completions, completion_ids, scale=1.0, **columns):
 
 def test_every_builtin_pickles_and_scores_the_same(context, tiny_log, rm_codebook, rm_vocab):
     specs = [
-        "sid_match",
-        "category_consistency",
-        "valid_sid",
-        "relevance",
-        "ctr",
-        "cvr",
-        "gmv",
+        {"name": name}
+        for name in ("sid_match", "category_consistency", "valid_sid", "relevance", "ctr", "cvr", "gmv")
+    ] + [
         {"name": "custom_objective", "item_score_fn": "custom_reward_example:click_times_relevance"},
-        "custom_reward_example:BrandAffinityReward",
+        {"name": "custom_reward_example:BrandAffinityReward"},
     ]
     funcs, _ = build_reward_funcs(specs, context)
     assert [f.__name__ for f in funcs][-2:] == ["click_times_relevance", "brand_affinity"]
@@ -146,11 +176,11 @@ def test_every_builtin_pickles_and_scores_the_same(context, tiny_log, rm_codeboo
 
 
 def test_checked_by_default_names_reward_and_batch(context, tiny_log, rm_codebook, rm_vocab):
-    funcs, _ = build_reward_funcs(["ctr"], context)
+    funcs, _ = build_reward_funcs([{"name": "ctr"}], context)
     sid = tuple(int(c) for c in rm_codebook.valid_sids()[0])
     with pytest.raises(RewardError, match=r"reward 'ctr' raised KeyError.*request_id \[424242\]"):
         call(funcs[0], rm_vocab, [sid], request_id=[424242])
-    raw, _ = build_reward_funcs(["ctr"], context, check=False)
+    raw, _ = build_reward_funcs([{"name": "ctr"}], context, check=False)
     with pytest.raises(KeyError):
         call(raw[0], rm_vocab, [sid], request_id=[424242])
 
@@ -164,7 +194,7 @@ def test_rewards_on_the_real_rl_rows(context, tiny_log, rm_codebook, rm_tokenize
     completion_ids = [ids[0] for ids in batch.pop("expert_completion_ids")]
     prompts = batch.pop("prompt")
     funcs, _ = build_reward_funcs(
-        [{"name": "sid_match", "sources": {"purchased": 1.0, "clicked": 1.0}}, "category_consistency", "ctr"],
+        [{"name": "sid_match", "sources": {"purchased": 1.0, "clicked": 1.0}}, {"name": "category_consistency"}, {"name": "ctr"}],
         context,
     )
     out = {
