@@ -198,5 +198,6 @@ class CapturedConstrainedLogProbs:
             raise RuntimeError("the backbone never ran during scoring: TRL no longer calls `model.base_model` in its "
                                "fused head; eg-grpo is pinned to trl 1.16.x")  # fmt: skip
         return ConstrainedLogProbs(
-            logps=torch.cat([c.logps for c in self.chunks]), entropy=torch.cat([c.entropy for c in self.chunks])
+            logps=torch.cat([c.logps for c in self.chunks]),
+            entropy=torch.cat([c.entropy for c in self.chunks]),
         )

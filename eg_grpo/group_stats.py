@@ -12,7 +12,9 @@ from __future__ import annotations
 import torch
 
 
-def group_rewards(rewards_per_func: torch.Tensor, weights: torch.Tensor, G: int, aggregation: str) -> torch.Tensor:
+def group_rewards(
+    rewards_per_func: torch.Tensor, weights: torch.Tensor, G: int, aggregation: str
+) -> torch.Tensor:
     """The per-row scalar whose spread within a group is the group's learning signal, ``(rows,)``.
 
     ``sum_then_normalize``: the weighted sum of the functions (what TRL centres per group).
@@ -35,7 +37,9 @@ def group_rewards(rewards_per_func: torch.Tensor, weights: torch.Tensor, G: int,
         std = _nanstd(grouped, dim=1, keepdim=True)
         rewards = (((grouped - mean) / (std + 1e-4)).view_as(rewards_per_func) * weights).nansum(dim=1)
     else:
-        raise ValueError(f"multi_objective_aggregation='{aggregation}' must be sum_then_normalize or normalize_then_sum")
+        raise ValueError(
+            f"multi_objective_aggregation='{aggregation}' must be sum_then_normalize or normalize_then_sum"
+        )
     return rewards.masked_fill(unscorable, float("nan"))
 
 

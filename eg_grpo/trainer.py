@@ -34,10 +34,8 @@ from trl import GRPOTrainer
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
-from eg_grpo.constrained import CapturedConstrainedLogProbs, SIDSubVocabulary, head_scaling
-from eg_grpo.group_stats import group_rewards, zero_spread_group_frac
-
 from eg_grpo.config import EGGRPOConfig
+from eg_grpo.constrained import CapturedConstrainedLogProbs, SIDSubVocabulary, head_scaling
 from eg_grpo.decoding import (
     SIDTrie,
     SIDTrieLogitsProcessor,
@@ -46,6 +44,7 @@ from eg_grpo.decoding import (
     sid_generation_config,
 )
 from eg_grpo.expert import experts_for_step, splice_group, strip_after_eos
+from eg_grpo.group_stats import group_rewards, zero_spread_group_frac
 from eg_grpo.sid.codebook import SIDCodebook
 from eg_grpo.sid.tokens import SIDVocab
 from eg_grpo.vllm_rollouts import (

@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eg_grpo.config import EGGRPOConfig
 from eg_grpo.constrained import head_scaling
 from eg_grpo.group_stats import group_rewards, zero_spread_group_frac
 from eg_grpo.trainer import EGGRPOTrainer
-from tests.test_trainer import G, ExpertFlagReward, make_args, make_trainer, record_outputs
+from tests.test_trainer import ExpertFlagReward, G, make_args, make_trainer, record_outputs
 
 
 def batch_of_sids(trainer: EGGRPOTrainer, rows: int = 6, seed: int = 0):
@@ -43,7 +42,9 @@ def brute_force(trainer: EGGRPOTrainer, input_ids, attention_mask, T: int):
     return torch.stack(logps, 1), torch.stack(entropy, 1), full
 
 
-def test_log_probs_are_those_of_the_trie_renormalised_policy(tmp_path, tiny_data_dir, tiny_sid_dir, tiny_sft_dir):
+def test_log_probs_are_those_of_the_trie_renormalised_policy(
+    tmp_path, tiny_data_dir, tiny_sid_dir, tiny_sft_dir
+):
     trainer = make_trainer(tmp_path, tiny_data_dir, tiny_sid_dir, tiny_sft_dir, temperature=0.7)
     input_ids, attention_mask, T = batch_of_sids(trainer)
     with torch.no_grad():
@@ -57,7 +58,9 @@ def test_log_probs_are_those_of_the_trie_renormalised_policy(tmp_path, tiny_data
     assert (full < expected - 1e-3).any()  # the full-vocabulary log-probs differ (what TRL alone would use)
 
 
-def test_loss_gradient_is_the_constrained_policy_gradient(tmp_path, tiny_data_dir, tiny_sid_dir, tiny_sft_dir):
+def test_loss_gradient_is_the_constrained_policy_gradient(
+    tmp_path, tiny_data_dir, tiny_sid_dir, tiny_sft_dir
+):
     trainer = make_trainer(tmp_path, tiny_data_dir, tiny_sid_dir, tiny_sft_dir, loss_type="dapo")
     input_ids, attention_mask, T = batch_of_sids(trainer, rows=G)
     P = input_ids.shape[1] - T
@@ -96,19 +99,21 @@ def first_token_valid_mass(trainer: EGGRPOTrainer, rows: int = 16) -> float:
 
 def test_vanilla_grpo_keeps_the_full_models_mass_on_the_catalogue(tmp_path, tiny_data_dir, tiny_sid_dir,
                                                                    tiny_sft_dir):  # fmt: skip
-    # Measured on this tiny model, 8 steps at lr 1e-2 (2026-12-01, CPU): the minimum first-token mass on
-    # valid SIDs went from ~0.87 to ~0.03 under full-vocabulary log-probs, and stays ~0.87 (it can only
-    # shift within the catalogue) under constrained ones; 0.5 separates them with a wide margin.
-    trainer = make_trainer(tmp_path, tiny_data_dir, tiny_sid_dir, tiny_sft_dir, num_expert_samples=0, max_steps=6,
-                           learning_rate=3e-2)
+    # Measured on this tiny model (seed 0, 8 steps at lr 1e-2, CPU, 2026-12-01): the smallest first-token
+    # mass on valid SIDs over 16 prompts went 0.561 -> 0.494 with full-vocabulary log-probs and
+    # 0.561 -> 0.708 with constrained ones. The bound (95 % of the start) fails the first and passes the
+    # second with a margin of ~0.17. (At lr 3e-2 both collapse: the constrained objective removes the push
+    # off the catalogue but does not hold the off-catalogue mass in place; see docs/training.md.)
+    trainer = make_trainer(
+        tmp_path, tiny_data_dir, tiny_sid_dir, tiny_sft_dir, num_expert_samples=0, max_steps=8
+    )
     before = first_token_valid_mass(trainer)
     trainer.train()
     trainer.model.eval()
     after = first_token_valid_mass(trainer)
-    print("VALID MASS", before, after)
-    assert before > 0.5 and after > 0.5, (before, after)
+    assert after > 0.95 * before, (before, after)
     logged = [h["eg/valid_mass_first"] for h in trainer.state.log_history if "eg/valid_mass_first" in h]
-    assert len(logged) == 6 and all(0 < m <= 1 for m in logged)
+    assert len(logged) == 8 and all(0 < m <= 1 for m in logged)
 
 
 def test_expert_rows_get_no_kl_term(tmp_path, tiny_data_dir, tiny_sid_dir, tiny_sft_dir):
@@ -144,7 +149,9 @@ def test_experts_refuse_off_policy_updates(tmp_path, tiny_sid_dir):
 def test_settings_the_trie_path_cannot_honour_are_errors(tmp_path, tiny_sid_dir, overrides, match):
     with pytest.raises(ValueError, match=match):
         make_args(tmp_path, tiny_sid_dir, **overrides)
-    make_args(tmp_path, tiny_sid_dir, constrained_decoding=False, **overrides)  # without the trie: TRL's business
+    make_args(
+        tmp_path, tiny_sid_dir, constrained_decoding=False, **overrides
+    )  # without the trie: TRL's business
 
 
 def test_unsupported_output_multipliers_are_refused():
@@ -164,11 +171,14 @@ FLAT, SPREAD = [1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 0.0, 0.0]
 
 @pytest.mark.parametrize("aggregation", ["sum_then_normalize", "normalize_then_sum"])
 def test_zero_spread_groups_are_counted_from_the_groups_rewards(aggregation):
-    # Two functions; group 2 is flat in both, group 3 varies in one function only; an unscored row in group 1.
-    first = torch.tensor([SPREAD, FLAT, FLAT, [3.0, 3.0, 3.0, float("nan")]]).flatten()
-    second = torch.tensor([FLAT, FLAT, SPREAD, FLAT]).flatten()
+    # Two functions; groups 0 and 2 vary in one function each, 1 is flat, 3 is flat with an unscored row
+    # (every function NaN: left out of the spread, as TRL leaves it out of the baseline).
+    nan = float("nan")
+    first = torch.tensor([SPREAD, FLAT, FLAT, [3.0, 3.0, 3.0, nan]]).flatten()
+    second = torch.tensor([FLAT, FLAT, SPREAD, [1.0, 1.0, 1.0, nan]]).flatten()
     per_func = torch.stack([first, second], 1)  # (16, 2)
     rewards = group_rewards(per_func, torch.tensor([1.0, 0.5]), 4, aggregation)
+    assert torch.isnan(rewards[15]) and not torch.isnan(rewards[:15]).any()
     assert zero_spread_group_frac(rewards, 4) == 0.5  # groups 1 and 3 (0-based) are flat
 
 
