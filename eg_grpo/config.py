@@ -19,8 +19,10 @@ class EGGRPOConfig(GRPOConfig):
 
     Only the parameters specific to expert-guided GRPO are listed here; for the rest see
     [`~trl.GRPOConfig`]. Defaults that differ from TRL's are chosen for SID generation: completions are
-    `L + 1` tokens long, so `max_completion_length` defaults to 8, and `beta` stays `0.0` (the k3 KL
-    estimator is biased on expert rows, which the policy did not sample).
+    `L + 1` tokens long, so `max_completion_length` defaults to 8. `beta` keeps TRL's default `0.0`; with
+    `beta > 0` the KL term applies to the policy's own samples only (expert rows, which it did not sample,
+    get none). Expert rows need on-policy updates (`num_iterations=1`, `steps_per_generation` dividing
+    `gradient_accumulation_steps`): the PPO ratio is then exactly 1 and never clips them.
 
     Parameters:
         sid_dir (`str`, *optional*):
@@ -42,10 +44,12 @@ class EGGRPOConfig(GRPOConfig):
             `"sample"`: each group member is sampled independently. `"beam"`: one constrained beam search per
             group returns `num_generations` distinct SIDs (experts replace the lowest-ranked beams).
         constrained_decoding (`bool`, *optional*, defaults to `True`):
-            Constrain rollouts to valid SIDs with the SID trie. Required for `rollout_mode="beam"`. With
-            `use_vllm=True` the trie runs as a vLLM logits processor (`eg_grpo.vllm_rollouts`), which needs
-            `vllm_importance_sampling_correction=False` and no `off_policy_mask_threshold`: vLLM's log-probs
-            are then those of the constrained distribution, the trainer's are full-vocabulary.
+            Constrain rollouts to valid SIDs with the SID trie, and train the constrained policy: the
+            log-probs of the loss, the reference KL and the importance ratio are those of the distribution
+            renormalised over the trie's allowed tokens (`eg_grpo.constrained`). Required for
+            `rollout_mode="beam"`. With `use_vllm=True` the trie runs as a vLLM logits processor
+            (`eg_grpo.vllm_rollouts`), whose `processed_logprobs` are of the same constrained distribution,
+            so TRL's importance-sampling correction compares like with like and may stay on.
         sid_eval_steps (`int`, *optional*, defaults to `0`):
             Every this many steps (and after the last), log `valid/hr@K` and `valid/ndcg@K` from a
             constrained beam search over a fixed valid subsample. `0` turns it off.
@@ -120,8 +124,8 @@ class EGGRPOConfig(GRPOConfig):
             raise ValueError("rollout_mode='beam' needs constrained_decoding=True (beams must be distinct valid SIDs)")
         if self.rollout_mode == "beam" and self.use_vllm:
             raise ValueError("rollout_mode='beam' runs on the transformers path; set use_vllm=False or use sample")
-        if self.use_vllm and self.constrained_decoding:
-            self._check_vllm_trie_sampling_corrections()
+        self._check_expert_rows_on_policy()
+        self._check_trie_generation_settings()
         if self.sid_eval_steps < 0 or self.sid_eval_examples <= 0 or self.sid_eval_beams <= 0:
             raise ValueError("sid_eval_steps must be >= 0; sid_eval_examples and sid_eval_beams > 0")
         local_rows = self.per_device_train_batch_size * self.steps_per_generation
@@ -132,28 +136,47 @@ class EGGRPOConfig(GRPOConfig):
                 f"num_generations = {self.num_generations}, so every rollout group sits whole on one process; "
                 "raise per_device_train_batch_size or steps_per_generation, or lower num_generations"
             )
+        G_eval = self.num_generations_eval or self.num_generations
+        if self.eval_strategy != "no" and self.per_device_eval_batch_size % G_eval:
+            # The eg/* diagnostics and the group check work on whole groups on each process.
+            raise ValueError(
+                f"per_device_eval_batch_size={self.per_device_eval_batch_size} must be a multiple of "
+                f"num_generations_eval={G_eval} so every evaluation group sits whole on one process"
+            )
 
-    def _check_vllm_trie_sampling_corrections(self) -> None:
-        # vLLM samples from the trie-masked distribution and, in TRL's `processed_logprobs` mode, returns
-        # its log-probs: log p(y) - log Z_valid(prefix), with Z_valid <= 1 the mass of the allowed tokens.
-        # The trainer's log-probs are full-vocabulary (as on the transformers path, where both sides of
-        # every ratio are, and no correction is applied). The IS ratio exp(train - sampled) is therefore
-        # Z_valid < 1 on every token by construction, not a vLLM/trainer mismatch: it would scale each
-        # sequence's loss down by how much mass the policy puts outside the catalogue, and OPSM would read
-        # the same gap as off-policy drift. With both off, the vLLM path trains the same objective as the
-        # transformers path. We raise rather than switch TRL's default off silently: the user's config
-        # then states what runs (and a saved config does not claim a correction that never happened).
-        if self.vllm_importance_sampling_correction:
+    def _check_expert_rows_on_policy(self) -> None:
+        # With GA % (steps_per_generation × num_iterations) == 0, TRL computes no old log-probs and the PPO
+        # ratio is exactly 1, so nothing is clipped. Otherwise the old log-probs of an expert row are those of
+        # a policy that never sampled it and the clip mutes exactly the rows that carry the ground truth.
+        spg = self.steps_per_generation or self.gradient_accumulation_steps
+        if self.num_expert_samples > 0 and self.gradient_accumulation_steps % (spg * self.num_iterations):
             raise ValueError(
-                "use_vllm with constrained_decoding needs vllm_importance_sampling_correction=False: vLLM returns "
-                "log-probs of the trie-constrained distribution while the trainer's are full-vocabulary, so the "
-                "importance ratio would be < 1 on every token by construction (the mass outside valid SIDs), not "
-                "a vLLM mismatch. Set `vllm_importance_sampling_correction: false` (the transformers path applies "
-                "no correction either), or constrained_decoding=false to keep TRL's correction on free text"
+                f"num_expert_samples={self.num_expert_samples} needs on-policy updates: with num_iterations="
+                f"{self.num_iterations} and steps_per_generation={spg} > gradient_accumulation_steps="
+                f"{self.gradient_accumulation_steps} the PPO clip would mute the expert rows, whose old log-probs "
+                "come from a policy that never sampled them. Set num_iterations=1 and steps_per_generation <= "
+                "gradient_accumulation_steps (a divisor of it), or num_expert_samples=0"
             )
-        if self.off_policy_mask_threshold is not None:
+
+    def _check_trie_generation_settings(self) -> None:
+        if not self.constrained_decoding:
+            return
+        if self.use_transformers_continuous_batching:
+            raise ValueError("constrained_decoding cannot use use_transformers_continuous_batching (it takes no logits "
+                             "processor, so rollouts would leave the SID trie); set it to false")  # fmt: skip
+        if self.use_vllm:
+            return  # vLLM honours TRL's sampling settings on top of the trie processor
+        # The transformers trie path builds its own generation config: these would be silently ignored.
+        ignored = {
+            "generation_kwargs": self.generation_kwargs not in (None, {}),
+            "min_p": self.min_p is not None,
+            "repetition_penalty": self.repetition_penalty != 1.0,
+            "cache_implementation": self.cache_implementation is not None,
+        }
+        ignored = [name for name, is_set in ignored.items() if is_set]
+        if ignored:
             raise ValueError(
-                "use_vllm with constrained_decoding cannot use off_policy_mask_threshold: it compares vLLM's "
-                "trie-constrained log-probs with the trainer's full-vocabulary ones and would read the constraint "
-                "as off-policy drift; unset off_policy_mask_threshold"
+                f"{ignored} cannot be honoured by trie-constrained generation on the transformers path (it honours "
+                "temperature, top_k and top_p); unset them, or use use_vllm=true"
             )
+

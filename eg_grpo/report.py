@@ -15,13 +15,16 @@ import pandas as pd  # noqa: E402
 from eg_grpo.eval.metrics import paired_difference  # noqa: E402
 
 # Curves a person compares vanilla and expert-guided runs on: title -> (logged keys, the first one
-# found in a run is used; y-axis label).
+# found in a run is used; y-axis label). Rewards are those of the policy's own samples (TRL's `reward`
+# counts the spliced ground truth too); `reward` is only the fallback for runs logged before the
+# sampled-only twins existed.
 CURVES = {
-    "reward (weighted sum)": (["reward"], "reward per completion"),
+    "reward of policy samples (weighted sum)": (["eg/reward_sampled", "reward"], "reward per completion"),
     "zero-spread group fraction": (["eg/zero_std_group_frac", "frac_reward_zero_std"], "fraction of groups"),
     "distinct SIDs per group (policy samples)": (["eg/distinct_sids_per_group"], "distinct SIDs"),
     "hit rate of policy samples": (["eg/hit_rate_sampled"], "hit rate"),
     "valid-split HR@10": (["valid/hr@10"], "HR@10"),
+    "full model's mass on valid first tokens": (["eg/valid_mass_first"], "probability mass"),
 }
 # One style per run, so identical curves (e.g. two runs before their experts make a difference) stay
 # visible: a line style, a marker, and a width that shrinks, so a later line never covers an earlier one.
@@ -50,7 +53,9 @@ def series(history: list[dict], keys: list[str]) -> tuple[list[int], list[float]
 
 
 def reward_objectives(history: list[dict]) -> list[str]:
-    return sorted({k for h in history for k in h if k.startswith("rewards/") and k.endswith("/mean")})
+    """Per-objective reward keys: the sampled-only ones when the run logged them."""
+    sampled = sorted({k for h in history for k in h if k.startswith("eg/rewards/") and k.endswith("/mean_sampled")})
+    return sampled or sorted({k for h in history for k in h if k.startswith("rewards/") and k.endswith("/mean")})
 
 
 def _nan(x) -> bool:
@@ -61,7 +66,7 @@ def curves_figure(run_dirs: list[str | Path]):
     """The curves figure: one panel per curve (plus one per reward objective), one line per run."""
     histories = {Path(d).name: load_log_history(d) for d in run_dirs}
     objectives = sorted({k for h in histories.values() for k in reward_objectives(h)})
-    panels = dict(CURVES) | {f"reward: {k.split('/')[1]}": ([k], "mean reward") for k in objectives}
+    panels = dict(CURVES) | {f"reward: {k.split('/')[-2]}": ([k], "mean reward") for k in objectives}
     cols = 3
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
@@ -107,13 +112,13 @@ def _fmt(x) -> str:
 
 def training_table(run_dirs: list[str | Path]) -> str:
     """Markdown: per run, the mean over training of the diagnostics, and the final valid HR@10."""
-    header = ["run", "steps", "reward", "zero-spread frac", "distinct SIDs/group", "hit rate (sampled)",
+    header = ["run", "steps", "reward (sampled)", "zero-spread frac", "distinct SIDs/group", "hit rate (sampled)",
               "final valid HR@10"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for d in run_dirs:
         h = load_log_history(d)
         cells = [Path(d).name, str(max((x.get("step", 0) for x in h), default=0))]
-        for title in ("reward (weighted sum)", "zero-spread group fraction",
+        for title in ("reward of policy samples (weighted sum)", "zero-spread group fraction",
                       "distinct SIDs per group (policy samples)", "hit rate of policy samples"):  # fmt: skip
             _, values, _ = series(h, CURVES[title][0])
             cells.append(_fmt(sum(values) / len(values)) if values else "–")

@@ -1,7 +1,7 @@
 """`EGGRPOTrainer`: TRL's `GRPOTrainer` with trie-constrained rollouts and expert-guided groups.
 
-Two hooks of the parent are wrapped, nothing is copied (see docs/design.md and
-TRL 1.16's `trl/trainer/grpo_trainer.py`):
+Five hooks of the parent are wrapped, nothing is copied (see `docs/training.md`, `docs/design.md`
+and TRL 1.16's `trl/trainer/grpo_trainer.py`):
 
 - `_generate_and_score_completions(inputs)`: marks every row `is_expert=False`, plans the expert
   candidates of each group, calls the parent (which generates, scores and computes advantages on
@@ -9,6 +9,13 @@ TRL 1.16's `trl/trainer/grpo_trainer.py`):
 - `_generate_single_turn(...)`: generates with the SID trie (sampling, or one beam search per group)
   and splices the experts into the groups before the parent decodes, masks, scores and computes
   old/ref log-probs. Everything downstream therefore sees the spliced group.
+- `_get_per_token_logps_and_entropies(...)`: with `constrained_decoding`, returns the log-probs and
+  entropies of the trie-constrained policy that sampled the rollouts (`eg_grpo.constrained`), for the
+  current, old and reference model alike, so the loss, the KL and the importance ratio are those of π_c.
+- `_compute_loss(model, inputs)`: exposes `inputs` to the hook above, which gives expert rows a zero KL
+  term and logs the sampled-rows-only twins of TRL's loss metrics.
+- `_calculate_rewards(...)`: keeps the gathered reward matrix for the sampled-only reward metrics and the
+  per-group zero-spread fraction (`eg_grpo.group_stats`).
 
 With `use_vllm`, the parent's vLLM path generates and the trie runs inside vLLM as a logits processor
 (`eg_grpo.vllm_rollouts`, `eg_grpo.decoding.vllm_processor`); the splicing is the same.
@@ -22,6 +29,7 @@ from pathlib import Path
 
 import torch
 import trl
+from accelerate.utils import is_peft_model
 from transformers import GenerationConfig, LogitsProcessorList
 from trl import GRPOTrainer
 from trl.models import unwrap_model_for_generation
@@ -29,6 +37,7 @@ from trl.trainer.utils import pad
 
 from eg_grpo import silence_checkpointing_alias_warnings
 from eg_grpo.config import EGGRPOConfig
+from eg_grpo.constrained import CapturedConstrainedLogProbs, SIDSubVocabulary, head_scaling
 from eg_grpo.decoding import (
     SIDTrie,
     SIDTrieLogitsProcessor,
@@ -37,6 +46,7 @@ from eg_grpo.decoding import (
     sid_generation_config,
 )
 from eg_grpo.expert import experts_for_step, splice_group, strip_after_eos
+from eg_grpo.group_stats import group_rewards, zero_spread_group_frac
 from eg_grpo.sid.codebook import SIDCodebook
 from eg_grpo.sid.tokens import SIDVocab
 from eg_grpo.vllm_rollouts import (
@@ -53,6 +63,11 @@ EXPERT_COLUMN = "expert_completion_ids"
 _EXPECTED_HOOKS = {
     "_generate_and_score_completions": ["self", "inputs"],
     "_generate_single_turn": ["self", "prompt_ids", "images", "multimodal_fields", "num_generations"],
+    "_get_per_token_logps_and_entropies": [
+        "self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy",
+    ],
+    "_compute_loss": ["self", "model", "inputs"],
+    "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
 }
 
 
@@ -122,6 +137,11 @@ class EGGRPOTrainer(GRPOTrainer):
         vocab_size = logits_width(self.model)  # under ZeRO-3 the head is already partitioned here
         self.sid_trie = SIDTrie.from_sid_token_ids(sid_token_ids, vocab_size=vocab_size).to(self.accelerator.device)
         self._eos = self.sid_vocab.eos_token_id
+        self._sid_subvocab = SIDSubVocabulary(self.sid_trie)
+        if args.constrained_decoding:
+            head_scaling(self.model.config.get_text_config())  # fails now, not at the first loss
+        self._loss_inputs: dict | None = None  # the batch of the `_compute_loss` call in progress
+        self._rewards_per_func: torch.Tensor | None = None  # (global rows, functions) of the last scoring
         self._plan: list[list[list[int]]] | None = None  # per row: the group's expert candidates
         self._rows: list[dict] | None = None
         self._row_diagnostics: dict[str, list] = {}
@@ -142,7 +162,7 @@ class EGGRPOTrainer(GRPOTrainer):
             self._plan, self._rows = None, None
         device = self.accelerator.device
         out["expert_mask"] = torch.tensor([row["is_expert"] for row in rows], dtype=torch.bool, device=device)
-        self._log_diagnostics(out["expert_mask"], G, "train" if training else "eval")
+        self._log_diagnostics(out, G, "train" if training else "eval")
         return out
 
     def _check_groups(self, rows: list[dict], G: int) -> None:
@@ -234,8 +254,9 @@ class EGGRPOTrainer(GRPOTrainer):
         ]
         self._row_diagnostics["group_keys"] = [keys[s : s + G] for s in range(0, len(keys), G)]
 
-    def _log_diagnostics(self, expert_mask: torch.Tensor, G: int, mode: str) -> None:
+    def _log_diagnostics(self, out: dict, G: int, mode: str) -> None:
         device = self.accelerator.device
+        expert_mask = out["expert_mask"]
         diag = self._row_diagnostics
         sampled = ~expert_mask
         valid = torch.tensor(diag["valid"], device=device)
@@ -254,10 +275,91 @@ class EGGRPOTrainer(GRPOTrainer):
         metrics["eg/distinct_sids_per_group"].append(gather(torch.tensor(distinct, device=device)).mean().item())
         if "duplicates" in diag:
             metrics["eg/expert_duplicates"].append(gather(torch.tensor(diag["duplicates"], device=device)).sum().item())
-        # TRL's own zero-std flag is per row, repeated over each group's G rows, so its mean over the
-        # gathered rows is already the fraction of groups; logged under eg/ beside the other diagnostics.
-        if metrics["frac_reward_zero_std"]:
-            metrics["eg/zero_std_group_frac"].append(metrics["frac_reward_zero_std"][-1])
+        lengths = out["completion_mask"].sum(1).float()
+        metrics["eg/completion_length_sampled"].append(_masked_mean(gather(lengths), all_sampled))
+        negative = (out["advantages"].view(len(expert_mask), -1)[:, 0] < 0).float()
+        metrics["eg/expert_neg_adv_frac"].append(_masked_mean(gather(negative), gather(expert_mask)))
+        self._log_reward_metrics(all_sampled, G, metrics)
+
+    def _log_reward_metrics(self, all_sampled: torch.Tensor, G: int, metrics) -> None:
+        # TRL's reward means mix in the experts' ground-truth rewards; these are the policy's own.
+        per_func, self._rewards_per_func = self._rewards_per_func, None
+        weights = self.reward_weights.to(per_func.device)
+        weighted = (per_func * weights).nansum(dim=1).masked_fill(torch.isnan(per_func).all(dim=1), float("nan"))
+        metrics["eg/reward_sampled"].append(torch.nanmean(weighted[all_sampled]).item())
+        for i, name in enumerate(self.reward_func_names):
+            metrics[f"eg/rewards/{name}/mean_sampled"].append(torch.nanmean(per_func[all_sampled, i]).item())
+        rewards = group_rewards(per_func, weights, G, self.multi_objective_aggregation)
+        metrics["eg/zero_std_group_frac"].append(zero_spread_group_frac(rewards, G))
+
+    # ----------------------------------------------------------------------------------------------
+    # Hooks 3-5: the constrained policy's log-probs, expert rows in the loss, the reward matrix.
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list, *args, **kwargs):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list, *args, **kwargs)
+        self._rewards_per_func = rewards  # (global rows, functions), gathered by TRL
+        return rewards
+
+    def _compute_loss(self, model, inputs):
+        self._loss_inputs = inputs
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._loss_inputs = None
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, *args, **kwargs):  # fmt: skip
+        if not self.args.constrained_decoding:
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, *args, **kwargs
+            )
+        causal_lm = self.accelerator.unwrap_model(model)
+        if is_peft_model(causal_lm):  # TRL patched the base model's forward
+            causal_lm = causal_lm.get_base_model()
+        with CapturedConstrainedLogProbs(causal_lm, self._sid_subvocab, logits_to_keep, self.temperature) as seen:
+            full_logps, _, aux_loss = super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size, False, *args, **kwargs
+            )
+        constrained = seen.result()
+        if self._loss_inputs is not None and model is not self.ref_model:
+            self._expert_rows_in_loss(constrained.logps, constrained.entropy, full_logps)
+        return constrained.logps, (constrained.entropy if compute_entropy else None), aux_loss
+
+    def _expert_rows_in_loss(self, logps: torch.Tensor, entropy: torch.Tensor, full_logps: torch.Tensor) -> None:
+        """Zero KL on expert rows; sampled-only twins of TRL's loss metrics; the full model's valid mass.
+
+        Called with the current policy's constrained ``logps`` (B, T) before TRL's `_compute_loss` reads
+        ``ref_per_token_logps``: setting the reference to the (detached) current log-prob on expert rows
+        makes TRL's k3 term and its gradient exactly zero there. The policy never sampled those rows, so
+        k3 on them estimates no KL; the sampled rows carry the KL penalty.
+        """
+        inputs = self._loss_inputs
+        mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)  # (B, T)
+        expert = inputs["expert_mask"][:, None]  # (B, 1)
+        sampled = mask * (~expert)
+        mode = "train" if self.model.training else "eval"
+        metrics = self._metrics[mode]
+        if self.beta != 0.0:
+            ref = torch.where(expert, logps.detach(), inputs["ref_per_token_logps"])
+            inputs["ref_per_token_logps"] = ref
+            delta = ref - logps.detach()
+            metrics["eg/kl_sampled"].append(self._global_mean(torch.exp(delta) - delta - 1, sampled))
+        metrics["eg/entropy_sampled"].append(self._global_mean(entropy.detach(), sampled))
+        # The full model's mass on the tokens the trie allows: log π - log π_c = log Z(prefix).
+        valid_mass = torch.exp(full_logps.detach() - logps.detach())
+        metrics["eg/valid_mass"].append(self._global_mean(valid_mass, sampled))
+        metrics["eg/valid_mass_first"].append(self._global_mean(valid_mass[:, :1], sampled[:, :1]))
+        old = inputs.get("old_per_token_logps")
+        log_ratio = logps.detach() - (logps.detach() if old is None else old)
+        if self.importance_sampling_level == "sequence":
+            log_ratio = ((log_ratio * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1.0))
+        coef, adv = torch.exp(log_ratio), inputs["advantages"].view(len(mask), -1)
+        clipped = ((coef < 1 - self.epsilon_low) & (adv < 0)) | ((coef > 1 + self.epsilon_high) & (adv > 0))
+        metrics["eg/clip_ratio/region_mean_sampled"].append(self._global_mean(clipped.float().expand_as(mask), sampled))
+
+    def _global_mean(self, values: torch.Tensor, weights: torch.Tensor) -> float:
+        totals = torch.stack([(values * weights).sum(), weights.sum().float()])
+        totals = self.accelerator.reduce(totals, reduction="sum")
+        return (totals[0] / totals[1]).item() if totals[1] > 0 else float("nan")
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:

@@ -102,4 +102,9 @@ def test_zero_run_trains_on_valid_sids_and_saves_full_weights(
     shapes = {n: p.shape for n, p in trained.state_dict().items()}
     assert shapes == {n: p.shape for n, p in reference.state_dict().items()}
     assert all(torch.isfinite(p).all() for p in trained.parameters())
+    # ... and it was trained: ZeRO applied the constrained policy's gradient to the weights.
+    before = reference.state_dict()
+    changed = [n for n, p in trained.state_dict().items() if not torch.equal(p, before[n])]
+    assert changed, "no weight changed under ZeRO"
+    assert all(math.isfinite(h["eg/valid_mass"]) for h in steps)
     assert tokenizer.get_vocab() == AutoTokenizer.from_pretrained(str(tiny_sft_dir)).get_vocab()

@@ -24,7 +24,7 @@ def test_every_panel_has_a_y_label_and_identical_runs_stay_visible(tmp_path):
     fig = curves_figure([_run(tmp_path / "vanilla_grpo", same), _run(tmp_path / "eg_grpo", same)])
     drawn = [ax for ax in fig.axes if ax.axison and ax.lines]
     assert {ax.get_title() for ax in drawn} >= {
-        "reward (weighted sum)",
+        "reward of policy samples (weighted sum)",
         "reward: sid_match",
         "valid-split HR@10",
     }

@@ -208,7 +208,8 @@ class SIDTrieVLLMLogitsProcessor(_VLLMLogitsProcessor):
 
     The mask is not argmax-invariant, so vLLM applies it before temperature, min-p, top-k and top-p, and
     the logprobs it returns in `processed_logprobs` mode are those of the *constrained* distribution
-    (see `EGGRPOConfig`: that is why the vLLM importance-sampling correction must be off with it).
+    (the trainer's log-probs are of the same constrained distribution, see `eg_grpo.constrained`, so TRL's
+    importance-sampling correction compares like with like).
 
     Args:
         vllm_config: vLLM's `VllmConfig` (only `model_config` is read).

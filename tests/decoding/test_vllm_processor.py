@@ -177,22 +177,16 @@ def test_processor_builds_the_trainers_trie_from_the_served_model(tmp_path, tiny
 # Config and wiring
 def vllm_args(tmp_path, **overrides) -> EGGRPOConfig:
     settings = dict(output_dir=str(tmp_path / "run"), sid_dir=str(tmp_path / "sids"), num_generations=4,
-                    per_device_train_batch_size=8, use_cpu=True, report_to="none", use_vllm=True,
-                    vllm_importance_sampling_correction=False)  # fmt: skip
+                    per_device_train_batch_size=8, use_cpu=True, report_to="none", use_vllm=True)  # fmt: skip
     return EGGRPOConfig(**{**settings, **overrides})
 
 
-def test_importance_sampling_must_be_off_with_the_trie_on_vllm(tmp_path):
-    with pytest.raises(ValueError, match="vllm_importance_sampling_correction=False"):
-        vllm_args(tmp_path, vllm_importance_sampling_correction=True)
-    with pytest.raises(ValueError, match="off_policy_mask_threshold"):
-        vllm_args(tmp_path, off_policy_mask_threshold=0.5)
+def test_trie_on_vllm_keeps_trls_sampling_corrections(tmp_path):
+    # Both sides of the importance ratio are constrained log-probs now, so TRL's defaults stay on.
+    assert vllm_args(tmp_path).vllm_importance_sampling_correction
+    assert vllm_args(tmp_path, off_policy_mask_threshold=0.5).off_policy_mask_threshold == 0.5
     with pytest.raises(ValueError, match="rollout_mode='beam'"):
         vllm_args(tmp_path, rollout_mode="beam")
-    assert not vllm_args(tmp_path).vllm_importance_sampling_correction
-    # Unconstrained vLLM, or the trie on transformers, keeps TRL's default correction.
-    assert vllm_args(tmp_path, constrained_decoding=False, vllm_importance_sampling_correction=True)
-    assert vllm_args(tmp_path, use_vllm=False, vllm_importance_sampling_correction=True)
 
 
 def test_generation_kwargs_opt_every_request_in(tmp_path):
@@ -254,7 +248,7 @@ def test_vllm_recipe_config_parses(parse_recipe):
         ["--config", "recipes/configs/qwen2.5-0.5b/eg_grpo_vllm.yaml", "--bf16", "false"],
     )
     assert args.use_vllm and args.vllm_mode == "colocate" and args.constrained_decoding
-    assert not args.vllm_importance_sampling_correction and model_args.use_peft
+    assert args.vllm_importance_sampling_correction and model_args.use_peft
 
 
 # --------------------------------------------------------------------------------------------------
@@ -297,7 +291,10 @@ def test_trainer_colocate_rollouts_are_valid_sids(tmp_path, monkeypatch, tiny_da
         experts = out["expert_mask"]
         assert experts.any() and torch.isnan(sampled[experts][mask[experts]]).all()  # expert rows stay NaN
         assert torch.isfinite(sampled[~experts][mask[~experts]]).all()
-        assert "importance_sampling_ratio" not in out
+        # The engine's processed (trie-masked) log-probs and the trainer's constrained ones are of one
+        # distribution: the IS ratio is 1 up to float error (full-vocabulary trainer log-probs gave Z < 1).
+        ratio = out["importance_sampling_ratio"]  # (B, 1): TRL's default sequence_mask mode
+        assert torch.allclose(ratio, torch.ones_like(ratio), atol=1e-3), ratio.flatten().tolist()
     assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
 
 
