@@ -22,3 +22,16 @@ def silence_checkpointing_alias_warnings() -> None:
 
 
 silence_checkpointing_alias_warnings()
+
+# The trainer and its config import TRL and torch; they load on first use, so `import eg_grpo.data`
+# (the simulator, the schema, the data validator) stays light.
+_LAZY = {"EGGRPOConfig": "eg_grpo.config", "EGGRPOTrainer": "eg_grpo.trainer"}
+__all__ = ["EGGRPOConfig", "EGGRPOTrainer", "silence_checkpointing_alias_warnings"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'eg_grpo' has no attribute {name!r}")
