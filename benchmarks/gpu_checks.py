@@ -44,7 +44,9 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECIPE = REPO_ROOT / "recipes/configs/qwen2.5-0.5b/eg_grpo.yaml"
 RECIPE_ARGS = yaml.safe_load(RECIPE.read_text())
-LORA = {k: RECIPE_ARGS[k] for k in ("use_peft", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")}
+LORA = {
+    k: RECIPE_ARGS[k] for k in ("use_peft", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
+}
 PROMPT = {k: RECIPE_ARGS[k] for k in ("max_history", "use_titles")}
 # Seconds each check may take: a hang or a slow start must not eat the others' time.
 LIMITS = {"prepare": 150, "eg_grpo_lora_0.5b": 240, "zero2": 150, "zero3": 180, "vllm_colocate": 180}
@@ -95,7 +97,9 @@ def check_prepare(args) -> dict:
         model, tokenizer, _ = modeling.build_tiny_model_and_tokenizer(texts, sizes, "test")
     else:
         tokenizer = modeling.build_tiny_tokenizer(texts, vocab_size=4096, model_max_length=2048)
-        config = modeling.qwen2_5_0_5b_config()  # rows > len(tokenizer): SID tokens take spare rows, as in Qwen
+        config = (
+            modeling.qwen2_5_0_5b_config()
+        )  # rows > len(tokenizer): SID tokens take spare rows, as in Qwen
         config.bos_token_id, config.eos_token_id = None, tokenizer.eos_token_id
         config.pad_token_id = tokenizer.pad_token_id
         with torch.device("cuda"):  # a random init of 0.5B parameters takes a minute on the CPU
@@ -196,7 +200,9 @@ def check_zero(args, stage: str) -> dict:
         env["DS_ACCELERATOR"] = "cpu"
     elif args.smoke:
         if stage == "zero3":
-            raise Skip("deepspeed is not installed; --smoke ran the zero2 launch with accelerate_configs/cpu.yaml")
+            raise Skip(
+                "deepspeed is not installed; --smoke ran the zero2 launch with accelerate_configs/cpu.yaml"
+            )
         config = REPO_ROOT / "accelerate_configs/cpu.yaml"
     elif not CUDA:
         raise Skip("needs CUDA")
@@ -215,7 +221,16 @@ def check_zero(args, stage: str) -> dict:
         "--sid_eval_steps", str(steps), "--sid_eval_examples", "64", "--sid_eval_beams", "10",
     ]  # fmt: skip
     if args.smoke:  # CPU: fp32 (the accelerate config has no mixed precision), no checkpointing
-        argv += ["--use_cpu", "true", "--bf16", "false", "--dtype", "float32", "--gradient_checkpointing", "false"]
+        argv += [
+            "--use_cpu",
+            "true",
+            "--bf16",
+            "false",
+            "--dtype",
+            "float32",
+            "--gradient_checkpointing",
+            "false",
+        ]
     else:  # the accelerate config's mixed_precision is bf16: the trainer's flag must agree with DeepSpeed's
         argv += ["--bf16", "true"]
     start = time.perf_counter()
@@ -363,7 +378,9 @@ def main(args) -> dict:
     names = args.only.split(",") if args.only else list(CHECKS)
     if set(names) - set(CHECKS):
         sys.exit(f"unknown check(s) {sorted(set(names) - set(CHECKS))}; choose from {list(CHECKS)}")
-    names = ["prepare"] + [n for n in names if n != "prepare"]  # every check needs the model (reused if built)
+    names = ["prepare"] + [
+        n for n in names if n != "prepare"
+    ]  # every check needs the model (reused if built)
     report = {"smoke": args.smoke, "device": None, "versions": None, "data": None, "data_dir": args.data_dir,
               "sid_dir": args.sid_dir, "total_s": None, "checks": {}}  # fmt: skip
     for name in names:
@@ -375,7 +392,11 @@ def main(args) -> dict:
         else:
             print(f"[gpu_checks] {name} (limit {min(LIMITS[name], left):.0f} s)", file=sys.stderr, flush=True)
             result = run_child(name, args, min(LIMITS[name], left))
-            print(f"[gpu_checks] {name}: {result['status']} ({result['seconds']} s)", file=sys.stderr, flush=True)
+            print(
+                f"[gpu_checks] {name}: {result['status']} ({result['seconds']} s)",
+                file=sys.stderr,
+                flush=True,
+            )
         if name == "prepare":  # the device and versions head the report
             report.update({k: result.pop(k) for k in ("device", "versions", "data") if k in result})
         report["checks"][name] = result
@@ -392,13 +413,17 @@ def main(args) -> dict:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--smoke", action="store_true", help="CPU: tiny model, 2 steps, no vLLM")
     parser.add_argument("--only", help=f"comma-separated subset of {list(CHECKS)}")
     parser.add_argument("--data_dir", default="outputs/demo/data")
     parser.add_argument("--sid_dir", default="outputs/demo/sids")
     parser.add_argument("--work_dir", help="default: outputs/gpu_checks (--smoke: outputs/gpu_checks_smoke)")
-    parser.add_argument("--steps", type=int, help="steps of each trainer in eg_grpo_lora_0.5b (20; --smoke 2)")
+    parser.add_argument(
+        "--steps", type=int, help="steps of each trainer in eg_grpo_lora_0.5b (20; --smoke 2)"
+    )
     parser.add_argument("--warmup", type=int, help="first steps not timed (2; --smoke 1)")
     parser.add_argument("--zero_steps", type=int, help="steps of each ZeRO run (10; --smoke 2)")
     parser.add_argument("--batch", type=int, help="per_device_train_batch_size (the recipe's; --smoke 8)")

@@ -72,7 +72,9 @@ def main(args) -> dict:
     config = yaml.safe_load(config_path.read_text())
     per_device = int(config["per_device_train_batch_size"])
     if per_device % (2 * int(config["num_generations"])):
-        raise ValueError(f"per_device_train_batch_size={per_device} must split into whole groups over 2 processes")
+        raise ValueError(
+            f"per_device_train_batch_size={per_device} must split into whole groups over 2 processes"
+        )
     log = SearchLog.load(REPO_ROOT / config["data_dir"])
     codebook = load_codebook(REPO_ROOT / config["sid_dir"])
     settings = EvalSettings(split="test", num_beams=10, ks=[10], beam_sizes=[10], recall_num_items=[10],
@@ -104,7 +106,9 @@ def main(args) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default=str(REPO_ROOT / "recipes/configs/demo/eg_grpo.yaml"))
     parser.add_argument("--max_steps", type=int, default=120)
     parser.add_argument("--eval_examples", type=int, default=1000)

@@ -41,7 +41,13 @@ def tiny_artifacts(root: Path) -> tuple[Path, Path, Path]:
     configs = REPO_ROOT / "recipes/configs/tiny"
     run_stage("data", "data", configs / "data.yaml", root / "data")
     run_stage("sids", "sids", configs / "sids_rqkmeans.yaml", root / "sids", {"data_dir": root / "data"})
-    run_stage("sft", "sft", configs / "sft.yaml", root / "sft", {"data_dir": root / "data", "sid_dir": root / "sids"})
+    run_stage(
+        "sft",
+        "sft",
+        configs / "sft.yaml",
+        root / "sft",
+        {"data_dir": root / "data", "sid_dir": root / "sids"},
+    )
     return root / "data", root / "sids", root / "sft"
 
 
@@ -66,7 +72,9 @@ def main(args):
         torch.set_num_threads(args.threads)
     root = Path(args.work_dir)
     data_dir, sid_dir, model_dir = (
-        (Path(args.data_dir), Path(args.sid_dir), Path(args.model_dir)) if args.data_dir else tiny_artifacts(root)
+        (Path(args.data_dir), Path(args.sid_dir), Path(args.model_dir))
+        if args.data_dir
+        else tiny_artifacts(root)
     )
     script = EGGRPOScriptArguments(data_dir=str(data_dir), rewards=[{"name": "sid_match"}],
                                    max_train_rows=args.batch * args.steps * args.rounds, chain=False)  # fmt: skip
@@ -99,7 +107,9 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data_dir"), parser.add_argument("--sid_dir"), parser.add_argument("--model_dir")
     parser.add_argument("--work_dir", default="outputs/bench_step", help="where the tiny artifacts are built")
     parser.add_argument("--steps", type=int, default=12, help="steps per trainer per round")

@@ -48,7 +48,9 @@ class HeldOutSIDMetrics(TrainerCallback):
             was_training = model.training
             model.eval()
             try:
-                results = evaluate_model(model, trainer.processing_class, self.log, trainer.codebook, self.settings)
+                results = evaluate_model(
+                    model, trainer.processing_class, self.log, trainer.codebook, self.settings
+                )
             finally:
                 model.train(was_training)
         metrics = trainer._metrics["train"]  # logged (and cleared) by the trainer's next log() call
@@ -94,7 +96,9 @@ def console_line(step: int, logs: dict) -> str:
     eg = [f"{label} {_number(logs[k])}" for k, label in CONSOLE_EG_KEYS if k in logs]
     if eg:
         parts.append("eg " + " ".join(eg))
-    held_out = [f"{k} {_number(v)}" for k, v in logs.items() if k.startswith(METRIC_PREFIX) and k.endswith("@10")]
+    held_out = [
+        f"{k} {_number(v)}" for k, v in logs.items() if k.startswith(METRIC_PREFIX) and k.endswith("@10")
+    ]
     if held_out:
         parts.append(" ".join(held_out))
     if "step_time" in logs:
@@ -120,7 +124,10 @@ class CompactPrinterCallback(PrinterCallback):
 
 def use_compact_console(trainer) -> None:
     """Swaps the trainer's console printer (progress bar or plain printer) for the compact one."""
-    for stock, compact in ((ProgressCallback, CompactProgressCallback), (PrinterCallback, CompactPrinterCallback)):
+    for stock, compact in (
+        (ProgressCallback, CompactProgressCallback),
+        (PrinterCallback, CompactPrinterCallback),
+    ):
         if any(type(cb) is stock for cb in trainer.callback_handler.callbacks):
             trainer.remove_callback(stock)
             trainer.add_callback(compact)

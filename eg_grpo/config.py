@@ -81,7 +81,8 @@ class EGGRPOConfig(GRPOConfig):
         default=100, metadata={"help": "Steps over which k decays to 0 when expert_schedule=decay."}
     )
     rollout_mode: str = field(
-        default="sample", metadata={"help": "sample (independent samples) | beam (one beam search per group)."}
+        default="sample",
+        metadata={"help": "sample (independent samples) | beam (one beam search per group)."},
     )
     constrained_decoding: bool = field(
         default=True, metadata={"help": "Constrain rollouts to valid SIDs with the SID trie."}
@@ -113,7 +114,9 @@ class EGGRPOConfig(GRPOConfig):
             )
         unknown = [s for s in self.expert_source if s not in EXPERT_SOURCES]
         if unknown or not self.expert_source:
-            raise ValueError(f"expert_source {self.expert_source} must be a non-empty list of {EXPERT_SOURCES}")
+            raise ValueError(
+                f"expert_source {self.expert_source} must be a non-empty list of {EXPERT_SOURCES}"
+            )
         if self.expert_schedule not in EXPERT_SCHEDULES:
             raise ValueError(f"expert_schedule='{self.expert_schedule}' must be one of {EXPERT_SCHEDULES}")
         if self.expert_decay_steps <= 0:
@@ -121,9 +124,13 @@ class EGGRPOConfig(GRPOConfig):
         if self.rollout_mode not in ROLLOUT_MODES:
             raise ValueError(f"rollout_mode='{self.rollout_mode}' must be one of {ROLLOUT_MODES}")
         if self.rollout_mode == "beam" and not self.constrained_decoding:
-            raise ValueError("rollout_mode='beam' needs constrained_decoding=True (beams must be distinct valid SIDs)")
+            raise ValueError(
+                "rollout_mode='beam' needs constrained_decoding=True (beams must be distinct valid SIDs)"
+            )
         if self.rollout_mode == "beam" and self.use_vllm:
-            raise ValueError("rollout_mode='beam' runs on the transformers path; set use_vllm=False or use sample")
+            raise ValueError(
+                "rollout_mode='beam' runs on the transformers path; set use_vllm=False or use sample"
+            )
         self._check_expert_rows_on_policy()
         self._check_trie_generation_settings()
         if self.sid_eval_steps < 0 or self.sid_eval_examples <= 0 or self.sid_eval_beams <= 0:
@@ -179,4 +186,3 @@ class EGGRPOConfig(GRPOConfig):
                 f"{ignored} cannot be honoured by trie-constrained generation on the transformers path (it honours "
                 "temperature, top_k and top_p); unset them, or use use_vllm=true"
             )
-

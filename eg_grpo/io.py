@@ -210,7 +210,10 @@ def stage_record(stage: str, config: Any, inputs: Mapping[str, str | Path | None
     for name, folder in (inputs or {}).items():
         if folder is None:
             continue
-        recorded_inputs[name] = {"path": str(Path(folder).resolve()), "fingerprint": folder_fingerprint(folder)}
+        recorded_inputs[name] = {
+            "path": str(Path(folder).resolve()),
+            "fingerprint": folder_fingerprint(folder),
+        }
     config = _jsonable(config)
     content = {"stage": stage, "config": config,
                "inputs": {k: v["fingerprint"] for k, v in recorded_inputs.items()}}  # fmt: skip
@@ -265,7 +268,11 @@ def check_stage_folder(folder: str | Path, record: dict, overwrite: bool = False
     if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
         return "build"
     existing = read_stage(folder)
-    if existing is not None and existing["stage"] == record["stage"] and existing["fingerprint"] == record["fingerprint"]:
+    if (
+        existing is not None
+        and existing["stage"] == record["stage"]
+        and existing["fingerprint"] == record["fingerprint"]
+    ):
         return "current"
     if overwrite:
         return "build"
@@ -326,7 +333,9 @@ def check_lineage(data_dir: str | Path | None = None, sid_dir: str | Path | None
         model = read_stage(model_dir)
         trained_with, trained_path = _input_fingerprint(model, "sids")
         if trained_with is None:
-            logger.warning("%s records no SID lineage: cannot check it was trained with %s", model_dir, sid_dir)
+            logger.warning(
+                "%s records no SID lineage: cannot check it was trained with %s", model_dir, sid_dir
+            )
         elif trained_with != (given := folder_fingerprint(sid_dir)):
             raise ValueError(
                 f"the model {model_dir} was trained with other SIDs ({trained_path}, fingerprint {trained_with}); "

@@ -356,11 +356,12 @@ def merge_lora_adapter(adapter_dir: str | Path, output_dir: str | Path) -> Path:
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").exists():
-        raise FileNotFoundError(f"{adapter_dir} holds no adapter_config.json; is it a LoRA run's output folder?")
+        raise FileNotFoundError(
+            f"{adapter_dir} holds no adapter_config.json; is it a LoRA run's output folder?"
+        )
     model = AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir)).merge_and_unload()
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
     with atomic_dir(output_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return Path(output_dir)
-

@@ -88,7 +88,9 @@ class ChainConfig:
         raw = yaml.safe_load(path.read_text()) or {}
         unknown = set(raw) - {"output_root", "stages", "rl_runs"}
         if unknown:
-            raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: output_root, stages, rl_runs")
+            raise ValueError(
+                f"{path}: unknown key(s) {sorted(unknown)}; allowed: output_root, stages, rl_runs"
+            )
         rl_runs = raw.get("rl_runs", ["vanilla_grpo", "eg_grpo"])
         missing = {"data", "sids", "ranker", "sft", "evaluate", *rl_runs} - set(raw.get("stages", {}))
         if missing:
@@ -105,7 +107,9 @@ class ChainConfig:
 def _argv(config: str | Path, output_dir: Path, args: dict) -> list[str]:
     argv = ["--config", str(config), "--output_dir", str(output_dir)]
     for key, value in args.items():
-        argv += [f"--{key}", *map(str, value)] if isinstance(value, list | tuple) else [f"--{key}", str(value)]
+        argv += (
+            [f"--{key}", *map(str, value)] if isinstance(value, list | tuple) else [f"--{key}", str(value)]
+        )
     return argv
 
 
@@ -140,7 +144,9 @@ def run_stage(name: str, stage: str, config: str | Path, output_dir: str | Path,
         if existing is not None and existing["fingerprint"] == record["fingerprint"]:
             print(f"[chain] {name}: up to date in {output_dir}, skipped")
             return StageResult(name, output_dir, record["fingerprint"], skipped=True)
-        resumable = existing is None and started is not None and started["fingerprint"] == record["fingerprint"]
+        resumable = (
+            existing is None and started is not None and started["fingerprint"] == record["fingerprint"]
+        )
         if not resumable and not rebuild:
             if owned:
                 print(f"[chain] {name}: config or inputs changed, rebuilding {output_dir}")
@@ -150,7 +156,9 @@ def run_stage(name: str, stage: str, config: str | Path, output_dir: str | Path,
                     check_stage_folder(output_dir, record)
                 except StageConflict as err:
                     raise StageConflict(_conflict_hint(name, err, owner)) from None
-    command = [sys.executable, "-m", "eg_grpo.stages", stage, *argv] + (["--overwrite", "true"] if overwrite else [])
+    command = [sys.executable, "-m", "eg_grpo.stages", stage, *argv] + (
+        ["--overwrite", "true"] if overwrite else []
+    )
     print(f"[chain] {name}: {' '.join(command[1:])}", flush=True)
     start = time.perf_counter()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **({OWNER_ENV: owner} if owner else {})}
@@ -163,12 +171,16 @@ def run_stage(name: str, stage: str, config: str | Path, output_dir: str | Path,
     done = read_stage(output_dir)
     if done is None:
         raise RuntimeError(f"stage '{name}' exited 0 but wrote no {output_dir}/stage.json")
-    return StageResult(name, output_dir, done["fingerprint"], skipped=False, seconds=time.perf_counter() - start)
+    return StageResult(
+        name, output_dir, done["fingerprint"], skipped=False, seconds=time.perf_counter() - start
+    )
 
 
 def _conflict_hint(name: str, err, owner: str | None) -> str:
     if owner is None:  # an RL run building its earlier stages: the user rebuilds that stage by hand
-        return f"{err}\n[{name}] rebuild it with `python -m eg_grpo.stages {name} ... --overwrite true` first."
+        return (
+            f"{err}\n[{name}] rebuild it with `python -m eg_grpo.stages {name} ... --overwrite true` first."
+        )
     return (f"{err}\n[chain] {name}: this folder was not built by this chain, so it is kept. To replace it, re-run "
             f"with rebuild=['{name}'] (`python -m eg_grpo.pipeline CHAIN --rebuild {name}`), or set another "
             "output_root.")  # fmt: skip
@@ -206,7 +218,13 @@ def run_chain(chain_path: str | Path = "demo", output_root: str | Path | None = 
                    "resume_from_checkpoint": "last"}  # fmt: skip
         models[run] = step(run, "rl", s[run], root / run, rl_args)
     for run, result in models.items():
-        step(f"eval_{run}", "evaluate", s["evaluate"], root / "eval" / run, {**sid_args, "model_dir": result.output_dir})
+        step(
+            f"eval_{run}",
+            "evaluate",
+            s["evaluate"],
+            root / "eval" / run,
+            {**sid_args, "model_dir": result.output_dir},
+        )
     arena_dir = None
     if "arena" in s:  # every model as a generative channel beside the classical ones (simulated A/B)
         generative = [f"{run}={result.output_dir}" for run, result in models.items()]
@@ -216,7 +234,9 @@ def run_chain(chain_path: str | Path = "demo", output_root: str | Path | None = 
 
     rl_dirs = [str(root / run) for run in chain.rl_runs]
     eval_dirs = [str(root / "eval" / run) for run in models]
-    report = write_report(root, sid_dir=root / "sids", rl_dirs=rl_dirs, eval_dirs=eval_dirs, arena_dir=arena_dir)
+    report = write_report(
+        root, sid_dir=root / "sids", rl_dirs=rl_dirs, eval_dirs=eval_dirs, arena_dir=arena_dir
+    )
     _print_summary(done, report, time.perf_counter() - t0)
     return done
 

@@ -28,8 +28,21 @@ CURVES = {
 }
 # One style per run, so identical curves (e.g. two runs before their experts make a difference) stay
 # visible: a line style, a marker, and a width that shrinks, so a later line never covers an earlier one.
-RUN_STYLES = [("-", "o", 2.6), ("--", "s", 1.9), (":", "^", 1.5), ("-.", "D", 1.2), ((0, (5, 1, 1, 1)), "v", 1.0)]
-TEST_METRICS = ["hr@10", "ndcg@10", "click_hitrate@10", "semantic_hitrate@10", "valid_sid_rate", "distinct_sids"]
+RUN_STYLES = [
+    ("-", "o", 2.6),
+    ("--", "s", 1.9),
+    (":", "^", 1.5),
+    ("-.", "D", 1.2),
+    ((0, (5, 1, 1, 1)), "v", 1.0),
+]
+TEST_METRICS = [
+    "hr@10",
+    "ndcg@10",
+    "click_hitrate@10",
+    "semantic_hitrate@10",
+    "valid_sid_rate",
+    "distinct_sids",
+]
 
 
 def load_log_history(run_dir: str | Path) -> list[dict]:
@@ -37,7 +50,9 @@ def load_log_history(run_dir: str | Path) -> list[dict]:
     run_dir = Path(run_dir)
     if (run_dir / "log_history.json").exists():
         return json.loads((run_dir / "log_history.json").read_text())
-    states = sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    states = sorted(
+        run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1])
+    )
     if not states:
         raise FileNotFoundError(f"{run_dir}: no log_history.json and no checkpoint-*/trainer_state.json")
     return json.loads(states[-1].read_text())["log_history"]
@@ -54,8 +69,12 @@ def series(history: list[dict], keys: list[str]) -> tuple[list[int], list[float]
 
 def reward_objectives(history: list[dict]) -> list[str]:
     """Per-objective reward keys: the sampled-only ones when the run logged them."""
-    sampled = sorted({k for h in history for k in h if k.startswith("eg/rewards/") and k.endswith("/mean_sampled")})
-    return sampled or sorted({k for h in history for k in h if k.startswith("rewards/") and k.endswith("/mean")})
+    sampled = sorted(
+        {k for h in history for k in h if k.startswith("eg/rewards/") and k.endswith("/mean_sampled")}
+    )
+    return sampled or sorted(
+        {k for h in history for k in h if k.startswith("rewards/") and k.endswith("/mean")}
+    )
 
 
 def _nan(x) -> bool:

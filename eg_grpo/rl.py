@@ -71,28 +71,41 @@ class EGGRPOScriptArguments:
         reset_optimizer: resume from a checkpoint without optimizer state (the optimizer starts afresh).
     """
 
-    data_dir: str | None = field(default=None, metadata={"help": "Folder with items/requests/impressions.parquet."})
-    ranker_dir: str | None = field(default=None, metadata={"help": "Folder written by recipes/train_ranker.py."})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Folder with items/requests/impressions.parquet."}
+    )
+    ranker_dir: str | None = field(
+        default=None, metadata={"help": "Folder written by recipes/train_ranker.py."}
+    )
     # Typed `str` for the command line (a JSON string); from YAML it arrives as the list itself.
     # reward_models.build_reward_funcs accepts both.
     rewards: str | None = field(
         default=None,
-        metadata={"help": "Reward specs: a YAML list [{name: sid_match, weight: 1.0, ...}] or the same as JSON."},
+        metadata={
+            "help": "Reward specs: a YAML list [{name: sid_match, weight: 1.0, ...}] or the same as JSON."
+        },
     )
     train_split: str = field(default="train", metadata={"help": "Split of requests to train on."})
     max_train_rows: int | None = field(default=None, metadata={"help": "Keep only this many RL rows."})
     keep_train_rows: str = field(
-        default="random", metadata={"help": "Which max_train_rows rows: random (seeded) or latest (by timestamp)."}
+        default="random",
+        metadata={"help": "Which max_train_rows rows: random (seeded) or latest (by timestamp)."},
     )
-    max_history: int = field(default=DEFAULT_MAX_HISTORY, metadata={"help": "History items in the prompt (as in SFT)."})
+    max_history: int = field(
+        default=DEFAULT_MAX_HISTORY, metadata={"help": "History items in the prompt (as in SFT)."}
+    )
     use_titles: bool = field(default=False, metadata={"help": "Titles in the prompt (as in SFT)."})
-    chain: bool = field(default=True, metadata={"help": "Build missing earlier stages first (from stage_configs)."})
+    chain: bool = field(
+        default=True, metadata={"help": "Build missing earlier stages first (from stage_configs)."}
+    )
     stage_configs: dict | None = field(
-        default=None, metadata={"help": "Config file per earlier stage: {data: ..., sids: ..., ranker: ..., sft: ...}."}
+        default=None,
+        metadata={"help": "Config file per earlier stage: {data: ..., sids: ..., ranker: ..., sft: ...}."},
     )
     overwrite: bool = field(default=False, metadata={"help": "Replace an output folder of other settings."})
     reset_optimizer: bool = field(
-        default=False, metadata={"help": "Resume from a checkpoint that lacks optimizer state (fresh optimizer)."}
+        default=False,
+        metadata={"help": "Resume from a checkpoint that lacks optimizer state (fresh optimizer)."},
     )
 
 
@@ -102,7 +115,9 @@ def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfi
 
     configure_tracking(training_args, script_args.data_dir)
     record = rl_stage_record(script_args, training_args, model_args)  # every input folder exists
-    check_lineage(data_dir=script_args.data_dir, sid_dir=training_args.sid_dir, model_dir=model_args.model_name_or_path)
+    check_lineage(
+        data_dir=script_args.data_dir, sid_dir=training_args.sid_dir, model_dir=model_args.model_name_or_path
+    )
     log = SearchLog.load(script_args.data_dir)
     codebook = load_codebook(training_args.sid_dir)
     check_codebook_matches(log, codebook)
@@ -118,7 +133,10 @@ def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfi
                             ranker_dir=script_args.ranker_dir)  # fmt: skip
     reward_funcs, weights = build_reward_funcs(script_args.rewards or DEFAULT_REWARDS, context)
     training_args.reward_weights = weights
-    training_args.model_init_kwargs = {**(training_args.model_init_kwargs or {}), "dtype": model_args.dtype or "auto"}
+    training_args.model_init_kwargs = {
+        **(training_args.model_init_kwargs or {}),
+        "dtype": model_args.dtype or "auto",
+    }
     trainer = EGGRPOTrainer(
         model=model_args.model_name_or_path, reward_funcs=reward_funcs, args=training_args,
         train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(model_args),
@@ -140,11 +158,15 @@ def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfi
     return trainer
 
 
-def rl_stage_record(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_args: ModelConfig) -> dict:
+def rl_stage_record(
+    script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_args: ModelConfig
+) -> dict:
     """``stage.json`` of an RL run: its settings and the fingerprints of data, SIDs, ranker and start model."""
     data = require_dir(script_args.data_dir, "data_dir", "the folder written by recipes/make_data.py")
     sids = require_dir(training_args.sid_dir, "sid_dir", "the folder written by recipes/build_sids.py")
-    model = require_dir(model_args.model_name_or_path, "model_name_or_path", "the folder written by recipes/sft.py")
+    model = require_dir(
+        model_args.model_name_or_path, "model_name_or_path", "the folder written by recipes/sft.py"
+    )
     ranker = script_args.ranker_dir
     if ranker and not Path(ranker).is_dir():
         # Only the ranker-based rewards read it (lazily, with their own error naming the fix).
@@ -165,7 +187,11 @@ def _claim_output_dir(out: Path, record: dict, overwrite: bool) -> str:
         return "current"
     started = json.loads(pending.read_text()) if pending.is_file() else None
     empty = not out.exists() or not any(out.iterdir())
-    if not empty and not overwrite and (done is not None or started is None or started["fingerprint"] != record["fingerprint"]):
+    if (
+        not empty
+        and not overwrite
+        and (done is not None or started is None or started["fingerprint"] != record["fingerprint"])
+    ):
         other = done or started
         what = ("a run of other settings or inputs:\n  " + "\n  ".join(record_diff(other, record)) if other
                 else f"files but no {STAGE_FILE}: built by hand or by an older version")  # fmt: skip
@@ -200,7 +226,9 @@ def run(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_a
         if state.is_main_process:
             status = _claim_output_dir(out, record, script_args.overwrite)
         else:
-            status = "current" if (read_stage(out) or {}).get("fingerprint") == record["fingerprint"] else "train"
+            status = (
+                "current" if (read_stage(out) or {}).get("fingerprint") == record["fingerprint"] else "train"
+            )
     if status == "current":
         state.print(f"{out} is up to date; nothing to do")
         return out
@@ -215,7 +243,9 @@ def run(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_a
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(str(out))
         write_json(out / "log_history.json", trainer.state.log_history)
-        tracker = next((c for c in trainer.callback_handler.callbacks if isinstance(c, LineageToTracker)), None)
+        tracker = next(
+            (c for c in trainer.callback_handler.callbacks if isinstance(c, LineageToTracker)), None
+        )
         tracking = {"wandb": tracker.run_info} if tracker and tracker.run_info else {}
         write_stage(out, record, time.perf_counter() - start, num_expert_samples=training_args.num_expert_samples,
                     tracking=tracking)  # fmt: skip

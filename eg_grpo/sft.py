@@ -183,7 +183,9 @@ class SFTScriptArguments:
         sft_stages: progressive SFT, a list of stages run in order (:mod:`eg_grpo.progressive_sft`).
     """
 
-    data_dir: str | None = field(default=None, metadata={"help": "Data folder (items/requests/impressions.parquet)."})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Data folder (items/requests/impressions.parquet)."}
+    )
     sid_dir: str | None = field(default=None, metadata={"help": "SID folder built from data_dir."})
     train_split: str = field(default="train", metadata={"help": "Split to train on."})
     eval_split: str | None = field(default=None, metadata={"help": "Split for the eval loss (None: none)."})
@@ -191,22 +193,33 @@ class SFTScriptArguments:
     use_titles: bool = field(default=False, metadata={"help": "Titles after the history SIDs."})
     max_train_rows: int | None = field(default=None, metadata={"help": "Subsample the training rows."})
     recent_fraction: float = field(
-        default=0.0, metadata={"help": "Share of training rows, latest first, that recent_repeats applies to."}
+        default=0.0,
+        metadata={"help": "Share of training rows, latest first, that recent_repeats applies to."},
     )
     recent_repeats: int = field(default=1, metadata={"help": "Times each recent row appears (1: none)."})
     max_eval_rows: int | None = field(default=500, metadata={"help": "Subsample the eval rows."})
     tiny_preset: str = field(default="test", metadata={"help": "Preset of eg_grpo.modeling.TINY_PRESETS."})
-    tiny_vocab_size: int | None = field(default=None, metadata={"help": "BPE vocabulary (before SID tokens)."})
+    tiny_vocab_size: int | None = field(
+        default=None, metadata={"help": "BPE vocabulary (before SID tokens)."}
+    )
     tiny_hidden_size: int | None = field(default=None, metadata={"help": "Hidden size."})
     tiny_num_hidden_layers: int | None = field(default=None, metadata={"help": "Layers."})
     tiny_num_attention_heads: int | None = field(default=None, metadata={"help": "Attention heads."})
     tiny_num_key_value_heads: int | None = field(default=None, metadata={"help": "Key/value heads."})
     tiny_intermediate_size: int | None = field(default=None, metadata={"help": "MLP size."})
-    num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None: torch's default)."})
-    max_train_seconds: float | None = field(default=None, metadata={"help": "Stop training after this many seconds."})
+    num_threads: int | None = field(
+        default=None, metadata={"help": "torch CPU threads (None: torch's default)."}
+    )
+    max_train_seconds: float | None = field(
+        default=None, metadata={"help": "Stop training after this many seconds."}
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace an output folder of other settings."})
-    task: str = field(default="personalized", metadata={"help": "SFT task (eg_grpo.data.sft_tasks) or pkg.mod:fn."})
-    task_kwargs: dict | str | None = field(default=None, metadata={"help": "The task's own arguments (JSON)."})
+    task: str = field(
+        default="personalized", metadata={"help": "SFT task (eg_grpo.data.sft_tasks) or pkg.mod:fn."}
+    )
+    task_kwargs: dict | str | None = field(
+        default=None, metadata={"help": "The task's own arguments (JSON)."}
+    )
     sft_stages: list | str | None = field(
         default=None, metadata={"help": "Progressive SFT: a list of stages (eg_grpo.progressive_sft)."}
     )
@@ -277,9 +290,13 @@ def run(script_args: SFTScriptArguments, training_args, model_args) -> dict:
         num_key_value_heads=script_args.tiny_num_key_value_heads,
         intermediate_size=script_args.tiny_intermediate_size, seed=training_args.seed,
     )  # fmt: skip
-    model, tokenizer, _ = build_sft_model(model_args.model_name_or_path, log, codebook, tiny, model_args.dtype or "auto")
+    model, tokenizer, _ = build_sft_model(
+        model_args.model_name_or_path, log, codebook, tiny, model_args.dtype or "auto"
+    )
 
-    rows = dict(max_history=script_args.max_history, use_titles=script_args.use_titles, seed=training_args.seed)
+    rows = dict(
+        max_history=script_args.max_history, use_titles=script_args.use_titles, seed=training_args.seed
+    )
     if not custom_task:
         train_dataset = build_sft_dataset(
             log, codebook, tokenizer, script_args.train_split, max_rows=script_args.max_train_rows,
@@ -315,7 +332,9 @@ def run(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     }
     if eval_dataset is not None:
         metrics.update(trainer.evaluate())
-    save_sft_model(trainer.model, tokenizer, training_args.output_dir, record, metrics, time.perf_counter() - start)
+    save_sft_model(
+        trainer.model, tokenizer, training_args.output_dir, record, metrics, time.perf_counter() - start
+    )
     print(json.dumps({k: v for k, v in metrics.items() if k != "log_history"}, indent=2, default=str))
     return metrics
 

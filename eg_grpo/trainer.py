@@ -64,7 +64,13 @@ _EXPECTED_HOOKS = {
     "_generate_and_score_completions": ["self", "inputs"],
     "_generate_single_turn": ["self", "prompt_ids", "images", "multimodal_fields", "num_generations"],
     "_get_per_token_logps_and_entropies": [
-        "self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy",
+        "self",
+        "model",
+        "input_ids",
+        "attention_mask",
+        "logits_to_keep",
+        "batch_size",
+        "compute_entropy",
     ],
     "_compute_loss": ["self", "model", "inputs"],
     "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
@@ -105,7 +111,9 @@ class EGGRPOTrainer(GRPOTrainer):
         if not isinstance(args, EGGRPOConfig):
             raise TypeError(f"args must be an EGGRPOConfig, got {type(args).__name__}")
         for dataset in (train_dataset,):
-            missing = {"prompt", "request_id", EXPERT_COLUMN} - set(getattr(dataset, "column_names", []) or [])
+            missing = {"prompt", "request_id", EXPERT_COLUMN} - set(
+                getattr(dataset, "column_names", []) or []
+            )
             if dataset is not None and missing:
                 raise ValueError(f"the train dataset lacks column(s) {sorted(missing)}; build it with "
                                  "eg_grpo.data.rl_dataset.build_rl_dataset")  # fmt: skip
@@ -135,7 +143,9 @@ class EGGRPOTrainer(GRPOTrainer):
             raise ValueError(f"max_completion_length={args.max_completion_length} cannot hold a SID of "
                              f"{self.codebook.num_levels} tokens plus the end token")  # fmt: skip
         vocab_size = logits_width(self.model)  # under ZeRO-3 the head is already partitioned here
-        self.sid_trie = SIDTrie.from_sid_token_ids(sid_token_ids, vocab_size=vocab_size).to(self.accelerator.device)
+        self.sid_trie = SIDTrie.from_sid_token_ids(sid_token_ids, vocab_size=vocab_size).to(
+            self.accelerator.device
+        )
         self._eos = self.sid_vocab.eos_token_id
         self._sid_subvocab = SIDSubVocabulary(self.sid_trie)
         if args.constrained_decoding:
@@ -171,14 +181,18 @@ class EGGRPOTrainer(GRPOTrainer):
         for start in range(0, len(rows), G):
             ids = {rows[i]["request_id"] for i in range(start, start + G)}
             if len(ids) != 1:
-                raise RuntimeError(f"rows {start}..{start + G - 1} mix requests {sorted(ids)}; groups must be whole")
+                raise RuntimeError(
+                    f"rows {start}..{start + G - 1} mix requests {sorted(ids)}; groups must be whole"
+                )
 
     # ----------------------------------------------------------------------------------------------
     # Hook 2: constrained generation, then splicing.
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):
         plan, self._plan = self._plan, None  # consumed once: a tool-loop re-entry must not splice again
         # vLLM applies the trie itself (its logits processor); continuous batching takes no processor.
-        use_trie = self.args.constrained_decoding and not (self.use_vllm or self.use_transformers_continuous_batching)
+        use_trie = self.args.constrained_decoding and not (
+            self.use_vllm or self.use_transformers_continuous_batching
+        )
         if use_trie:
             completion_ids, logprobs = self._trie_generate(prompt_ids, num_generations), None
         else:
@@ -223,7 +237,9 @@ class EGGRPOTrainer(GRPOTrainer):
                 generation_config=self._generation_config(num_generations),
                 logits_processor=LogitsProcessorList([processor]),
             )  # fmt: skip
-        completions = output[:, input_ids.shape[1] :].cpu()  # (rows, T); beam: rows = groups × G, in beam order
+        completions = output[
+            :, input_ids.shape[1] :
+        ].cpu()  # (rows, T); beam: rows = groups × G, in beam order
         return [list(strip_after_eos(row.tolist(), self._eos)) for row in completions]
 
     def _splice(self, completion_ids, logprobs, plan, G: int) -> None:
@@ -272,9 +288,13 @@ class EGGRPOTrainer(GRPOTrainer):
         metrics["eg/expert_frac"].append(gather(expert_mask.float()).mean().item())
         metrics["eg/valid_sid_rate"].append(_masked_mean(gather(valid), all_sampled))
         metrics["eg/hit_rate_sampled"].append(_masked_mean(gather(hit), all_sampled))
-        metrics["eg/distinct_sids_per_group"].append(gather(torch.tensor(distinct, device=device)).mean().item())
+        metrics["eg/distinct_sids_per_group"].append(
+            gather(torch.tensor(distinct, device=device)).mean().item()
+        )
         if "duplicates" in diag:
-            metrics["eg/expert_duplicates"].append(gather(torch.tensor(diag["duplicates"], device=device)).sum().item())
+            metrics["eg/expert_duplicates"].append(
+                gather(torch.tensor(diag["duplicates"], device=device)).sum().item()
+            )
         lengths = out["completion_mask"].sum(1).float()
         metrics["eg/completion_length_sampled"].append(_masked_mean(gather(lengths), all_sampled))
         negative = (out["advantages"].view(len(expert_mask), -1)[:, 0] < 0).float()
@@ -285,7 +305,9 @@ class EGGRPOTrainer(GRPOTrainer):
         # TRL's reward means mix in the experts' ground-truth rewards; these are the policy's own.
         per_func, self._rewards_per_func = self._rewards_per_func, None
         weights = self.reward_weights.to(per_func.device)
-        weighted = (per_func * weights).nansum(dim=1).masked_fill(torch.isnan(per_func).all(dim=1), float("nan"))
+        weighted = (
+            (per_func * weights).nansum(dim=1).masked_fill(torch.isnan(per_func).all(dim=1), float("nan"))
+        )
         metrics["eg/reward_sampled"].append(torch.nanmean(weighted[all_sampled]).item())
         for i, name in enumerate(self.reward_func_names):
             metrics[f"eg/rewards/{name}/mean_sampled"].append(torch.nanmean(per_func[all_sampled, i]).item())
@@ -295,7 +317,9 @@ class EGGRPOTrainer(GRPOTrainer):
     # ----------------------------------------------------------------------------------------------
     # Hooks 3-5: the constrained policy's log-probs, expert rows in the loss, the reward matrix.
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list, *args, **kwargs):
-        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list, *args, **kwargs)
+        rewards = super()._calculate_rewards(
+            inputs, prompts, completions, completion_ids_list, *args, **kwargs
+        )
         self._rewards_per_func = rewards  # (global rows, functions), gathered by TRL
         return rewards
 
@@ -315,7 +339,9 @@ class EGGRPOTrainer(GRPOTrainer):
         causal_lm = self.accelerator.unwrap_model(model)
         if is_peft_model(causal_lm):  # TRL patched the base model's forward
             causal_lm = causal_lm.get_base_model()
-        with CapturedConstrainedLogProbs(causal_lm, self._sid_subvocab, logits_to_keep, self.temperature) as seen:
+        with CapturedConstrainedLogProbs(
+            causal_lm, self._sid_subvocab, logits_to_keep, self.temperature
+        ) as seen:
             full_logps, _, aux_loss = super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size, False, *args, **kwargs
             )
@@ -324,7 +350,9 @@ class EGGRPOTrainer(GRPOTrainer):
             self._expert_rows_in_loss(constrained.logps, constrained.entropy, full_logps)
         return constrained.logps, (constrained.entropy if compute_entropy else None), aux_loss
 
-    def _expert_rows_in_loss(self, logps: torch.Tensor, entropy: torch.Tensor, full_logps: torch.Tensor) -> None:
+    def _expert_rows_in_loss(
+        self, logps: torch.Tensor, entropy: torch.Tensor, full_logps: torch.Tensor
+    ) -> None:
         """Zero KL on expert rows; sampled-only twins of TRL's loss metrics; the full model's valid mass.
 
         Called with the current policy's constrained ``logps`` (B, T) before TRL's `_compute_loss` reads
@@ -351,10 +379,12 @@ class EGGRPOTrainer(GRPOTrainer):
         old = inputs.get("old_per_token_logps")
         log_ratio = logps.detach() - (logps.detach() if old is None else old)
         if self.importance_sampling_level == "sequence":
-            log_ratio = ((log_ratio * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1.0))
+            log_ratio = (log_ratio * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1.0)
         coef, adv = torch.exp(log_ratio), inputs["advantages"].view(len(mask), -1)
         clipped = ((coef < 1 - self.epsilon_low) & (adv < 0)) | ((coef > 1 + self.epsilon_high) & (adv > 0))
-        metrics["eg/clip_ratio/region_mean_sampled"].append(self._global_mean(clipped.float().expand_as(mask), sampled))
+        metrics["eg/clip_ratio/region_mean_sampled"].append(
+            self._global_mean(clipped.float().expand_as(mask), sampled)
+        )
 
     def _global_mean(self, values: torch.Tensor, weights: torch.Tensor) -> float:
         totals = torch.stack([(values * weights).sum(), weights.sum().float()])
@@ -364,4 +394,3 @@ class EGGRPOTrainer(GRPOTrainer):
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
     return values[mask].mean().item() if mask.any() else float("nan")
-

@@ -20,7 +20,9 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--adapter_dir", required=True, help="folder with adapter_config.json")
     parser.add_argument("--output_dir", required=True, help="where the standalone model goes")
     main(parser.parse_args())

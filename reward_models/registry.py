@@ -62,25 +62,31 @@ def _normalise(specs: Any) -> list[dict]:
         try:
             specs = json.loads(specs)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"reward specs: not valid JSON ({exc.msg}); write a list like {SPEC_EXAMPLE}") from exc
+            raise ValueError(
+                f"reward specs: not valid JSON ({exc.msg}); write a list like {SPEC_EXAMPLE}"
+            ) from exc
     if not isinstance(specs, list | tuple) or not specs:
-        raise ValueError(f"reward specs must be a non-empty list of mappings like {SPEC_EXAMPLE}, got {specs!r}")
+        raise ValueError(
+            f"reward specs must be a non-empty list of mappings like {SPEC_EXAMPLE}, got {specs!r}"
+        )
     out = []
     for i, spec in enumerate(specs):
         if not isinstance(spec, Mapping) or "name" not in spec:
             raise ValueError(
-                f"reward spec {i} must be a mapping with a 'name', like {{\"name\": \"sid_match\", \"weight\": 1.0}}; "
+                f'reward spec {i} must be a mapping with a \'name\', like {{"name": "sid_match", "weight": 1.0}}; '
                 f"got {spec!r}"
             )
         name = spec["name"]
         if not (isinstance(name, str) and name.strip()) and not callable(name):
-            raise ValueError(f"reward spec {i}: 'name' must be a reward name, a dotted path or a function, got {name!r}")
+            raise ValueError(
+                f"reward spec {i}: 'name' must be a reward name, a dotted path or a function, got {name!r}"
+            )
         weight = spec.get("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
             raise ValueError(f"reward {name!r}: weight must be a finite number, got {weight!r}")
         if "kwargs" in spec:
             raise ValueError(
-                f"reward {name!r}: write its keyword arguments beside 'name' ({{\"name\": ..., \"top_n\": 3}}), "
+                f'reward {name!r}: write its keyword arguments beside \'name\' ({{"name": ..., "top_n": 3}}), '
                 "not under 'kwargs'"
             )
         out.append(

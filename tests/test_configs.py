@@ -60,7 +60,8 @@ def _recipe_dataclasses(recipe: Path) -> tuple[type, ...]:
     calls = [
         node
         for node in ast.walk(ast.parse(recipe.read_text()))
-        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in PARSERS
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", getattr(node.func, "attr", None)) in PARSERS
     ]
     assert len(calls) == 1 and calls[0].args, f"{recipe}: expected one StageParser(...) or TrlParser(...)"
     module = importlib.import_module(f"recipes.{recipe.stem}")

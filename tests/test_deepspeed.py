@@ -38,7 +38,11 @@ G, K, BATCH, STEPS = 8, 2, 16, 4
 NO_DEEPSPEED = pytest.mark.skipif(
     importlib.util.find_spec("deepspeed") is None, reason='needs deepspeed (pip install -e ".[deepspeed]")'
 )
-GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"), NO_DEEPSPEED]
+GPU = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    NO_DEEPSPEED,
+]
 CPU = [pytest.mark.slow, NO_DEEPSPEED]
 
 
@@ -51,7 +55,9 @@ def accelerate_config(stage: str, device: str, tmp_path):
     return tmp_path / f"{stage}_cpu.yaml"
 
 
-def launch_zero(config, device: str, out, data_dir, sid_dir, model_dir, port: int) -> subprocess.CompletedProcess:
+def launch_zero(
+    config, device: str, out, data_dir, sid_dir, model_dir, port: int
+) -> subprocess.CompletedProcess:
     argv = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file",
         str(config), "--num_processes", "1", "--main_process_port", str(port),

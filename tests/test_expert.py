@@ -9,7 +9,9 @@ EOS = 99
 
 def test_experts_replace_the_last_slots_in_priority_order():
     group = [[1, 2, EOS], [3, 4, EOS], [5, 6, EOS], [7, 8, EOS]]
-    result = splice_group(group, candidates=[[10, 11, EOS], [12, 13, EOS], [14, 15, EOS]], k=2, eos_token_id=EOS)
+    result = splice_group(
+        group, candidates=[[10, 11, EOS], [12, 13, EOS], [14, 15, EOS]], k=2, eos_token_id=EOS
+    )
     assert result.expert_rows == [2, 3]
     assert group == [[1, 2, EOS], [3, 4, EOS], [10, 11, EOS], [12, 13, EOS]]
     assert result.duplicates == 0 and not result.had_positive
@@ -35,7 +37,9 @@ def test_sample_in_an_expert_slot_does_not_block_that_expert():
 def test_no_positive_schedule_leaves_groups_with_a_hit_alone():
     group = [[10, 11, EOS], [3, 4, EOS], [5, 6, EOS]]
     before = [list(c) for c in group]
-    result = splice_group(group, [[10, 11, EOS], [12, 13, EOS]], k=1, eos_token_id=EOS, only_without_positive=True)
+    result = splice_group(
+        group, [[10, 11, EOS], [12, 13, EOS]], k=1, eos_token_id=EOS, only_without_positive=True
+    )
     assert result.had_positive and result.expert_rows == [] and group == before
 
 

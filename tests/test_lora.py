@@ -14,7 +14,9 @@ from eg_grpo.modeling import merge_lora_adapter
 from eg_grpo.rl import EGGRPOScriptArguments, build_trainer
 
 
-def test_lora_run_trains_sid_rows_and_merges_to_the_same_model(tmp_path, tiny_data_dir, tiny_sid_dir, tiny_sft_dir):
+def test_lora_run_trains_sid_rows_and_merges_to_the_same_model(
+    tmp_path, tiny_data_dir, tiny_sid_dir, tiny_sft_dir
+):
     args = EGGRPOConfig(
         output_dir=str(tmp_path / "run"), sid_dir=str(tiny_sid_dir), num_generations=4, per_device_train_batch_size=8,
         max_steps=2, learning_rate=1e-2, beta=0.1, logging_steps=1, save_strategy="no", report_to="none",
@@ -27,7 +29,9 @@ def test_lora_run_trains_sid_rows_and_merges_to_the_same_model(tmp_path, tiny_da
     trainer = build_trainer(script, args, model_args)
     trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert any("lora_A" in n for n in trainable)
-    assert any("embed_tokens" in n and "modules_to_save" in n for n in trainable), "SID rows must be trainable"
+    assert any("embed_tokens" in n and "modules_to_save" in n for n in trainable), (
+        "SID rows must be trainable"
+    )
     assert not any("layers.0.mlp" in n for n in trainable), "frozen base weights must stay frozen"
     trainer.train()
     kls = [h["kl"] for h in trainer.state.log_history if "kl" in h]
@@ -44,4 +48,6 @@ def test_lora_run_trains_sid_rows_and_merges_to_the_same_model(tmp_path, tiny_da
         trained = trainer.model.eval()(input_ids=ids).logits
         saved, merged_logits = reloaded(input_ids=ids).logits, merged(ids).logits
     torch.testing.assert_close(saved, trained, rtol=1e-4, atol=1e-4)  # the adapter holds the trained policy
-    torch.testing.assert_close(merged_logits, saved, rtol=1e-4, atol=1e-4)  # PEFT's merge unties the two trained copies
+    torch.testing.assert_close(
+        merged_logits, saved, rtol=1e-4, atol=1e-4
+    )  # PEFT's merge unties the two trained copies

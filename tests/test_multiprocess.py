@@ -67,5 +67,7 @@ def test_two_processes_train_with_whole_groups(tmp_path, tiny_data_dir, tiny_sid
         # The sampled-only reward indexes TRL's gathered reward matrix with the gathered expert mask: a
         # local (ungathered) mask has half its rows and fails; the loss-time figures are reduced likewise.
         assert 0 <= h["eg/reward_sampled"] <= 1 and 0 < h["eg/valid_mass"] <= 1
-        assert 0 <= h["eg/zero_std_group_frac"] <= 1 and (h["eg/zero_std_group_frac"] * 2) % 1 == 0  # 2 groups
+        assert (
+            0 <= h["eg/zero_std_group_frac"] <= 1 and (h["eg/zero_std_group_frac"] * 2) % 1 == 0
+        )  # 2 groups
     assert (out / "model.safetensors").exists()

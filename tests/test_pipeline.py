@@ -25,8 +25,13 @@ OVERRIDES = {
     "sft": {"num_train_epochs": 1},
     "vanilla_grpo": {"max_steps": 2, "sid_eval_steps": 0, "save_strategy": "no"},
     "eg_grpo": {"max_steps": 8, "save_steps": 2, "sid_eval_steps": 4, "save_total_limit": None},
-    "evaluate": {"num_beams": 10, "ks": [1, 5, 10], "beam_sizes": [5, 10], "recall_num_items": [10, 50],
-                 "max_examples": 40},  # fmt: skip
+    "evaluate": {
+        "num_beams": 10,
+        "ks": [1, 5, 10],
+        "beam_sizes": [5, 10],
+        "recall_num_items": [10, 50],
+        "max_examples": 40,
+    },  # fmt: skip
 }
 STAGES = ["data", "sids", "ranker", "sft", "vanilla_grpo", "eg_grpo", "eval_sft", "eval_vanilla_grpo",
           "eval_eg_grpo"]  # fmt: skip
@@ -43,7 +48,9 @@ def write_chain(folder: Path) -> Path:
         Path(stages[stage]).write_text(yaml.safe_dump(config))
     chain = folder / "chain.yaml"
     # output_root is relative: it resolves against the chain's working directory (the tmp folder)
-    chain.write_text(yaml.safe_dump({"output_root": "out", "stages": {k: Path(v).name for k, v in stages.items()}}))
+    chain.write_text(
+        yaml.safe_dump({"output_root": "out", "stages": {k: Path(v).name for k, v in stages.items()}})
+    )
     return chain
 
 
@@ -101,7 +108,10 @@ def test_killed_chain_redoes_no_finished_stage_and_resumes_rl(interrupted_chain)
     for stage, mtime in markers.items():
         assert (out / stage / MARKER).stat().st_mtime_ns == mtime, f"{stage} was redone"
     run_dir = out.resolve() / "eg_grpo"
-    assert f"skipping damaged checkpoint checkpoint-3: {run_dir / 'checkpoint-3' / 'model.safetensors'} is truncated" in third
+    assert (
+        f"skipping damaged checkpoint checkpoint-3: {run_dir / 'checkpoint-3' / 'model.safetensors'} is truncated"
+        in third
+    )
     assert f"[eg_grpo] resuming from {run_dir / 'checkpoint-2'}" in third
     history = json.loads((out / "eg_grpo" / "log_history.json").read_text())
     assert max(h["step"] for h in history) == 8
@@ -110,7 +120,9 @@ def test_killed_chain_redoes_no_finished_stage_and_resumes_rl(interrupted_chain)
         results = json.loads((out / "eval" / run / "eval_results.json").read_text())
         assert results["valid_sid_rate"] == 1.0 and results["num_examples"] == 40
     report = (out / "report" / "report.md").read_text()
-    assert "vanilla_grpo" in report and "eg_grpo" in report and (out / "report" / "training_curves.png").exists()
+    assert (
+        "vanilla_grpo" in report and "eg_grpo" in report and (out / "report" / "training_curves.png").exists()
+    )
     assert not list(out.glob(".*partial*")), "a half-written artifact was left behind"
     built = json.loads((out / "eval" / "eg_grpo" / MARKER).read_text())
     assert built["built_by"] == f"chain:{out.resolve()}" and set(built["inputs"]) == {"data", "sids", "model"}

@@ -33,7 +33,11 @@ def test_compare_recipe_with_eval_dirs_only(tmp_path, capsys):
 
     sft = _eval_dir(tmp_path / "sft", {1: 0, 2: -1}, 0.5)
     rl = _eval_dir(tmp_path / "rl", {1: 0, 2: 3}, 1.0)
-    main(type("Args", (), {"run_dirs": [], "eval_dirs": [str(sft), str(rl)], "output_dir": str(tmp_path / "c")}))
+    main(
+        type(
+            "Args", (), {"run_dirs": [], "eval_dirs": [str(sft), str(rl)], "output_dir": str(tmp_path / "c")}
+        )
+    )
     text = (tmp_path / "c" / "comparison.md").read_text()
     assert "| rl | +0.5000 ± 0.5000 |" in text and not (tmp_path / "c" / "curves.png").exists()
     with pytest.raises(SystemExit, match="give RL run folders"):

@@ -29,9 +29,7 @@ def test_tiny_chain_figures_are_stable(tmp_path):
 
     cfg = "recipes/configs/tiny"
     data = run_stage("data", "data", f"{cfg}/data.yaml", tmp_path / "data").output_dir
-    sids = run_stage(
-        "sids", "sids", f"{cfg}/sids.yaml", tmp_path / "sids", {"data_dir": data}
-    ).output_dir
+    sids = run_stage("sids", "sids", f"{cfg}/sids.yaml", tmp_path / "sids", {"data_dir": data}).output_dir
     sft = run_stage(
         "sft", "sft", f"{cfg}/sft.yaml", tmp_path / "sft", {"data_dir": data, "sid_dir": sids}
     ).output_dir

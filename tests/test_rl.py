@@ -63,8 +63,13 @@ def test_the_wandb_run_config_holds_reward_specs_and_lineage(tmp_path, tiny_data
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    rewards = [{"name": "sid_match", "weight": 1.0}, {"name": "valid_sid", "weight": 0.5, "invalid_penalty": -7}]
-    script = EGGRPOScriptArguments(data_dir=str(tiny_data_dir), rewards=rewards, max_train_rows=16, chain=False)
+    rewards = [
+        {"name": "sid_match", "weight": 1.0},
+        {"name": "valid_sid", "weight": 0.5, "invalid_penalty": -7},
+    ]
+    script = EGGRPOScriptArguments(
+        data_dir=str(tiny_data_dir), rewards=rewards, max_train_rows=16, chain=False
+    )
     args = config(tmp_path, tiny_sid_dir, report_to=["wandb"], max_steps=1, logging_steps=1, save_strategy="no",
                   num_expert_samples=1, disable_tqdm=True, run_name="tiny-eg")  # fmt: skip
     trainer = build_trainer(script, args, ModelConfig(model_name_or_path=str(tiny_sft_dir)))
@@ -105,6 +110,12 @@ def read_offline_run(path):
             kind_name = record.WhichOneof("record_type")
             if kind_name == "run":
                 run = record.run
-            updates = record.config.update if kind_name == "config" else run.config.update if kind_name == "run" else []
+            updates = (
+                record.config.update
+                if kind_name == "config"
+                else run.config.update
+                if kind_name == "run"
+                else []
+            )
             config.update({u.key: json.loads(u.value_json) for u in updates})
     return run, config

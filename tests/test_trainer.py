@@ -30,7 +30,9 @@ def make_args(tmp_path, sid_dir, **overrides) -> EGGRPOConfig:
 def make_trainer(tmp_path, data_dir, sid_dir, sft_dir, rewards=None, **overrides) -> EGGRPOTrainer:
     script = EGGRPOScriptArguments(data_dir=str(data_dir), rewards=rewards or [{"name": "sid_match"}],
                                    max_train_rows=48, chain=False)  # fmt: skip
-    return build_trainer(script, make_args(tmp_path, sid_dir, **overrides), ModelConfig(model_name_or_path=str(sft_dir)))
+    return build_trainer(
+        script, make_args(tmp_path, sid_dir, **overrides), ModelConfig(model_name_or_path=str(sft_dir))
+    )
 
 
 def record_outputs(trainer: EGGRPOTrainer) -> list[tuple[list[dict], dict]]:
@@ -70,7 +72,9 @@ def test_training_steps_change_every_parameter_and_place_experts(tmp_path, tiny_
 
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert losses and all(math.isfinite(x) for x in losses)
-    unchanged = [n for n, p in trainer.model.named_parameters() if p.requires_grad and torch.equal(before[n], p)]
+    unchanged = [
+        n for n, p in trainer.model.named_parameters() if p.requires_grad and torch.equal(before[n], p)
+    ]
     assert not unchanged, f"parameters not updated: {unchanged}"
 
     eos, L = trainer.sid_vocab.eos_token_id, trainer.codebook.num_levels

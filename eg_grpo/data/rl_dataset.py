@@ -43,7 +43,9 @@ def logged_sids(log: SearchLog, codebook: SIDCodebook) -> pd.DataFrame:
         ("clicked_sids", imp["clicked"].astype(bool)),
         ("exposed_sids", np.ones(len(imp), dtype=bool)),
     ):
-        grouped = imp[mask].groupby("request_id", sort=False)["sid"].agg(lambda s: [list(x) for x in _unique(s)])
+        grouped = (
+            imp[mask].groupby("request_id", sort=False)["sid"].agg(lambda s: [list(x) for x in _unique(s)])
+        )
         out[column] = grouped
     frame = pd.DataFrame(out)
     for column in SOURCE_COLUMNS.values():

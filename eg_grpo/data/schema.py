@@ -175,11 +175,17 @@ class SearchLog:
         known_items = set(self.items["item_id"].tolist())
         unknown = set(pd.unique(self.impressions["item_id"]).tolist()) - known_items
         if unknown:
-            raise SchemaError("impressions", "item_id", f"{len(unknown)} item id(s) not in items, e.g. {min(unknown)}")
-        unknown = set(pd.unique(self.impressions["request_id"]).tolist()) - set(self.requests["request_id"].tolist())
+            raise SchemaError(
+                "impressions", "item_id", f"{len(unknown)} item id(s) not in items, e.g. {min(unknown)}"
+            )
+        unknown = set(pd.unique(self.impressions["request_id"]).tolist()) - set(
+            self.requests["request_id"].tolist()
+        )
         if unknown:
             raise SchemaError(
-                "impressions", "request_id", f"{len(unknown)} request id(s) not in requests, e.g. {min(unknown)}"
+                "impressions",
+                "request_id",
+                f"{len(unknown)} request id(s) not in requests, e.g. {min(unknown)}",
             )
 
     def split(self, name: str) -> pd.DataFrame:

@@ -238,6 +238,8 @@ def task_kwargs_of(script_args, seed: int) -> dict:
     return kwargs
 
 
-def task_rows_from_arguments(log: SearchLog, codebook: SIDCodebook, tokenizer, script_args, seed: int) -> Dataset:
+def task_rows_from_arguments(
+    log: SearchLog, codebook: SIDCodebook, tokenizer, script_args, seed: int
+) -> Dataset:
     """The training rows of an SFT run whose ``task`` is set (see :func:`task_kwargs_of`)."""
     return build_task_rows(script_args.task, log, codebook, tokenizer, **task_kwargs_of(script_args, seed))

@@ -105,7 +105,9 @@ def funnel_probabilities(
         + config.purchase_price_weight * price_fit
         + config.purchase_quality_weight * quality
     )
-    return FunnelProbabilities(examine=examine, attract=attract, click=examine * attract, purchase_given_click=buy)
+    return FunnelProbabilities(
+        examine=examine, attract=attract, click=examine * attract, purchase_given_click=buy
+    )
 
 
 def retrieve_candidates(config, tax: Taxonomy, cat: Catalogue, users: Users, requests, rng) -> np.ndarray:

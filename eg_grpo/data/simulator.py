@@ -127,7 +127,8 @@ class SimulatorConfig:
     valid_fraction: float = field(default=0.1, metadata={"help": "Share of requests (by time) in valid."})
     test_fraction: float = field(default=0.1, metadata={"help": "Share of requests (the latest) in test."})
     rl_fraction: float = field(
-        default=0.0, metadata={"help": "Share of requests (by time, just before valid) kept as split rl for RL."}
+        default=0.0,
+        metadata={"help": "Share of requests (by time, just before valid) kept as split rl for RL."},
     )
 
     PRESETS = ("tiny", "demo", "large")

@@ -149,7 +149,9 @@ def exposure_hitrate_at_k(ranked: Sequence[Sequence], exposed_sids: Sequence[set
     return click_hitrate_at_b(ranked, exposed_sids, k)  # same count, another target set
 
 
-def exposure_coverage_at_k(ranked: Sequence[Sequence], exposed_item_sids: Sequence[Sequence], k: int) -> float:
+def exposure_coverage_at_k(
+    ranked: Sequence[Sequence], exposed_item_sids: Sequence[Sequence], k: int
+) -> float:
     """``pvr@K``: mean share of a request's exposed items whose cluster is among the first ``k`` SIDs.
 
     Args:

@@ -178,7 +178,9 @@ class RecallChannel:
     ) -> list[list[int]]:
         """:meth:`recall` for many requests at once (batched beam search)."""
         if isinstance(queries, str | bytes) or isinstance(histories, str | bytes):
-            raise TypeError("recall_batch takes a list of queries and a list of histories; use recall() for one")
+            raise TypeError(
+                "recall_batch takes a list of queries and a list of histories; use recall() for one"
+            )
         if len(queries) != len(histories):
             raise ValueError(f"{len(queries)} queries but {len(histories)} histories")
         if beam < 1 or max_items < 1:

@@ -112,7 +112,9 @@ class SIDConfig:
     )
     query_source: str = field(
         default="query",
-        metadata={"help": "cq_sid: 'query' (search logs) or 'last_item' (recommendation: the last history item's title)"},
+        metadata={
+            "help": "cq_sid: 'query' (search logs) or 'last_item' (recommendation: the last history item's title)"
+        },
     )
     levels: int = field(default=3, metadata={"help": "SID length L"})
     codebook_size: int = field(default=256, metadata={"help": "codes per level K"})
@@ -222,12 +224,20 @@ def _build(log, config, item_vectors, encoder, data_dir, show_progress):
     vectors = item_encoder = None
     if method.needs_vectors:
         if encoder is None and config.encoder != "none":
-            encoder = build_encoder(config.encoder, batch_size=config.encoder_batch_size, cache_dir=config.cache_dir)
+            encoder = build_encoder(
+                config.encoder, batch_size=config.encoder_batch_size, cache_dir=config.cache_dir
+            )
         if encoder is not None:
             encoder = _ThreadedEncoder(encoder, config.encoder_threads)
         vectors, item_encoder = encode_items(texts, config, item_vectors, encoder, show_progress)
     inputs = SIDInputs(
-        log, items["item_id"].to_numpy(), top_level_categories(items), vectors, encoder, data_dir, show_progress
+        log,
+        items["item_id"].to_numpy(),
+        top_level_categories(items),
+        vectors,
+        encoder,
+        data_dir,
+        show_progress,
     )
     result = check_quantised(method.quantise(inputs), len(items), config.method)
     codes, splits = split_clusters(result, vectors, config.max_cluster_size)
@@ -244,10 +254,14 @@ def _build(log, config, item_vectors, encoder, data_dir, show_progress):
     )
     stats = measure(book, result, inputs, config.query_source)
     info = {"category_guided": False, "query_contrastive": False, "num_train_pairs": 0, **result.info}
-    stats.update(method=config.method, **info, num_split_sids=len(splits), build_seconds=time.perf_counter() - start)
+    stats.update(
+        method=config.method, **info, num_split_sids=len(splits), build_seconds=time.perf_counter() - start
+    )
     # Which vectors the codes came from: two builds with equal configs and data but other SIDs differ
     # here when the encoder's output moved (another library version, device or model file).
-    stats["item_vectors_sha256"] = None if vectors is None else hashlib.sha256(vectors.tobytes()).hexdigest()[:16]
+    stats["item_vectors_sha256"] = (
+        None if vectors is None else hashlib.sha256(vectors.tobytes()).hexdigest()[:16]
+    )
     return book, stats
 
 

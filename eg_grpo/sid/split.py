@@ -80,7 +80,9 @@ class _SpareSIDs:
         def shared(prefix):
             return next((d for d, (a, b) in enumerate(zip(prefix, sid)) if a != b), len(prefix))
 
-        leaves = sorted((p for p in self.used[self.levels - 2] if p[0] == sid[0]), key=lambda p: (-shared(p), p))
+        leaves = sorted(
+            (p for p in self.used[self.levels - 2] if p[0] == sid[0]), key=lambda p: (-shared(p), p)
+        )
         for prefix in leaves:
             for code in range(self.k):
                 candidate = (*prefix, code)

@@ -11,7 +11,9 @@ from eg_grpo.data.amazon import AmazonConfig, load_amazon
 from eg_grpo.data.schema import SearchLog
 
 # The public Amazon Office files (docs/amazon.md): data/amazon_office in the repo, or $EG_GRPO_AMAZON_DIR.
-AMAZON_OFFICE = Path(os.environ.get("EG_GRPO_AMAZON_DIR", Path(__file__).resolve().parents[2] / "data" / "amazon_office"))
+AMAZON_OFFICE = Path(
+    os.environ.get("EG_GRPO_AMAZON_DIR", Path(__file__).resolve().parents[2] / "data" / "amazon_office")
+)
 
 # user A1: valid rows 4, 5 then test row 8; A2: valid 7, test 13; A3 only in test (target 12).
 VALID = [("A1", [1, 2, 3], 4), ("A1", [1, 2, 3, 4], 5), ("A2", [6], 7)]
@@ -104,7 +106,9 @@ def test_options_change_the_rows(dataset_dir):
     # the latest third of the valid rows (csv order = target time) held back: only the last row (A2 → 7)
     log, _ = load_amazon(dataset_dir, AmazonConfig(valid_holdout_tail=0.34))
     assert _rows(log, "valid") == [("A2", (6,), 7, "valid_row")]
-    assert {("A1", (1, 2, 3), 4, "valid_row"), ("A1", (1, 2, 3, 4), 5, "valid_row")} <= set(_rows(log, "train"))
+    assert {("A1", (1, 2, 3), 4, "valid_row"), ("A1", (1, 2, 3, 4), 5, "valid_row")} <= set(
+        _rows(log, "train")
+    )
     # 3 valid rows: the last (A2 → 7) held back as valid, the one before it (A1 → 5) kept for RL
     log, prov = load_amazon(dataset_dir, AmazonConfig(valid_holdout_tail=0.34, rl_tail=0.33))
     assert _rows(log, "valid") == [("A2", (6,), 7, "valid_row")]
@@ -146,7 +150,9 @@ def test_recipe_writes_tables_reference_sids_and_provenance(dataset_dir, tmp_pat
     assert (out / "stage.json").exists()
 
 
-@pytest.mark.skipif(not AMAZON_OFFICE.exists(), reason="the Amazon Office files are not here (docs/amazon.md)")
+@pytest.mark.skipif(
+    not AMAZON_OFFICE.exists(), reason="the Amazon Office files are not here (docs/amazon.md)"
+)
 def test_amazon_office_counts():
     log, prov = load_amazon(AMAZON_OFFICE)
     assert prov["splits"] == {"train": 14350, "rl": 0, "valid": 0, "test": 4866}

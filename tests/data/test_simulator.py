@@ -124,7 +124,11 @@ def test_rl_fraction_relabels_the_latest_training_requests_only(tiny_log):
     # the same simulation: only labels move, and exactly the 200 latest train requests become rl
     pd.testing.assert_frame_equal(req.drop(columns="split"), before.drop(columns="split"))
     moved = req["split"] != before["split"]
-    assert moved.sum() == 200 and set(req.loc[moved, "split"]) == {"rl"} and set(before.loc[moved, "split"]) == {"train"}
+    assert (
+        moved.sum() == 200
+        and set(req.loc[moved, "split"]) == {"rl"}
+        and set(before.loc[moved, "split"]) == {"train"}
+    )
     ts = {s: req.loc[req["split"] == s, "timestamp"] for s in ("train", "rl", "valid")}
     assert ts["train"].max() < ts["rl"].min() and ts["rl"].max() < ts["valid"].min()
 
@@ -236,7 +240,10 @@ def test_recipe_writes_the_data_artifact(tmp_path, tiny_log):
         recipe.main(args)
     args.overwrite = True
     recipe.main(args)
-    assert read_stage(out)["fingerprint"] == data_stage_record(SimulatorConfig.preset("tiny", seed=3))["fingerprint"]
+    assert (
+        read_stage(out)["fingerprint"]
+        == data_stage_record(SimulatorConfig.preset("tiny", seed=3))["fingerprint"]
+    )
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(Path(config).read_text() + "n_itemz: 10\n")

@@ -49,7 +49,9 @@ class FakeSamplingParams:
 
 
 def fake_vllm_config(model_dir: str, vocab_size: int) -> SimpleNamespace:
-    return SimpleNamespace(model_config=SimpleNamespace(tokenizer=model_dir, get_vocab_size=lambda: vocab_size))
+    return SimpleNamespace(
+        model_config=SimpleNamespace(tokenizer=model_dir, get_vocab_size=lambda: vocab_size)
+    )
 
 
 def load_processor_class(spec):
@@ -127,7 +129,9 @@ class FakeLLM:
                 continue
             if len({len(requests[slots[r]]["out"]) for r in active}) > 1:
                 self.steps_with_mixed_lengths += 1
-            logits = torch.stack([self._next_logits(requests[s] if s is not None else None) for s in slots])  # (B, V)
+            logits = torch.stack(
+                [self._next_logits(requests[s] if s is not None else None) for s in slots]
+            )  # (B, V)
             for processor in self.processors:
                 logits = processor.apply(logits)
             logprobs = torch.log_softmax(logits / max(sp.temperature, 1e-5), dim=-1)  # processed_logprobs
@@ -140,8 +144,14 @@ class FakeLLM:
                     slots[r] = None
                     removed.append(r)
         return [
-            SimpleNamespace(prompt_token_ids=req["prompt"], outputs=[SimpleNamespace(
-                token_ids=list(req["out"]), logprobs=req["lps"] if sp.logprobs is not None else None)])
+            SimpleNamespace(
+                prompt_token_ids=req["prompt"],
+                outputs=[
+                    SimpleNamespace(
+                        token_ids=list(req["out"]), logprobs=req["lps"] if sp.logprobs is not None else None
+                    )
+                ],
+            )
             for req in requests
         ]
 

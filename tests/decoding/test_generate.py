@@ -244,14 +244,27 @@ def test_shared_prompt_cache_gives_the_unshared_result(tiny_lm, mode):
     trie = trie_for(model, vocab, random_catalogue(40, seed=11))
     prompts = ["red", "blue cotton slim running shirt hat black leather", "lamp desk", "bag"]
     runs = [
-        generate_sids(model, tokenizer, prompts, trie, mode=mode, num=6, batch_size=4, seed=5,
-                      temperature=2.0, share_prompt_cache=share)  # fmt: skip
+        generate_sids(
+            model,
+            tokenizer,
+            prompts,
+            trie,
+            mode=mode,
+            num=6,
+            batch_size=4,
+            seed=5,
+            temperature=2.0,
+            share_prompt_cache=share,
+        )  # fmt: skip
         for share in (False, True)
     ]
     for unshared, shared in zip(*runs):
         assert [c.token_ids for c in shared] == [c.token_ids for c in unshared]
         torch.testing.assert_close(
-            torch.tensor([c.score for c in shared]), torch.tensor([c.score for c in unshared]), atol=1e-5, rtol=0
+            torch.tensor([c.score for c in shared]),
+            torch.tensor([c.score for c in unshared]),
+            atol=1e-5,
+            rtol=0,
         )
 
 

@@ -79,11 +79,15 @@ def test_mixed_length_batch_masks_exactly_as_the_transformers_processor():
     trie = raw_trie(seqs)
     outputs = prefixes(seqs, np.random.default_rng(0))
     logits = torch.randn(len(outputs), V + 3)  # wider than the trie: vLLM may pad the vocabulary
-    ours = mask_to_allowed_(logits.clone(), torch.arange(len(outputs)), allowed_ids_for_outputs(trie, outputs, PAD)[0])
+    ours = mask_to_allowed_(
+        logits.clone(), torch.arange(len(outputs)), allowed_ids_for_outputs(trie, outputs, PAD)[0]
+    )
     for t in sorted({len(o) for o in outputs}):  # the HF processor needs one length per call
         rows = [i for i, o in enumerate(outputs) if len(o) == t]
         prompt = torch.full((len(rows), 5), 7)  # a left-padded prompt of length 5
-        input_ids = torch.cat([prompt, torch.tensor([outputs[i] for i in rows], dtype=torch.long).view(len(rows), t)], 1)
+        input_ids = torch.cat(
+            [prompt, torch.tensor([outputs[i] for i in rows], dtype=torch.long).view(len(rows), t)], 1
+        )
         expected = SIDTrieLogitsProcessor(trie, prompt_length=5, pad_token_id=PAD)(input_ids, logits[rows])
         torch.testing.assert_close(ours[rows], expected, rtol=0, atol=0)
 
@@ -106,7 +110,10 @@ def test_processor_tracks_vllm_batch_changes_and_leaves_other_requests_alone(mon
     processor = fake_processor()
     loaded = LoadedTrie(raw_trie(seqs), PAD)
     monkeypatch.setattr(processor, "trie_for", lambda sid_dir: loaded)  # no model folder needed here
-    on, off = FakeSamplingParams(extra_args={REQUEST_ARG: "sids"}), FakeSamplingParams(extra_args={"other": 1})
+    on, off = (
+        FakeSamplingParams(extra_args={REQUEST_ARG: "sids"}),
+        FakeSamplingParams(extra_args={"other": 1}),
+    )
     outs = {name: [] for name in "abcd"}
     processor.update_state(BatchUpdate(3, [], [(0, on, [5], outs["a"]), (1, off, [5], outs["b"]),
                                                 (2, on, [5], outs["c"])], []))  # fmt: skip
@@ -139,10 +146,14 @@ def _check_rows(processor, seqs, constrained: dict[int, list[int]], unconstraine
 
 def test_validate_params_and_the_class_path(tmp_path):
     (tmp_path / "sids" / "codebook").mkdir(parents=True)
-    SIDTrieVLLMLogitsProcessor.validate_params(FakeSamplingParams(extra_args={REQUEST_ARG: str(tmp_path / "sids")}))
+    SIDTrieVLLMLogitsProcessor.validate_params(
+        FakeSamplingParams(extra_args={REQUEST_ARG: str(tmp_path / "sids")})
+    )
     SIDTrieVLLMLogitsProcessor.validate_params(FakeSamplingParams())  # not opted in: nothing to check
     with pytest.raises(ValueError, match="codebook"):
-        SIDTrieVLLMLogitsProcessor.validate_params(FakeSamplingParams(extra_args={REQUEST_ARG: str(tmp_path)}))
+        SIDTrieVLLMLogitsProcessor.validate_params(
+            FakeSamplingParams(extra_args={REQUEST_ARG: str(tmp_path)})
+        )
     with pytest.raises(ValueError, match="path of a SID folder"):
         SIDTrieVLLMLogitsProcessor.validate_params(FakeSamplingParams(extra_args={REQUEST_ARG: 3}))
     module, name = PROCESSOR_FQCN.split(":")
@@ -167,10 +178,14 @@ def test_processor_builds_the_trainers_trie_from_the_served_model(tmp_path, tiny
     vocab = model.get_output_embeddings().weight.shape[0]
     loaded = fake_processor(model_dir, vocab).trie_for(str(sid_dir))  # tokenizer read back from model_dir
     codebook = SIDCodebook.load(sid_dir / "codebook")  # as EGGRPOTrainer.__init__ builds its trie:
-    expected = SIDTrie.from_sid_token_ids(codebook.sid_token_ids(SIDVocab(tokenizer, codebook.codebook_sizes)), vocab)
+    expected = SIDTrie.from_sid_token_ids(
+        codebook.sid_token_ids(SIDVocab(tokenizer, codebook.codebook_sizes)), vocab
+    )
     for name in ("edge_keys", "edge_tokens", "indptr"):
         assert torch.equal(getattr(loaded.trie, name), getattr(expected, name))
-    assert loaded.pad_token_id == tokenizer.pad_token_id and loaded.trie.eos_token_id == tokenizer.eos_token_id
+    assert (
+        loaded.pad_token_id == tokenizer.pad_token_id and loaded.trie.eos_token_id == tokenizer.eos_token_id
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -195,7 +210,9 @@ def test_generation_kwargs_opt_every_request_in(tmp_path):
     assert colocate == {"extra_args": {"x": 1, REQUEST_ARG: sid_dir}, "seed": 3}
     assert trie_generation_kwargs(colocate, "colocate", sid_dir) == colocate  # idempotent
     server = trie_generation_kwargs(colocate, "server", "relative/sids")
-    assert server["vllm_xargs"] == {REQUEST_ARG: os.path.abspath("relative/sids")}  # the server's cwd may differ
+    assert server["vllm_xargs"] == {
+        REQUEST_ARG: os.path.abspath("relative/sids")
+    }  # the server's cwd may differ
     assert server["extra_args"] == {"x": 1}  # the other mode's field loses only our key
     assert trie_generation_kwargs(None, "server", sid_dir) == {"vllm_xargs": {REQUEST_ARG: sid_dir}}
     assert trie_generation_kwargs({"vllm_xargs": {REQUEST_ARG: "a"}}, "colocate", sid_dir) == {
@@ -253,7 +270,9 @@ def test_vllm_recipe_config_parses(parse_recipe):
 
 # --------------------------------------------------------------------------------------------------
 # The trainer through TRL's real colocate path, with the stand-in engine
-def test_trainer_colocate_rollouts_are_valid_sids(tmp_path, monkeypatch, tiny_data_dir, tiny_sid_dir, tiny_sft_dir):
+def test_trainer_colocate_rollouts_are_valid_sids(
+    tmp_path, monkeypatch, tiny_data_dir, tiny_sid_dir, tiny_sft_dir
+):
     import trl.generation.vllm_generation as trl_vllm
 
     monkeypatch.setattr(trl_vllm, "is_vllm_available", lambda *a, **k: True)
@@ -327,7 +346,9 @@ def test_vllm_colocate_generation_is_always_a_valid_sid(tmp_path):
         on = vllm.SamplingParams(n=4 if temperature else 1, temperature=temperature, max_tokens=8, logprobs=0,
                                  extra_args={REQUEST_ARG: str(sid_dir)})  # fmt: skip
         outputs = llm.generate(prompts, sampling_params=on, use_tqdm=False)
-        completions = [tuple(o.token_ids) for out in outputs for o in out.outputs]  # eos included, as TRL needs
+        completions = [
+            tuple(o.token_ids) for out in outputs for o in out.outputs
+        ]  # eos included, as TRL needs
         assert len(completions) == len(prompts) * on.n and all(c in valid for c in completions)
     off = vllm.SamplingParams(n=4, temperature=1.5, max_tokens=8, seed=0)  # not opted in: untouched
     free = [tuple(o.token_ids) for out in llm.generate(prompts, sampling_params=off, use_tqdm=False)
@@ -352,4 +373,6 @@ def test_tiny_eg_grpo_run_with_vllm_colocate(tmp_path, tiny_data_dir, tiny_sid_d
     trainer = build_trainer(script, args, ModelConfig(model_name_or_path=str(model_dir)))
     trainer.train()
     logs = [h for h in trainer.state.log_history if "eg/valid_sid_rate" in h]
-    assert logs and all(h["eg/valid_sid_rate"] == 1.0 for h in logs)  # a random policy: only the trie does that
+    assert logs and all(
+        h["eg/valid_sid_rate"] == 1.0 for h in logs
+    )  # a random policy: only the trie does that

@@ -42,7 +42,9 @@ def test_tiny_chain_sft_then_evaluate(
     r = ranks["target_rank"].to_numpy()
     for k in KS:
         assert results[f"hr@{k}"] == pytest.approx(((r >= 0) & (r < k)).mean())
-        assert results[f"ndcg@{k}"] == pytest.approx(np.where((r >= 0) & (r < k), 1 / np.log2(np.maximum(r, 0) + 2), 0).mean())
+        assert results[f"ndcg@{k}"] == pytest.approx(
+            np.where((r >= 0) & (r < k), 1 / np.log2(np.maximum(r, 0) + 2), 0).mean()
+        )
     assert "per_request" not in results
     test_ids = tiny_log.split("test")["request_id"]
     assert results["num_examples"] == len(target_items(tiny_log, test_ids)) > 0
@@ -151,7 +153,11 @@ def test_paper_metrics_agree_with_the_cluster_metrics(tiny_log, tiny_codebook, t
     for b in (1, 10):
         # a budget larger than any beam's items cuts nothing; a bigger budget never hits less
         assert r[f"budget_hitrate@{b}_top10000"] == r[f"click_hitrate@{b}"]
-        assert r[f"budget_hitrate@{b}_top1"] <= r[f"budget_hitrate@{b}_top5"] <= r[f"budget_hitrate@{b}_top10000"]
+        assert (
+            r[f"budget_hitrate@{b}_top1"]
+            <= r[f"budget_hitrate@{b}_top5"]
+            <= r[f"budget_hitrate@{b}_top10000"]
+        )
     assert r["sweep"]["10"]["budget_hitrate_top5"] == r["budget_hitrate@10_top5"]
     # the item score reads the train split only: an item shown only outside train scores 0
     ids, scores = item_popularity(tiny_log)

@@ -154,4 +154,6 @@ def test_budget_hitrate_keeps_the_best_scored_items_of_the_beam():
     # mean over examples; no click or only invalid sequences: a miss
     two = M.budget_hitrate_at_b([[A], [None, B]], [{1}, {5}], clusters.__getitem__, item_score, b=2, n=1)
     assert two == 1.0
-    assert M.budget_hitrate_at_b([[None], [A]], [{1}, set()], clusters.__getitem__, item_score, b=1, n=4) == 0.0
+    assert (
+        M.budget_hitrate_at_b([[None], [A]], [{1}, set()], clusters.__getitem__, item_score, b=1, n=4) == 0.0
+    )

@@ -98,4 +98,6 @@ def test_committed_configs_name_the_papers_rows(size):
 
     config = yaml.safe_load((Path("recipes/configs") / size / "paper_tables.yaml").read_text())
     assert set(config) <= set(KEYS)
-    PaperTables(**{k: v for k, v in config.items() if k != "output"})  # row names checked, folders read lazily
+    PaperTables(
+        **{k: v for k, v in config.items() if k != "output"}
+    )  # row names checked, folders read lazily

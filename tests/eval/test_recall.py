@@ -87,8 +87,8 @@ def test_a_model_trained_with_other_sids_is_refused(tiny_sft_dir, tiny_sid_dir, 
     codes = tiny_codebook.codes.copy()
     codes[:, -1] = (codes[:, -1] + 1) % tiny_codebook.codebook_sizes[-1]
     other = tmp_path / "other_sids"
-    SIDCodebook(tiny_codebook.codebook_sizes, np.asarray(tiny_codebook.item_ids), codes, method="reference").save(
-        other / "codebook"
-    )
+    SIDCodebook(
+        tiny_codebook.codebook_sizes, np.asarray(tiny_codebook.item_ids), codes, method="reference"
+    ).save(other / "codebook")
     with pytest.raises(ValueError, match="trained with other SIDs"):
         RecallChannel(tiny_sft_dir, other, device="cpu")

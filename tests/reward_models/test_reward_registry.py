@@ -91,10 +91,14 @@ def test_a_reward_module_beside_the_config_imports_without_pythonpath(context, t
     config = tmp_path / "eg_grpo.yaml"
     config.write_text("rewards: []\n")
     spec = [{"name": "my_house_rewards:constant", "value": 0.25}]
-    with pytest.raises(ImportError, match="cannot import module 'my_house_rewards'.*put it beside your config"):
+    with pytest.raises(
+        ImportError, match="cannot import module 'my_house_rewards'.*put it beside your config"
+    ):
         build_reward_funcs(spec, context)
     monkeypatch.setattr("sys.argv", ["recipes/eg_grpo.py", "--config", str(config)])
-    monkeypatch.setattr("sys.path", list(__import__("sys").path))  # the folder it adds is undone after the test
+    monkeypatch.setattr(
+        "sys.path", list(__import__("sys").path)
+    )  # the folder it adds is undone after the test
     funcs, _ = build_reward_funcs(spec, context)
     assert funcs[0](prompts=["p"], completions=["c"], completion_ids=[[1], [2]]) == [0.25, 0.25]
 
@@ -194,7 +198,11 @@ def test_rewards_on_the_real_rl_rows(context, tiny_log, rm_codebook, rm_tokenize
     completion_ids = [ids[0] for ids in batch.pop("expert_completion_ids")]
     prompts = batch.pop("prompt")
     funcs, _ = build_reward_funcs(
-        [{"name": "sid_match", "sources": {"purchased": 1.0, "clicked": 1.0}}, {"name": "category_consistency"}, {"name": "ctr"}],
+        [
+            {"name": "sid_match", "sources": {"purchased": 1.0, "clicked": 1.0}},
+            {"name": "category_consistency"},
+            {"name": "ctr"},
+        ],
         context,
     )
     out = {
@@ -216,7 +224,10 @@ def test_rl_rows_keep_the_latest_when_asked(context, tiny_log, rm_codebook, rm_t
         tiny_log, rm_codebook, context.vocab, rm_tokenizer, split="train", max_rows=10, keep_rows="latest"
     )
     time_of = tiny_log.requests.set_index("request_id")["timestamp"]
-    kept, rest = time_of.loc[latest["request_id"]], time_of.loc[sorted(set(every["request_id"]) - set(latest["request_id"]))]
+    kept, rest = (
+        time_of.loc[latest["request_id"]],
+        time_of.loc[sorted(set(every["request_id"]) - set(latest["request_id"]))],
+    )
     assert len(kept) == 10 and kept.min() >= rest.max()
     with pytest.raises(ValueError, match="keep_rows"):
         build_rl_dataset(tiny_log, rm_codebook, context.vocab, rm_tokenizer, keep_rows="newest")
