@@ -286,6 +286,17 @@ def check_stage_folder(folder: str | Path, record: dict, overwrite: bool = False
                         "another output folder.")  # fmt: skip
 
 
+def up_to_date(folder: str | Path, record: dict, overwrite: bool = False) -> bool:
+    """True, after saying so, when ``folder`` already holds exactly ``record`` (the stage has nothing to do).
+
+    The common opening of every stage's ``run()``; conflicts raise as in :func:`check_stage_folder`.
+    """
+    if check_stage_folder(folder, record, overwrite) != "current":
+        return False
+    print(f"{folder} is up to date; nothing to do")
+    return True
+
+
 def require_dir(path: str | Path | None, what: str, hint: str) -> Path:
     """``path`` as a folder that exists; a missing one is an error naming ``what`` and how to make it."""
     if path is None or str(path) == "":

@@ -24,10 +24,10 @@ from eg_grpo.data.sft_dataset import dataset_texts
 from eg_grpo.io import (
     atomic_dir,
     check_lineage,
-    check_stage_folder,
     content_config,
     require_dir,
     stage_record,
+    up_to_date,
     write_json,
     write_stage,
 )
@@ -268,8 +268,7 @@ def run(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     if script_args.num_threads:
         torch.set_num_threads(script_args.num_threads)
     record = sft_stage_record(script_args, training_args, model_args)
-    if check_stage_folder(training_args.output_dir, record, script_args.overwrite) == "current":
-        print(f"{training_args.output_dir} is up to date; nothing to do")
+    if up_to_date(training_args.output_dir, record, script_args.overwrite):
         return {}
 
     # Inputs are checked before any model is built.

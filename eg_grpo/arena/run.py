@@ -34,9 +34,9 @@ from eg_grpo.data.schema import SearchLog
 from eg_grpo.io import (
     atomic_dir,
     check_lineage,
-    check_stage_folder,
     content_config,
     stage_record,
+    up_to_date,
     write_json,
     write_stage,
 )
@@ -256,8 +256,7 @@ def run(args: ArenaArguments) -> Path:
     if not Path(args.data_dir).is_dir():
         raise FileNotFoundError(f"data_dir {args.data_dir} not found; simulate one with recipes/make_data.py")
     record = arena_stage_record(args)
-    if check_stage_folder(args.output_dir, record, args.overwrite) == "current":
-        logger.info("%s is up to date; nothing to do", args.output_dir)
+    if up_to_date(args.output_dir, record, args.overwrite):
         return Path(args.output_dir)
     for model_dir, sid_dir in args.generative_models().values():
         check_lineage(data_dir=args.data_dir, sid_dir=sid_dir or args.sid_dir, model_dir=model_dir)

@@ -12,7 +12,7 @@ from eg_grpo.data.simulator import (
     simulator_config_of,
     write_simulated_data,
 )
-from eg_grpo.io import atomic_dir, check_stage_folder, require_dir, stage_record, write_json, write_stage
+from eg_grpo.io import atomic_dir, require_dir, stage_record, up_to_date, write_json, write_stage
 
 
 @dataclass
@@ -40,8 +40,7 @@ def run_simulated(args: MakeDataArguments) -> dict:
     if not args.output_dir:
         raise ValueError("no output folder: pass --output_dir DIR (or set output_dir in the YAML config)")
     config = simulator_config_of(args)
-    if check_stage_folder(args.output_dir, data_stage_record(config), args.overwrite) == "current":
-        print(f"{args.output_dir} is up to date; nothing to do")
+    if up_to_date(args.output_dir, data_stage_record(config), args.overwrite):
         return json.loads((Path(args.output_dir) / "stats.json").read_text())
     stats = write_simulated_data(config, args.output_dir)
     print(json.dumps(stats, indent=2))
@@ -78,8 +77,7 @@ def run_amazon(script_args: MakeAmazonDataArguments, amazon_config) -> dict:
     if not script_args.output_dir:
         raise ValueError("no output folder: pass --output_dir DIR")
     record = stage_record("data", {"amazon": amazon_config}, {"dataset": dataset})
-    if check_stage_folder(script_args.output_dir, record, script_args.overwrite) == "current":
-        print(f"{script_args.output_dir} is up to date; nothing to do")
+    if up_to_date(script_args.output_dir, record, script_args.overwrite):
         return json.loads((Path(script_args.output_dir) / "amazon_provenance.json").read_text())
     log, provenance = load_amazon(dataset, amazon_config)
     with atomic_dir(script_args.output_dir) as tmp:

@@ -17,11 +17,11 @@ from pathlib import Path
 from eg_grpo.io import (
     atomic_dir,
     check_lineage,
-    check_stage_folder,
     content_config,
     read_stage,
     require_dir,
     stage_record,
+    up_to_date,
     write_json,
     write_stage,
 )
@@ -88,8 +88,7 @@ def run(script_args: EvaluateArguments, settings) -> dict:
     if not script_args.output_dir:
         raise ValueError("no output folder: pass --output_dir DIR")
     record = evaluate_stage_record(script_args, settings)
-    if check_stage_folder(script_args.output_dir, record, script_args.overwrite) == "current":
-        print(f"{script_args.output_dir} is up to date; nothing to do")
+    if up_to_date(script_args.output_dir, record, script_args.overwrite):
         return {}
     if script_args.num_threads:
         torch.set_num_threads(script_args.num_threads)

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eg_grpo.io import check_stage_folder, require_dir
+from eg_grpo.io import require_dir, up_to_date
 from reward_models.ranker import RankerConfig, ranker_stage_record, train_ranker
 
 
@@ -33,8 +33,7 @@ def run(args: TrainRankerArguments) -> dict:
     if not args.output_dir:
         raise ValueError("no output folder: pass --output_dir DIR")
     record = ranker_stage_record(args, data, args.eval_split)
-    if check_stage_folder(args.output_dir, record, args.overwrite) == "current":
-        print(f"{args.output_dir} is up to date; nothing to do")
+    if up_to_date(args.output_dir, record, args.overwrite):
         return json.loads((Path(args.output_dir) / "ranker_metrics.json").read_text())
     metrics = train_ranker(args, data, args.output_dir, args.eval_split)
     print(json.dumps(metrics, indent=2))

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from eg_grpo.io import (
     atomic_dir,
-    check_stage_folder,
     content_config,
     require_dir,
     stage_record,
+    up_to_date,
     write_json,
     write_stage,
 )
@@ -49,8 +49,7 @@ def run(script_args: BuildSidsArguments, sid_config) -> dict:
     if not script_args.output_dir:
         raise ValueError("no output folder: pass --output_dir DIR")
     record = sids_stage_record(script_args, sid_config)
-    if check_stage_folder(script_args.output_dir, record, script_args.overwrite) == "current":
-        print(f"{script_args.output_dir} is up to date; nothing to do")
+    if up_to_date(script_args.output_dir, record, script_args.overwrite):
         return json.loads((Path(script_args.output_dir) / "stats.json").read_text())
     start = time.perf_counter()
     log = SearchLog.load(script_args.data_dir)
