@@ -42,6 +42,7 @@ class RequestBatch:
     rows: np.ndarray  # (B,)
     queries: list[str]
     histories: list[list[int]]  # item ids, oldest first
+    profiles: list[str] | None = None  # the requests' coarse profiles, when the data has them
 
     @classmethod
     def from_log(cls, log, request_rows: np.ndarray) -> RequestBatch:
@@ -51,6 +52,7 @@ class RequestBatch:
             rows=np.asarray(request_rows),
             queries=req["query"].fillna("").astype(str).tolist(),
             histories=[[int(i) for i in h] for h in req["history"]],
+            profiles=req["profile"].fillna("").astype(str).tolist() if "profile" in req else None,
         )
 
     def __len__(self) -> int:
@@ -62,6 +64,7 @@ class RequestBatch:
             self.rows[start:stop],
             self.queries[start:stop],
             self.histories[start:stop],
+            None if self.profiles is None else self.profiles[start:stop],
         )
 
 
@@ -345,5 +348,7 @@ class GenerativeChannel(Channel):
         )  # fmt: skip
 
     def recall(self, batch, quota):
-        found = self.inner.recall_batch(batch.queries, batch.histories, beam=self.beam, max_items=quota)
+        found = self.inner.recall_batch(
+            batch.queries, batch.histories, beam=self.beam, max_items=quota, profiles=batch.profiles
+        )
         return [np.asarray(f, dtype=np.int64) for f in found]

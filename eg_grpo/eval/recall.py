@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from eg_grpo.data.prompts import DEFAULT_MAX_HISTORY, build_prompt
+from eg_grpo.data.schema import format_profile
 from eg_grpo.data.sft_dataset import check_tokenizer_has_sids, load_codebook
 from eg_grpo.decoding import SIDTrie, generate_sids, logits_width
 from eg_grpo.io import check_lineage
@@ -48,6 +49,13 @@ def _check_query(query) -> str:
     if not isinstance(query, str):
         raise TypeError(f"query must be str, got {type(query).__name__}")
     return query
+
+
+def _check_profile(profile):
+    """A profile as the prompt builder takes it; a malformed one is a ValueError naming the shape."""
+    if not (profile is None or isinstance(profile, str | Mapping)):
+        raise TypeError(f"profile must be a str like 'power=premium', a mapping or None, got {type(profile).__name__}")
+    return format_profile(profile) or None
 
 
 def _check_history(history, tail: int) -> list[int]:
@@ -128,7 +136,7 @@ class RecallChannel:
         ids = self.tokenizer(head, add_special_tokens=False, truncation=True, max_length=cap + 1)["input_ids"]
         return self.tokenizer.decode(ids[:cap], skip_special_tokens=True) if len(ids) > cap else head
 
-    def _prompt(self, query: str, history: Sequence[int]) -> str:
+    def _prompt(self, query: str, history: Sequence[int], profile=None) -> str:
         # Items unknown to the codebook (new since the SIDs were built) carry no SID: they are left out.
         known = [i for i in _check_history(history, 4 * self.max_history) if i in self._sid_of]
         titles = [self.item_titles.get(i, "") for i in known] if self.use_titles else None
@@ -138,6 +146,7 @@ class RecallChannel:
             titles,
             tokenizer=self.tokenizer,
             max_history=self.max_history,
+            profile=_check_profile(profile),
         )
 
     def _items(self, sid: tuple[int, ...]) -> np.ndarray:
@@ -162,9 +171,12 @@ class RecallChannel:
                         return out
         return out
 
-    def recall_sids(self, queries: Sequence[str], histories: Sequence[Sequence[int]], beam: int):
+    def recall_sids(
+        self, queries: Sequence[str], histories: Sequence[Sequence[int]], beam: int, profiles=None
+    ):
         """Per request, the ``beam`` best SIDs (code tuples), best first."""
-        prompts = [self._prompt(q, h) for q, h in zip(queries, histories)]
+        profiles = [None] * len(queries) if profiles is None else profiles
+        prompts = [self._prompt(q, h, p) for q, h, p in zip(queries, histories, profiles)]
         candidates = generate_sids(
             self.model, self.tokenizer, prompts, self.trie, mode="beam", num=beam, batch_size=self.batch_size
         )
@@ -174,21 +186,30 @@ class RecallChannel:
         ]
 
     def recall_batch(
-        self, queries: Sequence[str], histories: Sequence[Sequence[int]], beam: int = 20, max_items: int = 200
+        self,
+        queries: Sequence[str],
+        histories: Sequence[Sequence[int]],
+        beam: int = 20,
+        max_items: int = 200,
+        profiles: Sequence | None = None,
     ) -> list[list[int]]:
-        """:meth:`recall` for many requests at once (batched beam search)."""
+        """:meth:`recall` for many requests at once (batched beam search); ``profiles``: one per
+        request (or None for none)."""
         if isinstance(queries, str | bytes) or isinstance(histories, str | bytes):
             raise TypeError(
                 "recall_batch takes a list of queries and a list of histories; use recall() for one"
             )
         if len(queries) != len(histories):
             raise ValueError(f"{len(queries)} queries but {len(histories)} histories")
+        if profiles is not None and (isinstance(profiles, str | bytes) or len(profiles) != len(queries)):
+            raise ValueError(f"profiles must be a list of one profile (or None) per query, got {profiles!r:.80}")
         if beam < 1 or max_items < 1:
             raise ValueError(f"beam and max_items must be >= 1, got beam={beam}, max_items={max_items}")
-        return [self.expand(sids, max_items) for sids in self.recall_sids(queries, histories, beam)]
+        found = self.recall_sids(queries, histories, beam, profiles)
+        return [self.expand(sids, max_items) for sids in found]
 
     def recall(
-        self, query: str, history: Sequence[int] = (), beam: int = 20, max_items: int = 200
+        self, query: str, history: Sequence[int] = (), beam: int = 20, max_items: int = 200, profile=None
     ) -> list[int]:
         """Item ids for one request, best cluster first, at most ``max_items``.
 
@@ -197,5 +218,7 @@ class RecallChannel:
             history: the user's recent item ids, oldest first.
             beam: number of SIDs (clusters) generated.
             max_items: the item budget of this channel.
+            profile: the user's coarse profile (``"power=premium"`` or a mapping), for a model trained
+                with profiles (data built with ``user_profile: true``); None or ``""``: no ``user:`` line.
         """
-        return self.recall_batch([query], [history], beam, max_items)[0]
+        return self.recall_batch([query], [history], beam, max_items, profiles=[profile])[0]

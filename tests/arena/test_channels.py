@@ -133,3 +133,18 @@ def test_a_model_without_sid_tokens_gives_a_clear_error(tmp_path, tiny_sid_dir, 
         GenerativeChannel("plain", tmp_path / "plain", tiny_sid_dir, oracle.log, device="cpu")
     with pytest.raises(FileNotFoundError, match="holds no model"):
         GenerativeChannel("none", tmp_path / "nothing", tiny_sid_dir, oracle.log, device="cpu")
+
+
+def test_request_batch_carries_profiles_when_the_data_has_them(oracle):
+    """A profile column reaches the generative channel's batch (and its slices); without one, None."""
+    import copy
+
+    from eg_grpo.arena.channels import RequestBatch
+
+    rows = np.arange(4)
+    assert RequestBatch.from_log(oracle.log, rows).profiles is None
+    log = copy.copy(oracle.log)
+    log.requests = oracle.log.requests.assign(profile=["power=mid"] * len(oracle.log.requests))
+    batch = RequestBatch.from_log(log, rows)
+    assert batch.profiles == ["power=mid"] * 4
+    assert batch.slice(1, 3).profiles == ["power=mid"] * 2

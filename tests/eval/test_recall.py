@@ -92,3 +92,27 @@ def test_a_model_trained_with_other_sids_is_refused(tiny_sft_dir, tiny_sid_dir, 
     ).save(other / "codebook")
     with pytest.raises(ValueError, match="trained with other SIDs"):
         RecallChannel(tiny_sft_dir, other, device="cpu")
+
+
+def test_profile_prompt_is_the_training_prompt(channel, tiny_log, tiny_codebook):
+    """A request's profile reaches the prompt exactly as SFT rendered it; no profile changes nothing."""
+    from eg_grpo.data.sft_dataset import request_prompts
+
+    rows = tiny_log.split("test").head(2).copy()
+    rows["profile"] = ["power=premium", ""]
+    trained = request_prompts(tiny_log, rows, tiny_codebook, tokenizer=channel.tokenizer, max_history=10)
+    served = [channel._prompt(q, h, p) for q, h, p in zip(rows["query"], rows["history"], rows["profile"])]
+    assert served == trained
+    assert "user: power=premium" in served[0] and "user:" not in served[1]
+    plain = channel._prompt(rows["query"].iloc[0], rows["history"].iloc[0])
+    assert channel._prompt(rows["query"].iloc[0], rows["history"].iloc[0], {"power": "premium"}) == served[0]
+    assert served[0] != plain and "user:" not in plain
+    q, h = rows["query"].iloc[0], rows["history"].iloc[0]
+    with_profile = channel.recall_batch([q], [h], beam=3, max_items=10, profiles=["power=premium"])
+    assert with_profile == [channel.recall(q, h, beam=3, max_items=10, profile="power=premium")]
+    with pytest.raises(ValueError, match="key=value"):
+        channel.recall(q, h, profile="power premium")
+    with pytest.raises(TypeError, match="profile must be"):
+        channel.recall(q, h, profile=3)
+    with pytest.raises(ValueError, match="one profile"):
+        channel.recall_batch([q, q], [h, h], profiles=["power=premium"])
