@@ -115,7 +115,9 @@ def test_table4_paired_rows_from_per_request_columns(tmp_path):
     for name, columns in runs.items():
         folders[name] = _eval_dir(tmp_path / name, **{m: float(v.mean()) for m, v in columns.items()})
         ids = [10, 11, 12, 13] if name != "eg1" else [11, 12, 13, 14]  # eg1 scored one other request
-        pd.DataFrame({"request_id": ids, "target_rank": -1, **columns}).to_csv(folders[name] / "per_request.csv")
+        pd.DataFrame({"request_id": ids, "target_rank": -1, **columns}).to_csv(
+            folders[name] / "per_request.csv"
+        )
     tables = PaperTables(table1={"CQ-SID": folders["sft"]},
                          table4={"SFT": folders["sft"], "EG-GRPO (K=2)": [folders["eg0"], folders["eg1"]]})  # fmt: skip
     text = tables.table_4()
@@ -130,6 +132,10 @@ def test_table4_paired_rows_from_per_request_columns(tmp_path):
     # without per-request files there is no paired section
     for name in runs:
         (folders[name] / "per_request.csv").unlink()
-    assert "paired standard error" not in PaperTables(
-        table1={"CQ-SID": folders["sft"]}, table4={"SFT": folders["sft"], "EG-GRPO (K=2)": [folders["eg0"]]}
-    ).table_4()
+    assert (
+        "paired standard error"
+        not in PaperTables(
+            table1={"CQ-SID": folders["sft"]},
+            table4={"SFT": folders["sft"], "EG-GRPO (K=2)": [folders["eg0"]]},
+        ).table_4()
+    )
