@@ -114,7 +114,9 @@ class OracleFunnel:
         self.control = self._play({CONTROL: self.control_items}, {CONTROL: settings.control_quota})
         self.item_scores = cluster_item_scores(oracle.log)  # the order inside a cluster, as in the arena
         items = oracle.log.items
-        self.item_titles = dict(zip(items["item_id"].tolist(), items["title"].tolist())) if settings.use_titles else None
+        self.item_titles = (
+            dict(zip(items["item_id"].tolist(), items["title"].tolist())) if settings.use_titles else None
+        )
 
     def _play(self, recalled, quotas) -> dict[str, np.ndarray]:
         return play(merge(recalled, quotas, self.bits), self.rows, self.n_exposed, self.oracle, self.ranking,
@@ -122,7 +124,9 @@ class OracleFunnel:
 
     def score(self, channel) -> dict[str, float]:
         """``eg/oracle_<fig>`` (mean per request) and ``eg/oracle_<fig>_lift`` of the arm that adds ``channel``."""
-        recalled, _ = recall_all({POLICY: channel}, self.quotas, self.batch, self.oracle, self.settings.batch_size)
+        recalled, _ = recall_all(
+            {POLICY: channel}, self.quotas, self.batch, self.oracle, self.settings.batch_size
+        )
         arm = self._play({CONTROL: self.control_items, **recalled}, self.quotas)
         out = {}
         for fig in ORACLE_FIGURES:
@@ -146,7 +150,9 @@ class LearnedView:
 
     def __init__(self, rows: list[dict], reward_funcs, weights, names, vocab, tokenizer):
         if any(isinstance(f, torch.nn.Module) or not callable(f) for f in reward_funcs):
-            raise ValueError("the learned view calls reward functions; a reward model (nn.Module) is not supported")
+            raise ValueError(
+                "the learned view calls reward functions; a reward model (nn.Module) is not supported"
+            )
         self.rows, self.reward_funcs, self.names = rows, list(reward_funcs), list(names)
         self.weights = np.asarray([float(w) for w in weights], dtype=float)  # (F,)
         self.vocab, self.tokenizer = vocab, tokenizer
@@ -251,7 +257,9 @@ class OracleCurves(TrainerCallback):
         return control
 
 
-def oracle_curves_callback(trainer, log, data_dir, vocab, max_history: int, use_titles: bool) -> OracleCurves | None:
+def oracle_curves_callback(
+    trainer, log, data_dir, vocab, max_history: int, use_titles: bool
+) -> OracleCurves | None:
     """The callback for ``trainer`` as its config asks (``oracle_eval_*``), or None when it is off or the data
     has no oracle (real data: nothing is logged).
 

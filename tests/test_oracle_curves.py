@@ -65,7 +65,9 @@ class _Reward:
 
     def __call__(self, prompts, completions, completion_ids, request_id, **columns):
         assert len(prompts) == len(completions) == len(completion_ids) == len(request_id)
-        return [None if r % 2 else float(self.vocab.decode(ids)[0]) for ids, r in zip(completion_ids, request_id)]
+        return [
+            None if r % 2 else float(self.vocab.decode(ids)[0]) for ids, r in zip(completion_ids, request_id)
+        ]
 
 
 def test_the_callbacks_figures_are_the_arenas_supplement_arm(oracle, sim_data_dir, tiny_sid_dir, tiny_sft_dir,
@@ -104,7 +106,9 @@ class _RandomChannel(Channel):
 
     def recall(self, batch, quota):
         rng = np.random.default_rng(int(batch.request_ids[0]))
-        return [rng.choice(self.item_ids, size=quota, replace=False).astype(np.int64) for _ in range(len(batch))]
+        return [
+            rng.choice(self.item_ids, size=quota, replace=False).astype(np.int64) for _ in range(len(batch))
+        ]
 
 
 def test_the_oracles_best_items_lift_the_funnel_and_random_ones_do_not(oracle):
@@ -154,7 +158,9 @@ def test_the_learned_reward_is_the_weighted_sum_of_the_reward_functions(tiny_log
         columns = {k: [v] for k, v in row.items() if k != "prompt"}
         for sid in row_sids:
             ids = [vocab.encode(sid, add_eos=True)]
-            values = [f(prompts=[row["prompt"]], completions=["x"], completion_ids=ids, **columns)[0] for f in funcs]
+            values = [
+                f(prompts=[row["prompt"]], completions=["x"], completion_ids=ids, **columns)[0] for f in funcs
+            ]
             for n, v in zip(names, values):
                 per_func[n].append(np.nan if v is None else v)
             weighted.append(sum(w * v for w, v in zip(weights, values) if v is not None))
@@ -179,7 +185,9 @@ def _train(tmp_path, data_dir, sid_dir, sft_dir, **overrides):
     settings = dict(output_dir=str(tmp_path), sid_dir=str(sid_dir), num_generations=4, per_device_train_batch_size=8,
                     use_cpu=True, report_to="none", max_steps=2, logging_steps=1, save_strategy="no",
                     disable_tqdm=True, learning_rate=5e-3, oracle_eval_requests=40, oracle_eval_beam=4, seed=0)  # fmt: skip
-    trainer = build_trainer(script, EGGRPOConfig(**{**settings, **overrides}), ModelConfig(model_name_or_path=str(sft_dir)))
+    trainer = build_trainer(
+        script, EGGRPOConfig(**{**settings, **overrides}), ModelConfig(model_name_or_path=str(sft_dir))
+    )
     trainer.train()
     return trainer
 
@@ -252,14 +260,20 @@ def test_compare_and_the_report_draw_the_learned_reward_beside_the_oracle(tmp_pa
     panels = {ax.get_title(): ax for ax in fig.axes if ax.axison}
     for title, key in (("learned reward (held-out beam)", "eg/learned_reward"),
                        ("oracle GMV lift (held-out, simulated)", "eg/oracle_gmv_lift")):  # fmt: skip
-        lines = {line.get_label(): line for line in panels[title].lines if not line.get_label().startswith("_")}
+        lines = {
+            line.get_label(): line for line in panels[title].lines if not line.get_label().startswith("_")
+        }
         assert set(lines) == {"hacked", "honest"}  # a run without the oracle curves draws no line
         for name in lines:
-            logged = [h[key] for h in json.loads((tmp_path / name / "log_history.json").read_text()) if key in h]
+            logged = [
+                h[key] for h in json.loads((tmp_path / name / "log_history.json").read_text()) if key in h
+            ]
             assert list(lines[name].get_ydata()) == logged and list(lines[name].get_xdata()) == [1, 2, 3]
     plt.close(fig)
 
-    table = compare(CompareArguments(run_dirs=[str(hacked), str(honest), str(real)], output_dir=str(tmp_path / "cmp")))
+    table = compare(
+        CompareArguments(run_dirs=[str(hacked), str(honest), str(real)], output_dir=str(tmp_path / "cmp"))
+    )
     assert (tmp_path / "cmp" / "reward_hacking.png").stat().st_size > 0
     hacked_line = next(line for line in table.splitlines() if line.startswith("| hacked |") and "→" in line)
     assert "0.1000 → 0.5000" in hacked_line and "0.0200 → -0.0500" in hacked_line
@@ -280,3 +294,19 @@ def test_runs_without_the_oracle_curves_skip_the_panel(tmp_path):
     assert not (tmp_path / "cmp" / "reward_hacking.png").exists() and "oracle" not in table
     report = write_report(tmp_path, tmp_path / "no_sids", [str(real)], [])
     assert "oracle" not in report.read_text() and (report.parent / "training_curves.png").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_log_the_oracle_curves_without_deadlock(
+    tmp_path, sim_data_dir, tiny_sid_dir, tiny_sft_dir
+):
+    from test_multiprocess import launch_two
+
+    out = tmp_path / "run"
+    done = launch_two(out, sim_data_dir, tiny_sid_dir, tiny_sft_dir, "--per_device_train_batch_size", "8",
+                      "--oracle_eval_steps", "2", "--oracle_eval_requests", "20", "--oracle_eval_beam", "4")  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    history = json.loads((out / "log_history.json").read_text())
+    logged = [h["step"] for h in history if "eg/oracle_gmv_lift" in h and "loss" in h]
+    assert logged == [2, 3]  # every 2 steps and after the last
+    assert all(math.isfinite(h[LEARNED_KEY]) for h in history if LEARNED_KEY in h)
