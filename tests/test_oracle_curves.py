@@ -14,6 +14,7 @@ import pytest
 
 from eg_grpo.arena.channels import Channel, OracleChannel
 from eg_grpo.arena.oracle import Oracle
+from eg_grpo.callbacks import console_line
 from eg_grpo.data.rl_dataset import build_rl_dataset
 from eg_grpo.data.schema import SearchLog
 from eg_grpo.data.sft_dataset import check_tokenizer_has_sids
@@ -199,6 +200,7 @@ def test_training_logs_the_oracle_curves_on_simulated_data_only(tmp_path, sim_da
     keys = [*oracle_keys(), LEARNED_KEY, f"{LEARNED_KEY}/sid_match", f"{LEARNED_KEY}/category_consistency"]
     assert [h["step"] for h in steps] == [1, 2]
     assert all(math.isfinite(h[k]) for h in steps for k in keys)
+    assert "oracle_gmv_lift" in console_line(2, steps[-1]) and "learned" in console_line(2, steps[-1])
     # the last point is the trained policy's: evaluating it again gives the logged figures
     (callback,) = [c for c in trainer.callback_handler.callbacks if isinstance(c, OracleCurves)]
     trainer.model.eval()
