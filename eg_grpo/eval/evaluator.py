@@ -182,8 +182,9 @@ def evaluate_model(
     Returns:
         The ``eval_results.json`` dict (see the module docstring), plus ``settings``, ``sweep``
         (per beam size, the cluster metrics and seconds) and ``per_request`` (``request_id`` and the
-        target's 0-based ``target_rank`` in the main beam, -1 when absent: what paired comparisons of
-        two models on the same rows need; ``recipes/evaluate.py`` writes it to ``per_request.csv``).
+        target's 0-based ``target_rank`` in the main beam, -1 when absent, and each request's
+        ``clk@K`` / ``exp@K`` (0 or 1) and ``pvr@K``: what paired comparisons of two models on the same
+        rows need; ``recipes/evaluate.py`` writes it to ``per_request.csv``).
 
     Raises:
         ValueError: the tokenizer lacks SID tokens, the codebook is not this dataset's, or the split
@@ -238,10 +239,12 @@ def evaluate_model(
     for k in settings.ks:
         results[f"hr@{k}"] = M.hit_rate_at_k(main, target_sids, k)
         results[f"ndcg@{k}"] = M.ndcg_at_k(main, target_sids, k)
-    for k in settings.ks:  # the paper's ranking-alignment metrics, same beam as hr@K
-        results[f"clk@{k}"] = M.click_hitrate_at_b(main, clicked_sids, k)
-        results[f"exp@{k}"] = M.exposure_hitrate_at_k(main, [set(e) for e in exposed_item_sids], k)
-        results[f"pvr@{k}"] = M.exposure_coverage_at_k(main, exposed_item_sids, k)
+    alignment = {}  # the paper's ranking-alignment metrics per request, same beam as hr@K
+    for k in settings.ks:
+        alignment[f"clk@{k}"] = M.click_hits_at_b(main, clicked_sids, k)
+        alignment[f"exp@{k}"] = M.click_hits_at_b(main, [set(e) for e in exposed_item_sids], k)
+        alignment[f"pvr@{k}"] = M.exposure_coverage_shares(main, exposed_item_sids, k)
+    results.update({key: float(np.mean(values)) for key, values in alignment.items()})
     if settings.item_budgets:
         scored_ids, scores = item_popularity(log)
 
@@ -290,6 +293,7 @@ def evaluate_model(
     results["per_request"] = {  # for paired comparisons of two models on the same rows
         "request_id": request_ids.tolist(),
         "target_rank": [-1 if r is None else r for r in ranks],
+        **{key: values.tolist() for key, values in alignment.items()},
     }
     results["sweep"] = {str(b): row for b, row in sweep.items()}
     return results

@@ -71,9 +71,15 @@ def click_hitrate_at_b(ranked: Sequence[Sequence], clicked_sids: Sequence[set], 
         clicked_sids: per example, the set of SIDs of the items the user clicked.
         b: beam size considered.
     """
+    return float(np.mean(click_hits_at_b(ranked, clicked_sids, b)))
+
+
+def click_hits_at_b(ranked: Sequence[Sequence], clicked_sids: Sequence[set], b: int) -> np.ndarray:
+    """Per example, 1.0 when a clicked item lies in one of the first ``b`` returned clusters, else
+    0.0: ``(N,)``, the per-request values :func:`click_hitrate_at_b` averages (paired comparisons)."""
     _check(ranked, clicked_sids)
     hits = [(r := first_hit_rank(lst, set(c))) is not None and r < b for lst, c in zip(ranked, clicked_sids)]
-    return float(np.mean(hits))
+    return np.asarray(hits, dtype=float)
 
 
 def semantic_hitrate_at_b(ranked: Sequence[Sequence], relevant_sids: Sequence[set], b: int) -> float:
@@ -160,12 +166,19 @@ def exposure_coverage_at_k(
             exposed items of one cluster count twice); an example with none scores 0.
         k: the cut-off (distinct returned SIDs).
     """
+    return float(np.mean(exposure_coverage_shares(ranked, exposed_item_sids, k)))
+
+
+def exposure_coverage_shares(
+    ranked: Sequence[Sequence], exposed_item_sids: Sequence[Sequence], k: int
+) -> np.ndarray:
+    """Per example, the share :func:`exposure_coverage_at_k` averages: ``(N,)``."""
     _check(ranked, exposed_item_sids)
     shares = []
     for lst, exposed in zip(ranked, exposed_item_sids):
         top = {s for s in _dedup(lst)[:k] if s is not None}
         shares.append(sum(s in top for s in exposed) / len(exposed) if len(exposed) else 0.0)
-    return float(np.mean(shares))
+    return np.asarray(shares, dtype=float)
 
 
 def budget_hitrate_at_b(

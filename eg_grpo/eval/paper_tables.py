@@ -227,11 +227,35 @@ class PaperTables:
             rows += [[f"{k} vs {first}", *(_gain(relative_gain(v, b)) for v, b in zip(vals, base_vals))]
                      for k, vals in list(ours.items())[1:]]  # fmt: skip
         header = ["model", *TABLE4_METRICS]
-        return "\n\n".join([
+        parts = [
             "### Table 4: ranking alignment (clk = click, exp = exposure hit rate, pvr = exposure coverage)",
             f"Paper ({PAPER}):\n\n" + _table(header, paper_rows),
             "Ours (mean ± standard deviation over the runs given):\n\n" + _table(header, rows),
-        ])  # fmt: skip
+        ]
+        paired = self._paired_rows()
+        if paired:
+            parts.append(f"Ours, each run minus {next(iter(self.table4))} on the same requests (Δ ± paired standard "
+                         "error; * = |Δ| > 2 SE):\n\n" + _table(["run", *TABLE4_METRICS], paired))  # fmt: skip
+        return "\n\n".join(parts)
+
+    def _paired_rows(self) -> list[list[str]]:
+        """One row per run of every row after the first: the per-request difference from the first
+        row's (single) folder, over the requests both scored (``per_request.csv`` columns)."""
+        base_name, base_folders = next(iter(self.table4.items()))
+        base = per_request(base_folders[0]) if len(base_folders) == 1 else None
+        if base is None or not set(TABLE4_METRICS) <= set(base.columns):
+            return []
+        rows = []
+        for name, folders in list(self.table4.items())[1:]:
+            for i, folder in enumerate(folders):
+                other = per_request(folder)
+                if other is None or not set(TABLE4_METRICS) <= set(other.columns):
+                    continue
+                common = base.index.intersection(other.index)
+                cells = [_paired_cell(other.loc[common, m].to_numpy() - base.loc[common, m].to_numpy())
+                         for m in TABLE4_METRICS]  # fmt: skip
+                rows.append([f"{name} run {i + 1} ({Path(folder).name})", *cells])
+        return rows
 
     def markdown(self) -> str:
         parts = [self.table_1(), self.table_2(), self.table_3()]
@@ -239,6 +263,22 @@ class PaperTables:
             parts.append(self.table_4())
         parts.append("### Commands of each row\n\n" + "\n".join(self.commands()))
         return "\n\n".join(parts) + "\n"
+
+
+def per_request(folder: str | Path):
+    """``folder/per_request.csv`` indexed by request id, or None (evaluations written without it)."""
+    import pandas as pd
+
+    path = Path(folder) / "per_request.csv"
+    return pd.read_csv(path, index_col="request_id") if path.exists() else None
+
+
+def _paired_cell(diff) -> str:
+    if len(diff) < 2:
+        return "—"
+    se = float(diff.std(ddof=1) / math.sqrt(len(diff)))
+    mean = float(diff.mean())
+    return f"{mean:+.4f} ± {se:.4f}" + ("*" if se > 0 and abs(mean) > 2 * se else "")
 
 
 def matching_beam(curve: Mapping[int, float], target: float) -> str:

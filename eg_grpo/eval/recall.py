@@ -54,7 +54,9 @@ def _check_query(query) -> str:
 def _check_profile(profile):
     """A profile as the prompt builder takes it; a malformed one is a ValueError naming the shape."""
     if not (profile is None or isinstance(profile, str | Mapping)):
-        raise TypeError(f"profile must be a str like 'power=premium', a mapping or None, got {type(profile).__name__}")
+        raise TypeError(
+            f"profile must be a str like 'power=premium', a mapping or None, got {type(profile).__name__}"
+        )
     return format_profile(profile) or None
 
 
@@ -227,7 +229,9 @@ class RecallChannel:
         if len(queries) != len(histories):
             raise ValueError(f"{len(queries)} queries but {len(histories)} histories")
         if profiles is not None and (isinstance(profiles, str | bytes) or len(profiles) != len(queries)):
-            raise ValueError(f"profiles must be a list of one profile (or None) per query, got {profiles!r:.80}")
+            raise ValueError(
+                f"profiles must be a list of one profile (or None) per query, got {profiles!r:.80}"
+            )
         if beam < 1 or max_items < 1:
             raise ValueError(f"beam and max_items must be >= 1, got beam={beam}, max_items={max_items}")
         found = self.recall_sids(queries, histories, beam, profiles)

@@ -45,6 +45,11 @@ def test_tiny_chain_sft_then_evaluate(
         assert results[f"ndcg@{k}"] == pytest.approx(
             np.where((r >= 0) & (r < k), 1 / np.log2(np.maximum(r, 0) + 2), 0).mean()
         )
+    for k in KS:  # the per-request alignment columns average to the reported clk@K / exp@K / pvr@K
+        for key in (f"clk@{k}", f"exp@{k}", f"pvr@{k}"):
+            assert ranks[key].mean() == pytest.approx(results[key])
+        assert set(ranks[f"clk@{k}"].unique()) <= {0.0, 1.0} and ranks[f"pvr@{k}"].between(0, 1).all()
+    assert (ranks["clk@1"] <= ranks["clk@5"]).all() and (ranks["pvr@1"] <= ranks["pvr@5"]).all()
     assert "per_request" not in results
     test_ids = tiny_log.split("test")["request_id"]
     assert results["num_examples"] == len(target_items(tiny_log, test_ids)) > 0

@@ -101,3 +101,41 @@ def test_committed_configs_name_the_papers_rows(size):
     PaperTables(
         **{k: v for k, v in config.items() if k != "output"}
     )  # row names checked, folders read lazily
+
+
+def test_table4_paired_rows_from_per_request_columns(tmp_path):
+    """Each RL run minus SFT on the requests both scored, with the paired standard error by hand."""
+    import numpy as np
+    import pandas as pd
+
+    base = {m: np.array([0.0, 1.0, 0.0, 1.0]) for m in TABLE4_METRICS}
+    runs = {"sft": base, "eg0": {m: v + np.array([1.0, 0.0, 1.0, 0.0]) for m, v in base.items()},
+            "eg1": {m: v.copy() for m, v in base.items()}}  # fmt: skip
+    folders = {}
+    for name, columns in runs.items():
+        folders[name] = _eval_dir(tmp_path / name, **{m: float(v.mean()) for m, v in columns.items()})
+        ids = [10, 11, 12, 13] if name != "eg1" else [11, 12, 13, 14]  # eg1 scored one other request
+        pd.DataFrame({"request_id": ids, "target_rank": -1, **columns}).to_csv(
+            folders[name] / "per_request.csv"
+        )
+    tables = PaperTables(table1={"CQ-SID": folders["sft"]},
+                         table4={"SFT": folders["sft"], "EG-GRPO (K=2)": [folders["eg0"], folders["eg1"]]})  # fmt: skip
+    text = tables.table_4()
+    # eg0 - sft = [1, 0, 1, 0]: mean 0.5, sample std 0.5774, SE 0.2887 (not > 2 SE, no star)
+    row0 = next(line for line in text.splitlines() if line.startswith("| EG-GRPO (K=2) run 1 (eg0)"))
+    assert row0.count("+0.5000 ± 0.2887 |") == len(TABLE4_METRICS)
+    # eg1 on requests 11..13: its values [0, 1, 0] (shifted ids) minus sft's [1, 0, 1]
+    row1 = next(line for line in text.splitlines() if line.startswith("| EG-GRPO (K=2) run 2 (eg1)"))
+    diff = np.array([0.0, 1.0, 0.0]) - np.array([1.0, 0.0, 1.0])
+    expected = f"{diff.mean():+.4f} ± {diff.std(ddof=1) / np.sqrt(3):.4f}"
+    assert expected in row1
+    # without per-request files there is no paired section
+    for name in runs:
+        (folders[name] / "per_request.csv").unlink()
+    assert (
+        "paired standard error"
+        not in PaperTables(
+            table1={"CQ-SID": folders["sft"]},
+            table4={"SFT": folders["sft"], "EG-GRPO (K=2)": [folders["eg0"]]},
+        ).table_4()
+    )
