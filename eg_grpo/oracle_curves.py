@@ -127,6 +127,7 @@ class OracleFunnel:
         recalled, _ = recall_all(
             {POLICY: channel}, self.quotas, self.batch, self.oracle, self.settings.batch_size
         )
+        self.last_items = recalled[POLICY]  # (B,) item rows per request, as the arena's channel brought them
         arm = self._play({CONTROL: self.control_items, **recalled}, self.quotas)
         out = {}
         for fig in ORACLE_FIGURES:

@@ -74,11 +74,12 @@ class _Reward:
 def test_the_callbacks_figures_are_the_arenas_supplement_arm(oracle, sim_data_dir, tiny_sid_dir, tiny_sft_dir,
                                                              tiny_codebook, policy, tmp_path):  # fmt: skip
     from eg_grpo.arena import ArenaArguments
-    from eg_grpo.arena.run import build_channels, play_arena
+    from eg_grpo.arena.run import build_channels, play_arena, recall_all
 
     model, tokenizer, vocab = policy
     rows = _valid_rows(oracle.log, tiny_codebook, vocab, tokenizer)  # every valid request has impressions
-    settings = OracleEvalSettings(split="valid", num_requests=len(rows), beam=4)
+    # beam 20: more cluster items than the quota of 24, so the order inside a cluster decides the cut
+    settings = OracleEvalSettings(split="valid", num_requests=len(rows), beam=20)
     funnel = OracleFunnel(oracle, np.array([r["request_id"] for r in rows]), settings)
     learned = LearnedView(rows, [_Reward(vocab)], [1.0], ["first_code"], vocab, tokenizer)
     trainer = SimpleNamespace(processing_class=tokenizer, codebook=tiny_codebook)
@@ -86,8 +87,14 @@ def test_the_callbacks_figures_are_the_arenas_supplement_arm(oracle, sim_data_di
 
     args = ArenaArguments(data_dir=str(sim_data_dir), output_dir=str(tmp_path / "arena"), sid_dir=str(tiny_sid_dir),
                           split="valid", control=["logged:48"], channels=[], generative=[f"policy={tiny_sft_dir}"],
-                          generative_quota=24, beam=4, budget_modes=["supplement"], device="cpu")  # fmt: skip
-    arena = play_arena(args, oracle, build_channels(args, oracle))["stages"]["legacy"]["supplement"]
+                          generative_quota=24, beam=20, budget_modes=["supplement"], device="cpu")  # fmt: skip
+    channels = build_channels(args, oracle)
+    arena = play_arena(args, oracle, channels)["stages"]["legacy"]["supplement"]
+    # the same candidates: the arena's channel over the saved model, and the policy in memory
+    items, _ = recall_all(
+        {"gen_policy": channels["gen_policy"]}, {"gen_policy": 24}, funnel.batch, oracle, 64
+    )
+    assert all(np.array_equal(a, b) for a, b in zip(items["gen_policy"], funnel.last_items, strict=True))
     assert arena["arms"]["+gen_policy"]["added"] == "gen_policy"
     for fig, arena_fig in (("clicks", "ctr"), ("purchases", "ctcvr"), ("gmv", "gmv")):
         lift = arena["arms"]["+gen_policy"]["lifts"][arena_fig]
