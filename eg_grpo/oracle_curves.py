@@ -64,7 +64,8 @@ class OracleEvalSettings:
         batch_size: requests per channel call, the arena's default: the legacy retrieval seeds its draws per
             call, so the same batching gives the arena's control candidates.
         max_history, use_titles: prompt settings, as in training.
-        seed: the sample's seed, the ranking noise's and the legacy retrieval's (the arena's ``seed``).
+        seed: the sample's seed, the ranking noise's and the legacy retrieval's (the arena's ``seed``). Not
+            the training seed: runs of several seeds are scored on the same requests, in the arena's funnel.
     """
 
     split: str = "valid"
@@ -276,8 +277,8 @@ def oracle_curves_callback(
         logger.info("oracle curves off: %s holds real data (no simulator ground truth)", data_dir)
         return None
     settings = OracleEvalSettings(split=args.sid_eval_split, num_requests=args.oracle_eval_requests,
-                                  beam=args.oracle_eval_beam, max_history=max_history, use_titles=use_titles,
-                                  seed=args.seed)  # fmt: skip
+                                  beam=args.oracle_eval_beam, max_history=max_history,
+                                  use_titles=use_titles)  # fmt: skip
     rows = build_rl_dataset(log, trainer.codebook, vocab, trainer.processing_class, split=settings.split,
                             expert_source=args.expert_source, require_expert=False, max_history=max_history,
                             use_titles=use_titles).to_list()  # fmt: skip

@@ -319,3 +319,27 @@ def test_two_processes_log_the_oracle_curves_without_deadlock(
     logged = [h["step"] for h in history if "eg/oracle_gmv_lift" in h and "loss" in h]
     assert logged == [2, 3]  # every 2 steps and after the last
     assert all(math.isfinite(h[LEARNED_KEY]) for h in history if LEARNED_KEY in h)
+
+
+def test_the_sample_and_period_follow_the_config_not_the_training_seed(sim_data_dir, tiny_codebook, policy):
+    import torch
+
+    from eg_grpo.oracle_curves import oracle_curves_callback
+
+    _, tokenizer, vocab = policy
+    log = SearchLog.load(sim_data_dir)
+
+    def callback(**args):
+        settings = {"sid_eval_steps": 3, "oracle_eval_steps": None, "sid_eval_split": "valid", "seed": 0,
+                    "oracle_eval_requests": 30, "oracle_eval_beam": 4, "expert_source": ["purchased", "clicked"]}  # fmt: skip
+        trainer = SimpleNamespace(args=SimpleNamespace(**{**settings, **args}), codebook=tiny_codebook,
+                                  processing_class=tokenizer, reward_funcs=[], reward_weights=torch.ones(0),
+                                  reward_func_names=[])  # fmt: skip
+        return oracle_curves_callback(trainer, log, sim_data_dir, vocab, max_history=10, use_titles=False)
+
+    first, other_seed = callback(), callback(seed=7)
+    assert first.every == 3  # None follows sid_eval_steps
+    assert len(first.funnel.rows) == 30 and np.array_equal(first.funnel.rows, other_seed.funnel.rows)
+    assert np.all(np.diff(first.funnel.rows) > 0)  # in time order, as the arena plays them
+    assert callback(oracle_eval_steps=5).every == 5
+    assert callback(oracle_eval_steps=0) is None and callback(sid_eval_steps=0) is None
