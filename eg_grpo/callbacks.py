@@ -66,6 +66,9 @@ CONSOLE_EG_KEYS = (
     ("eg/valid_sid_rate", "valid_sid"),
     ("eg/hit_rate_sampled", "hit"),
     ("eg/distinct_sids_per_group", "distinct"),
+    # the oracle curves' points (eg_grpo.oracle_curves): learned view vs what the simulated users do
+    ("eg/learned_reward", "learned"),
+    ("eg/oracle_gmv_lift", "oracle_gmv_lift"),
 )
 
 

@@ -22,7 +22,8 @@ class CompareArguments:
     Args:
         run_dirs: RL output folders (``log_history.json`` or checkpoints); also accepted as positional arguments.
         eval_dirs: evaluation folders (``eval_results.json``; ``per_request.csv`` pairs them with the first).
-        output_dir: where ``comparison.md`` and ``curves.png`` go.
+        output_dir: where ``comparison.md``, ``curves.png`` and (when the runs logged the oracle curves)
+            ``reward_hacking.png`` go.
     """
 
     run_dirs: list[str] = field(default_factory=list, metadata={"help": "RL output folders."})
@@ -72,7 +73,14 @@ def _check_dirs(dirs: list[str], what: str, needs: tuple[str, ...]) -> None:
 
 def run(args: CompareArguments) -> str:
     """Writes ``comparison.md`` (and ``curves.png`` for RL runs); returns the markdown."""
-    from eg_grpo.report import paired_table, plot_curves, test_table, training_table
+    from eg_grpo.report import (
+        paired_table,
+        plot_curves,
+        plot_reward_hacking,
+        reward_hacking_table,
+        test_table,
+        training_table,
+    )
 
     if not args.run_dirs and not args.eval_dirs:
         raise SystemExit("compare.py: give RL run folders, --eval_dirs, or both")
@@ -81,6 +89,8 @@ def run(args: CompareArguments) -> str:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     parts = [training_table(args.run_dirs)] if args.run_dirs else []
+    if hacking := args.run_dirs and reward_hacking_table(args.run_dirs):
+        parts.append("Learned reward vs the oracle (held-out requests, simulated; first → last):\n\n" + hacking)
     if args.eval_dirs:
         parts.append(test_table(args.eval_dirs))
         comparable, notes = comparable_groups(args.eval_dirs)
@@ -96,6 +106,8 @@ def run(args: CompareArguments) -> str:
     written = [out / "comparison.md"]
     if args.run_dirs:
         written.append(plot_curves(args.run_dirs, out / "curves.png"))
+        if (hacking_png := plot_reward_hacking(args.run_dirs, out / "reward_hacking.png")) is not None:
+            written.append(hacking_png)
     print(table)
     print("\nwrote " + ", ".join(map(str, written)))
     return table

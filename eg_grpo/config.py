@@ -59,6 +59,17 @@ class EGGRPOConfig(GRPOConfig):
             Size of that subsample.
         sid_eval_beams (`int`, *optional*, defaults to `10`):
             Beam width of that search (the largest K logged).
+        oracle_eval_steps (`int` or `None`, *optional*, defaults to `None`):
+            On simulated data (the data folder's `stage.json` records the simulator), every this many steps
+            (and after the last) play the policy's beam in the arena's funnel on a fixed seeded sample of the
+            `sid_eval_split` requests and log the oracle's expected clicks, purchases and GMV per request
+            (`eg/oracle_*`, and their lifts over the legacy retrieval alone, `eg/oracle_*_lift`) beside the
+            weighted sum of the trainer's reward functions over the same SIDs (`eg/learned_reward`). `None`
+            follows `sid_eval_steps`; `0` turns it off. Real data: nothing is logged. See `eg_grpo.oracle_curves`.
+        oracle_eval_requests (`int`, *optional*, defaults to `200`):
+            Size of that sample (at least 2).
+        oracle_eval_beam (`int`, *optional*, defaults to `20`):
+            SIDs the policy writes per request there (the arena's `beam`; its 24 items join the legacy 48).
     """
 
     sid_dir: str | None = field(
@@ -91,6 +102,12 @@ class EGGRPOConfig(GRPOConfig):
     sid_eval_split: str = field(default="valid", metadata={"help": "Split of that evaluation."})
     sid_eval_examples: int = field(default=200, metadata={"help": "Valid requests in that evaluation."})
     sid_eval_beams: int = field(default=10, metadata={"help": "Beam width of that evaluation."})
+    oracle_eval_steps: int | None = field(
+        default=None,
+        metadata={"help": "Log eg/oracle_* and eg/learned_reward every N steps; None = sid_eval_steps, 0 = off."},
+    )
+    oracle_eval_requests: int = field(default=200, metadata={"help": "Held-out requests of the oracle curves."})
+    oracle_eval_beam: int = field(default=20, metadata={"help": "SIDs per request of the oracle curves."})
     max_completion_length: int | None = field(
         default=8, metadata={"help": "Maximum completion length; a SID needs num_levels + 1 tokens."}
     )
@@ -135,6 +152,12 @@ class EGGRPOConfig(GRPOConfig):
         self._check_trie_generation_settings()
         if self.sid_eval_steps < 0 or self.sid_eval_examples <= 0 or self.sid_eval_beams <= 0:
             raise ValueError("sid_eval_steps must be >= 0; sid_eval_examples and sid_eval_beams > 0")
+        if (self.oracle_eval_steps or 0) < 0 or self.oracle_eval_requests < 2 or self.oracle_eval_beam < 1:
+            raise ValueError(
+                f"oracle_eval_steps={self.oracle_eval_steps} must be None (= sid_eval_steps) or >= 0 (0 = off), "
+                f"oracle_eval_requests={self.oracle_eval_requests} >= 2 (lifts are paired over requests) and "
+                f"oracle_eval_beam={self.oracle_eval_beam} >= 1"
+            )
         local_rows = self.per_device_train_batch_size * self.steps_per_generation
         if local_rows % self.num_generations:
             # Per-group splicing and per-group beam search need every group whole on one process.

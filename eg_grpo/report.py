@@ -26,6 +26,17 @@ CURVES = {
     "valid-split HR@10": (["valid/hr@10"], "HR@10"),
     "full model's mass on valid first tokens": (["eg/valid_mass_first"], "probability mass"),
 }
+# Reward hacking in view: what RL optimises (the learned rewards) beside what the simulator's users do
+# (the arena's oracle, on simulated data only; see eg_grpo.oracle_curves). A run whose learned reward
+# rises while the oracle's lifts fall is visible at a glance.
+REWARD_HACKING = {
+    "learned reward (training samples)": (["eg/reward_sampled", "reward"], "weighted reward"),
+    "learned reward (held-out beam)": (["eg/learned_reward"], "weighted reward"),
+    "oracle GMV lift (held-out, simulated)": (["eg/oracle_gmv_lift"], "lift over control"),
+    "oracle purchases lift": (["eg/oracle_purchases_lift"], "lift over control"),
+    "oracle clicks lift": (["eg/oracle_clicks_lift"], "lift over control"),
+}
+ORACLE_LIFT_KEYS = ("eg/oracle_gmv_lift", "eg/oracle_purchases_lift", "eg/oracle_clicks_lift")
 # One style per run, so identical curves (e.g. two runs before their experts make a difference) stay
 # visible: a line style, a marker, and a width that shrinks, so a later line never covers an earlier one.
 RUN_STYLES = [
@@ -86,7 +97,11 @@ def curves_figure(run_dirs: list[str | Path]):
     histories = {Path(d).name: load_log_history(d) for d in run_dirs}
     objectives = sorted({k for h in histories.values() for k in reward_objectives(h)})
     panels = dict(CURVES) | {f"reward: {k.split('/')[-2]}": ([k], "mean reward") for k in objectives}
-    cols = 3
+    return _panels_figure(panels, histories, cols=3)
+
+
+def _panels_figure(panels: dict, histories: dict[str, list[dict]], cols: int, zero_line: tuple[str, ...] = ()):
+    """One panel per ``title -> (keys, ylabel)``, one line per run; panels in ``zero_line`` get a y = 0 line."""
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
     for ax, (title, (keys, ylabel)) in zip(axes.flat, panels.items()):
@@ -102,6 +117,8 @@ def curves_figure(run_dirs: list[str | Path]):
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
+            if title in zero_line:  # drawn after the legend, so it is no run's line
+                ax.axhline(0.0, color="grey", linewidth=0.8)
         else:  # e.g. held-out HR@K with sid_eval_steps: 0; say so rather than draw empty axes
             ax.text(0.5, 0.5, "not logged in these runs", ha="center", va="center", transform=ax.transAxes,
                     color="grey")  # fmt: skip
@@ -111,6 +128,52 @@ def curves_figure(run_dirs: list[str | Path]):
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def has_oracle_curves(history: list[dict]) -> bool:
+    return any(k in h for h in history for k in ORACLE_LIFT_KEYS)
+
+
+def reward_hacking_figure(run_dirs: list[str | Path]):
+    """:data:`REWARD_HACKING` panels, one line per run that logged the oracle curves; None when none did
+    (real data has no oracle)."""
+    histories = {Path(d).name: load_log_history(d) for d in run_dirs}
+    histories = {name: h for name, h in histories.items() if has_oracle_curves(h)}
+    if not histories:
+        return None
+    lifts = tuple(title for title, (keys, _) in REWARD_HACKING.items() if keys[0] in ORACLE_LIFT_KEYS)
+    return _panels_figure(REWARD_HACKING, histories, cols=len(REWARD_HACKING), zero_line=lifts)
+
+
+def plot_reward_hacking(run_dirs: list[str | Path], out_png: str | Path) -> Path | None:
+    """Writes :func:`reward_hacking_figure` to ``out_png``; None (nothing written) when no run logged it."""
+    fig = reward_hacking_figure(run_dirs)
+    if fig is None:
+        return None
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
+def reward_hacking_table(run_dirs: list[str | Path]) -> str:
+    """Markdown: per run that logged the oracle curves, each :data:`REWARD_HACKING` series at its first and
+    last point (``first → last``); an empty string when none did."""
+    lines = []
+    for d in run_dirs:
+        h = load_log_history(d)
+        if not has_oracle_curves(h):
+            continue
+        cells = [Path(d).name]
+        for keys, _ in REWARD_HACKING.values():
+            _, values, _ = series(h, keys)
+            cells.append(f"{_fmt(values[0])} → {_fmt(values[-1])}" if values else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    header = ["run", *REWARD_HACKING]
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *lines])
 
 
 def plot_curves(run_dirs: list[str | Path], out_png: str | Path) -> Path:
@@ -206,6 +269,12 @@ def write_report(root: str | Path, sid_dir: str | Path, rl_dirs: list[str], eval
         curves = plot_curves(existing, out / "training_curves.png")
         parts += ["## Training (vanilla vs expert-guided)", "", training_table(existing), "",
                   f"![training curves]({curves.name})", ""]  # fmt: skip
+        hacking = plot_reward_hacking(existing, out / "reward_hacking.png")
+        if hacking is not None:
+            parts += ["### Learned reward vs the oracle (held-out requests, simulated)", "",
+                      "What RL optimises beside what the simulator's users do: the policy's beam in the arena's "
+                      "supplement funnel (legacy retrieval + 24 generative items), first → last evaluation.", "",
+                      reward_hacking_table(existing), "", f"![learned reward vs oracle]({hacking.name})", ""]  # fmt: skip
     for d in eval_dirs:
         for png in sorted(Path(d).glob("*.png")):
             target = out / f"{Path(d).name}_{png.name}"

@@ -41,6 +41,7 @@ from eg_grpo.io import (
     write_json,
     write_stage,
 )
+from eg_grpo.oracle_curves import ORACLE_EVAL_FIELDS, oracle_curves_callback
 from eg_grpo.sft import lora_config
 from eg_grpo.sid.tokens import SIDVocab
 from eg_grpo.tracking import LineageToTracker, configure_tracking
@@ -150,6 +151,10 @@ def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfi
                                 max_history=script_args.max_history, use_titles=script_args.use_titles,
                                 seed=training_args.seed)  # fmt: skip
         trainer.add_callback(HeldOutSIDMetrics(trainer, log, training_args.sid_eval_steps, settings))
+    oracle_curves = oracle_curves_callback(trainer, log, script_args.data_dir, vocab, script_args.max_history,
+                                           script_args.use_titles)  # fmt: skip
+    if oracle_curves is not None:
+        trainer.add_callback(oracle_curves)
     specs = script_args.rewards or DEFAULT_REWARDS
     lineage = {"rewards": json.loads(specs) if isinstance(specs, str) else specs, "stage_fingerprint": record["fingerprint"],
                "inputs": {k: v["fingerprint"] for k, v in record["inputs"].items()}}  # fmt: skip
@@ -175,7 +180,9 @@ def rl_stage_record(
     script = content_config(script_args, drop=("data_dir", "ranker_dir", "chain", "stage_configs"))
     if isinstance(script.get("rewards"), str):
         script["rewards"] = json.loads(script["rewards"])
-    config = {"script": script, "training": content_config(training_args.to_dict(), drop=("sid_dir",)),
+    # The oracle curves only watch: they leave the model as it would be without them.
+    training = content_config(training_args.to_dict(), drop=("sid_dir", *ORACLE_EVAL_FIELDS))
+    config = {"script": script, "training": training,
               "model": content_config(model_args, drop=("model_name_or_path",))}  # fmt: skip
     return stage_record("rl", config, {"data": data, "sids": sids, "ranker": ranker, "model": model})
 

@@ -316,6 +316,15 @@ class OracleChannel(Channel):
         return [self.item_ids[self.oracle.best_items(int(r), quota)].astype(np.int64) for r in batch.rows]
 
 
+def cluster_item_scores(log) -> dict[int, float]:
+    """Item id -> the order inside a SID's cluster for the generative channels: what the logs show,
+    train-split clicks, then impressions (``1e-3`` each) as the tie-break."""
+    train = log.requests.loc[log.requests["split"] == "train", "request_id"]
+    imps = log.impressions[log.impressions["request_id"].isin(train)]
+    seen = imps.groupby("item_id")["clicked"].agg(["sum", "size"])
+    return (seen["sum"] + 1e-3 * seen["size"]).to_dict()
+
+
 class GenerativeChannel(Channel):
     """A trained SID generator (:class:`~eg_grpo.eval.recall.RecallChannel`): ``beam`` SIDs by
     constrained beam search, each expanded into its items (most clicked in the train split first)
@@ -335,17 +344,21 @@ class GenerativeChannel(Channel):
                 f"generative model {name!r}: {model_dir} holds no model (config.json); train one with recipes/sft.py"
             )
         items = log.items
-        # Inside a cluster, items come by what the logs show (train-split clicks, then impressions).
-        train = log.requests.loc[log.requests["split"] == "train", "request_id"]
-        imps = log.impressions[log.impressions["request_id"].isin(train)]
-        seen = imps.groupby("item_id")["clicked"].agg(["sum", "size"])
-        popularity = (seen["sum"] + 1e-3 * seen["size"]).to_dict()
         titles = dict(zip(items["item_id"].tolist(), items["title"].tolist())) if use_titles else None
         self.name, self.beam = name, beam
         self.inner = RecallChannel(
-            model_dir, sid_dir, item_scores=popularity, item_titles=titles, max_history=max_history,
+            model_dir, sid_dir, item_scores=cluster_item_scores(log), item_titles=titles, max_history=max_history,
             use_titles=use_titles, device=device, batch_size=batch_size,
         )  # fmt: skip
+
+    @classmethod
+    def from_recall_channel(cls, name: str, inner, beam: int = 20) -> GenerativeChannel:
+        """The channel over a :class:`~eg_grpo.eval.recall.RecallChannel` already built, e.g. by
+        ``RecallChannel.from_model`` over the policy while it trains (give it
+        ``item_scores=cluster_item_scores(log)`` to expand clusters as the arena does)."""
+        channel = cls.__new__(cls)
+        channel.name, channel.beam, channel.inner = name, beam, inner
+        return channel
 
     def recall(self, batch, quota):
         found = self.inner.recall_batch(

@@ -102,21 +102,46 @@ class RecallChannel:
         batch_size: int = 16,
         max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS,
     ):
-        if max_query_tokens < 1:
-            raise ValueError(f"max_query_tokens must be >= 1, got {max_query_tokens}")
-        self.max_query_tokens = max_query_tokens
         check_lineage(sid_dir=sid_dir, model_dir=model_dir)
-        self.codebook = load_codebook(sid_dir)
-        self.model, self.tokenizer = load_model_and_tokenizer(str(model_dir))
-        self.vocab = check_tokenizer_has_sids(self.tokenizer, self.codebook)
+        model, tokenizer = load_model_and_tokenizer(str(model_dir))
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model.to(device)
-        self.trie = SIDTrie.from_sid_token_ids(
-            self.codebook.sid_token_ids(self.vocab), logits_width(self.model)
-        ).to(device)
+        self._attach(model.to(device), tokenizer, load_codebook(sid_dir), item_scores, item_titles, max_history,
+                     use_titles, batch_size, max_query_tokens)  # fmt: skip
+
+    @classmethod
+    def from_model(
+        cls,
+        model,
+        tokenizer,
+        codebook,
+        item_scores: Mapping[int, float] | None = None,
+        item_titles: Mapping[int, str] | None = None,
+        max_history: int = DEFAULT_MAX_HISTORY,
+        use_titles: bool = False,
+        batch_size: int = 16,
+        max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS,
+    ) -> RecallChannel:
+        """The channel over a model already in memory (the policy while it trains): nothing is loaded
+        or moved, the trie goes to the model's device. Arguments as for the constructor, ``codebook``
+        an :class:`~eg_grpo.sid.codebook.SIDCodebook`."""
+        channel = cls.__new__(cls)
+        channel._attach(model, tokenizer, codebook, item_scores, item_titles, max_history, use_titles, batch_size,
+                        max_query_tokens)  # fmt: skip
+        return channel
+
+    def _attach(self, model, tokenizer, codebook, item_scores, item_titles, max_history, use_titles, batch_size,
+                max_query_tokens) -> None:  # fmt: skip
+        if max_query_tokens < 1:
+            raise ValueError(f"max_query_tokens must be >= 1, got {max_query_tokens}")
         if use_titles and item_titles is None:
             raise ValueError("use_titles=True needs item_titles (item id -> title)")
+        self.max_query_tokens = max_query_tokens
+        self.codebook, self.model, self.tokenizer = codebook, model, tokenizer
+        self.vocab = check_tokenizer_has_sids(tokenizer, codebook)
+        self.trie = SIDTrie.from_sid_token_ids(codebook.sid_token_ids(self.vocab), logits_width(model)).to(
+            next(model.parameters()).device
+        )
         self.item_titles, self.use_titles = item_titles, use_titles
         self.max_history, self.batch_size = max_history, batch_size
         self._sid_of = {

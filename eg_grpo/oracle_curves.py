@@ -1,0 +1,294 @@
+"""Reward hacking in view: the arena's oracle figures of the policy's beam during RL, beside the learned reward.
+
+RL optimises the learned ranking simulator (and rule rewards); on simulated data the arena's oracle knows what
+users would do. Every ``oracle_eval_steps`` the policy in memory writes ``beam`` SIDs for a fixed, seeded sample
+of held-out requests. The SIDs are expanded into items as the arena's generative channel does, merged beside the
+legacy retrieval (the arena's ``supplement`` arm: control ``logged:48`` plus the policy's 24 items), ranked by
+the simulator's legacy ranking stage and scored by the oracle (:mod:`eg_grpo.arena.funnel`):
+
+- ``eg/oracle_clicks``, ``eg/oracle_purchases``, ``eg/oracle_gmv``: expected per request;
+- ``eg/oracle_clicks_lift``, ``eg/oracle_purchases_lift``, ``eg/oracle_gmv_lift``: relative lift over the
+  control-only funnel (played once, at start, on the same requests);
+- ``eg/learned_reward``: the weighted sum of the trainer's own reward functions over the same beam SIDs,
+  ``eg/learned_reward/<name>`` per function: what RL believes it is improving.
+
+A run whose learned reward rises while the oracle lifts fall is optimising the simulator's errors.
+Real data (no ``gt_`` columns, no simulator record in ``stage.json``) has no oracle: nothing is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+from trl.models import unwrap_model_for_generation
+
+from eg_grpo.arena.channels import GenerativeChannel, LoggedChannel, RequestBatch, cluster_item_scores
+from eg_grpo.arena.funnel import legacy_ranking_stage, merge, play
+from eg_grpo.arena.oracle import Oracle
+from eg_grpo.arena.run import recall_all
+from eg_grpo.arena.stats import paired_lift
+from eg_grpo.data.ground_truth import has_ground_truth
+from eg_grpo.data.rl_dataset import build_rl_dataset
+from eg_grpo.eval.recall import RecallChannel
+from eg_grpo.io import STAGE_FILE
+
+logger = logging.getLogger(__name__)
+
+CONTROL, POLICY = "logged", "gen_policy"  # the arena's names: the legacy retrieval, a generative channel
+ORACLE_FIGURES = ("clicks", "purchases", "gmv")  # per-request metrics of eg_grpo.arena.funnel.play
+LEARNED_KEY = "eg/learned_reward"
+# EGGRPOConfig fields of the oracle curves: held-out diagnostics, not part of a run's content fingerprint
+ORACLE_EVAL_FIELDS = ("oracle_eval_steps", "oracle_eval_requests", "oracle_eval_beam")
+
+
+def oracle_keys() -> list[str]:
+    """Every ``eg/oracle_*`` key the callback logs."""
+    return [f"eg/oracle_{fig}{suffix}" for fig in ORACLE_FIGURES for suffix in ("", "_lift")]
+
+
+@dataclass
+class OracleEvalSettings:
+    """The held-out funnel the policy's beam is played in.
+
+    Args:
+        split: the held-out requests' split.
+        num_requests: size of the seeded sample (requests with impressions; fewer when the split is smaller).
+        beam: SIDs the policy writes per request (the arena's ``beam``).
+        control_quota: items of the legacy retrieval (the arena's control ``logged:48``).
+        generative_quota: items the policy's SIDs bring (the arena's ``generative_quota``).
+        batch_size: requests per channel call, the arena's default: the legacy retrieval seeds its draws per
+            call, so the same batching gives the arena's control candidates.
+        max_history, use_titles: prompt settings, as in training.
+        seed: the sample's seed, the ranking noise's and the legacy retrieval's (the arena's ``seed``). Not
+            the training seed: runs of several seeds are scored on the same requests, in the arena's funnel.
+    """
+
+    split: str = "valid"
+    num_requests: int = 200
+    beam: int = 20
+    control_quota: int = 48
+    generative_quota: int = 24
+    batch_size: int = 64
+    max_history: int = 10
+    use_titles: bool = False
+    seed: int = 0
+
+
+def load_oracle(data_dir: str | Path, log) -> Oracle | None:
+    """The oracle of a simulated data folder, or None for real data (no ground-truth columns, or no
+    ``stage.json`` to rebuild the simulator's users from).
+
+    Raises:
+        ValueError: the folder is simulated but inconsistent (see :class:`~eg_grpo.arena.oracle.Oracle`).
+    """
+    if not has_ground_truth(log) or not (Path(data_dir) / STAGE_FILE).is_file():
+        return None
+    return Oracle.from_data_dir(data_dir, log)
+
+
+class OracleFunnel:
+    """The arena's ``supplement`` arm with the legacy ranking stage, on a fixed sample of requests.
+
+    Args:
+        oracle: the data's :class:`~eg_grpo.arena.oracle.Oracle`.
+        request_ids: ``(B,)`` the sampled requests, in the order they are played.
+        settings: quotas, batching and seed.
+    """
+
+    def __init__(self, oracle: Oracle, request_ids: np.ndarray, settings: OracleEvalSettings):
+        self.oracle, self.settings = oracle, settings
+        self.rows = oracle.request_rows(request_ids)  # (B,)
+        self.batch = RequestBatch.from_log(oracle.log, self.rows)
+        shown = oracle.log.impressions.groupby("request_id").size()
+        self.n_exposed = shown.reindex(self.batch.request_ids, fill_value=0).to_numpy()  # (B,)
+        self.quotas = {CONTROL: settings.control_quota, POLICY: settings.generative_quota}
+        self.bits = {name: i for i, name in enumerate(self.quotas)}
+        self.ranking = legacy_ranking_stage(oracle, settings.seed)
+        logged = LoggedChannel(oracle, seed=settings.seed)
+        recalled, _ = recall_all({CONTROL: logged}, self.quotas, self.batch, oracle, settings.batch_size)
+        self.control_items = recalled[CONTROL]  # the control's candidates never change: recalled once
+        self.control = self._play({CONTROL: self.control_items}, {CONTROL: settings.control_quota})
+        self.item_scores = cluster_item_scores(oracle.log)  # the order inside a cluster, as in the arena
+        items = oracle.log.items
+        self.item_titles = (
+            dict(zip(items["item_id"].tolist(), items["title"].tolist())) if settings.use_titles else None
+        )
+
+    def _play(self, recalled, quotas) -> dict[str, np.ndarray]:
+        return play(merge(recalled, quotas, self.bits), self.rows, self.n_exposed, self.oracle, self.ranking,
+                    self.bits).per_request  # fmt: skip
+
+    def score(self, channel) -> dict[str, float]:
+        """``eg/oracle_<fig>`` (mean per request) and ``eg/oracle_<fig>_lift`` of the arm that adds ``channel``."""
+        recalled, _ = recall_all(
+            {POLICY: channel}, self.quotas, self.batch, self.oracle, self.settings.batch_size
+        )
+        self.last_items = recalled[POLICY]  # (B,) item rows per request, as the arena's channel brought them
+        arm = self._play({CONTROL: self.control_items, **recalled}, self.quotas)
+        out = {}
+        for fig in ORACLE_FIGURES:
+            lift = paired_lift(arm[fig], self.control[fig])
+            out[f"eg/oracle_{fig}"], out[f"eg/oracle_{fig}_lift"] = lift["treatment"], lift["lift"]
+        return out
+
+
+class LearnedView:
+    """The trainer's reward functions (with their weights) over SIDs written for the sampled requests.
+
+    Args:
+        rows: per request, its RL row (:func:`eg_grpo.data.rl_dataset.build_rl_dataset`), the columns
+            TRL hands the reward functions.
+        reward_funcs: the trainer's reward callables (``trainer.reward_funcs``).
+        weights: ``(F,)`` their weights (``trainer.reward_weights``).
+        names: their logged names (``trainer.reward_func_names``).
+        vocab: the policy's :class:`~eg_grpo.sid.tokens.SIDVocab` (SID -> completion token ids).
+        tokenizer: the policy's tokenizer (the completions' text).
+    """
+
+    def __init__(self, rows: list[dict], reward_funcs, weights, names, vocab, tokenizer):
+        if any(isinstance(f, torch.nn.Module) or not callable(f) for f in reward_funcs):
+            raise ValueError(
+                "the learned view calls reward functions; a reward model (nn.Module) is not supported"
+            )
+        self.rows, self.reward_funcs, self.names = rows, list(reward_funcs), list(names)
+        self.weights = np.asarray([float(w) for w in weights], dtype=float)  # (F,)
+        self.vocab, self.tokenizer = vocab, tokenizer
+
+    def per_completion(self, sids_per_request: list[list[tuple]], trainer_state=None) -> np.ndarray:
+        """``(C, F)`` rewards (NaN = "does not apply") of every (request, SID) pair, requests in order."""
+        if len(sids_per_request) != len(self.rows):
+            raise ValueError(f"{len(sids_per_request)} SID lists for {len(self.rows)} requests")
+        rows = [row for row, sids in zip(self.rows, sids_per_request) for _ in sids]
+        ids = [self.vocab.encode(sid, add_eos=True) for sids in sids_per_request for sid in sids]
+        texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        prompts = [row["prompt"] for row in rows]
+        # TRL's contract: conversational prompts get [{"role": "assistant", ...}] completions
+        completions = [[{"role": "assistant", "content": t}] if isinstance(p, list) else t
+                       for p, t in zip(prompts, texts)]  # fmt: skip
+        columns = {k: [row[k] for row in rows] for k in (rows[0] if rows else {}) if k != "prompt"}
+        # Held-out scoring must not write into the trainer's completion tables or metrics.
+        columns |= {"trainer_state": trainer_state, "log_extra": _ignore, "log_metric": _ignore}
+        out = np.full((len(ids), len(self.reward_funcs)), np.nan)
+        for j, func in enumerate(self.reward_funcs):
+            if ids:
+                values = func(prompts=prompts, completions=completions, completion_ids=ids, **columns)
+                out[:, j] = [np.nan if v is None else float(v) for v in values]
+        return out
+
+    def score(self, sids_per_request: list[list[tuple]], trainer_state=None) -> dict[str, float]:
+        """``eg/learned_reward``: the mean over completions of TRL's weighted sum (NaN-skipping, NaN when no
+        function applies), and ``eg/learned_reward/<name>`` per function."""
+        per_func = self.per_completion(sids_per_request, trainer_state)  # (C, F)
+        weighted = np.where(np.isnan(per_func).all(1), np.nan, np.nansum(per_func * self.weights, axis=1))
+        out = {LEARNED_KEY: _nanmean(weighted)}
+        out |= {f"{LEARNED_KEY}/{name}": _nanmean(per_func[:, j]) for j, name in enumerate(self.names)}
+        return out
+
+
+def _ignore(*args, **kwargs) -> None:
+    return None
+
+
+def _nanmean(x: np.ndarray) -> float:
+    return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
+
+
+class PolicyRecall(RecallChannel):
+    """:class:`~eg_grpo.eval.recall.RecallChannel` that keeps the SIDs it wrote (in request order), so the
+    learned view scores the very beams the oracle played."""
+
+    recorded: list[list[tuple]]
+
+    def recall_sids(self, queries, histories, beam, profiles=None):
+        sids = super().recall_sids(queries, histories, beam, profiles)
+        self.recorded = getattr(self, "recorded", []) + sids  # from_model skips __init__: set on first use
+        return sids
+
+
+class OracleCurves(TrainerCallback):
+    """Every ``every`` optimizer steps (and after the last), plays the policy's beam in the oracle funnel and
+    appends ``eg/oracle_*`` and ``eg/learned_reward*`` to the trainer's metrics of that step.
+
+    Every process computes the same figures (like :class:`~eg_grpo.callbacks.HeldOutSIDMetrics`): with
+    ZeRO-3 the weights gathering for generation is collective, and nothing here communicates otherwise.
+
+    Args:
+        trainer: the `EGGRPOTrainer` (its model, tokenizer, codebook and metric buffer).
+        funnel: the :class:`OracleFunnel` of the sampled requests.
+        learned: the :class:`LearnedView` of the same requests, in the same order.
+        every: period in optimizer steps (> 0).
+    """
+
+    def __init__(self, trainer, funnel: OracleFunnel, learned: LearnedView, every: int):
+        if every <= 0:
+            raise ValueError("every must be positive")
+        self.trainer, self.funnel, self.learned, self.every = trainer, funnel, learned, every
+
+    def evaluate(self, model, trainer_state=None) -> dict[str, float]:
+        """The figures of ``model`` (an unwrapped policy, in eval mode)."""
+        s, trainer = self.funnel.settings, self.trainer
+        recall = PolicyRecall.from_model(model, trainer.processing_class, trainer.codebook,
+                                         item_scores=self.funnel.item_scores, max_history=s.max_history,
+                                         item_titles=self.funnel.item_titles, use_titles=s.use_titles,
+                                         batch_size=16)  # fmt: skip
+        figures = self.funnel.score(GenerativeChannel.from_recall_channel(POLICY, recall, beam=s.beam))
+        return figures | self.learned.score(recall.recorded, trainer_state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every and state.global_step != state.max_steps:
+            return control
+        trainer = self.trainer
+        with unwrap_model_for_generation(
+            trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=args.ds3_gather_for_generation,
+            gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
+        ) as model:  # fmt: skip
+            was_training = model.training
+            model.eval()
+            try:
+                figures = self.evaluate(model, state)
+            finally:
+                model.train(was_training)
+        metrics = trainer._metrics["train"]  # logged (and cleared) by the trainer's next log() call
+        for key, value in figures.items():
+            metrics[key].append(value)
+        return control
+
+
+def oracle_curves_callback(
+    trainer, log, data_dir, vocab, max_history: int, use_titles: bool
+) -> OracleCurves | None:
+    """The callback for ``trainer`` as its config asks (``oracle_eval_*``), or None when it is off or the data
+    has no oracle (real data: nothing is logged).
+
+    Raises:
+        ValueError: the held-out split has fewer than 2 requests with impressions.
+    """
+    args = trainer.args
+    every = args.sid_eval_steps if args.oracle_eval_steps is None else args.oracle_eval_steps
+    if not every:
+        return None
+    oracle = load_oracle(data_dir, log)
+    if oracle is None:
+        logger.info("oracle curves off: %s holds real data (no simulator ground truth)", data_dir)
+        return None
+    settings = OracleEvalSettings(split=args.sid_eval_split, num_requests=args.oracle_eval_requests,
+                                  beam=args.oracle_eval_beam, max_history=max_history,
+                                  use_titles=use_titles)  # fmt: skip
+    rows = build_rl_dataset(log, trainer.codebook, vocab, trainer.processing_class, split=settings.split,
+                            expert_source=args.expert_source, require_expert=False, max_history=max_history,
+                            use_titles=use_titles).to_list()  # fmt: skip
+    if len(rows) < 2:
+        raise ValueError(f"oracle curves need >= 2 {settings.split!r} requests with impressions, found "
+                         f"{len(rows)}; set sid_eval_split to another split or oracle_eval_steps: 0")  # fmt: skip
+    rng = np.random.default_rng(settings.seed)
+    keep = np.sort(rng.choice(len(rows), size=min(settings.num_requests, len(rows)), replace=False))
+    rows = [rows[i] for i in keep]
+    funnel = OracleFunnel(oracle, np.array([r["request_id"] for r in rows]), settings)
+    learned = LearnedView(rows, trainer.reward_funcs, trainer.reward_weights.tolist(), trainer.reward_func_names,
+                          vocab, trainer.processing_class)  # fmt: skip
+    return OracleCurves(trainer, funnel, learned, every)
