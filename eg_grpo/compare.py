@@ -90,7 +90,9 @@ def run(args: CompareArguments) -> str:
     out.mkdir(parents=True, exist_ok=True)
     parts = [training_table(args.run_dirs)] if args.run_dirs else []
     if hacking := args.run_dirs and reward_hacking_table(args.run_dirs):
-        parts.append("Learned reward vs the oracle (held-out requests, simulated; first → last):\n\n" + hacking)
+        parts.append(
+            "Learned reward vs the oracle (held-out requests, simulated; first → last):\n\n" + hacking
+        )
     if args.eval_dirs:
         parts.append(test_table(args.eval_dirs))
         comparable, notes = comparable_groups(args.eval_dirs)

@@ -104,9 +104,13 @@ class EGGRPOConfig(GRPOConfig):
     sid_eval_beams: int = field(default=10, metadata={"help": "Beam width of that evaluation."})
     oracle_eval_steps: int | None = field(
         default=None,
-        metadata={"help": "Log eg/oracle_* and eg/learned_reward every N steps; None = sid_eval_steps, 0 = off."},
+        metadata={
+            "help": "Log eg/oracle_* and eg/learned_reward every N steps; None = sid_eval_steps, 0 = off."
+        },
     )
-    oracle_eval_requests: int = field(default=200, metadata={"help": "Held-out requests of the oracle curves."})
+    oracle_eval_requests: int = field(
+        default=200, metadata={"help": "Held-out requests of the oracle curves."}
+    )
     oracle_eval_beam: int = field(default=20, metadata={"help": "SIDs per request of the oracle curves."})
     max_completion_length: int | None = field(
         default=8, metadata={"help": "Maximum completion length; a SID needs num_levels + 1 tokens."}

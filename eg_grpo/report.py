@@ -100,7 +100,9 @@ def curves_figure(run_dirs: list[str | Path]):
     return _panels_figure(panels, histories, cols=3)
 
 
-def _panels_figure(panels: dict, histories: dict[str, list[dict]], cols: int, zero_line: tuple[str, ...] = ()):
+def _panels_figure(
+    panels: dict, histories: dict[str, list[dict]], cols: int, zero_line: tuple[str, ...] = ()
+):
     """One panel per ``title -> (keys, ylabel)``, one line per run; panels in ``zero_line`` get a y = 0 line."""
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
