@@ -10,6 +10,7 @@ from trl import GRPOConfig
 EXPERT_SOURCES = ("purchased", "clicked", "exposed")
 EXPERT_SCHEDULES = ("always", "no_positive", "decay")
 ROLLOUT_MODES = ("sample", "beam")
+TRAINING_OBJECTIVES = ("grpo", "continued_sft")
 
 
 @dataclass
@@ -59,6 +60,11 @@ class EGGRPOConfig(GRPOConfig):
             Size of that subsample.
         sid_eval_beams (`int`, *optional*, defaults to `10`):
             Beam width of that search (the largest K logged).
+        training_objective (`str`, *optional*, defaults to `"grpo"`):
+            `"grpo"`: expert-guided GRPO (vanilla with `num_expert_samples=0`). `"continued_sft"`: the supervised
+            control (`eg_grpo.continued_sft`): the start model is trained by next-token loss on the same RL
+            prompts with the same `num_expert_samples` expert SIDs per prompt as targets, for the same optimizer
+            steps, prompts per step, learning rate, schedule, optimizer and seed; the rewards are not used.
     """
 
     sid_dir: str | None = field(
@@ -93,6 +99,10 @@ class EGGRPOConfig(GRPOConfig):
     sid_eval_beams: int = field(default=10, metadata={"help": "Beam width of that evaluation."})
     max_completion_length: int | None = field(
         default=8, metadata={"help": "Maximum completion length; a SID needs num_levels + 1 tokens."}
+    )
+    training_objective: str = field(
+        default="grpo",
+        metadata={"help": "grpo | continued_sft (supervised control on the same prompts and expert SIDs)."},
     )
 
     def __post_init__(self):
@@ -131,6 +141,7 @@ class EGGRPOConfig(GRPOConfig):
             raise ValueError(
                 "rollout_mode='beam' runs on the transformers path; set use_vllm=False or use sample"
             )
+        self._check_training_objective()
         self._check_expert_rows_on_policy()
         self._check_trie_generation_settings()
         if self.sid_eval_steps < 0 or self.sid_eval_examples <= 0 or self.sid_eval_beams <= 0:
@@ -150,6 +161,29 @@ class EGGRPOConfig(GRPOConfig):
                 f"per_device_eval_batch_size={self.per_device_eval_batch_size} must be a multiple of "
                 f"num_generations_eval={G_eval} so every evaluation group sits whole on one process"
             )
+
+    def _check_training_objective(self) -> None:
+        if self.training_objective not in TRAINING_OBJECTIVES:
+            raise ValueError(
+                f"training_objective='{self.training_objective}' must be one of {TRAINING_OBJECTIVES}"
+            )
+        if self.training_objective != "continued_sft":
+            return
+        if self.num_expert_samples == 0:
+            raise ValueError("training_objective='continued_sft' trains on num_expert_samples expert SIDs per prompt; "
+                             "num_expert_samples=0 leaves it no target. Set it to the k of the EG-GRPO run it "
+                             "controls")  # fmt: skip
+        if self.expert_schedule != "always":
+            # `no_positive` depends on what the policy sampled and `decay` on a schedule of slots: neither has a
+            # supervised counterpart that trains on the same rows.
+            raise ValueError(f"training_objective='continued_sft' trains on the k experts of every prompt at every "
+                             f"step; expert_schedule='{self.expert_schedule}' has no supervised counterpart. Use "
+                             "expert_schedule='always'")  # fmt: skip
+        if (self.per_device_train_batch_size * self.gradient_accumulation_steps) % self.num_generations:
+            raise ValueError(f"training_objective='continued_sft' matches GRPO's prompts per optimizer step, "
+                             f"per_device_train_batch_size × gradient_accumulation_steps / num_generations = "
+                             f"{self.per_device_train_batch_size} × {self.gradient_accumulation_steps} / "
+                             f"{self.num_generations}, which must be whole")  # fmt: skip
 
     def _check_expert_rows_on_policy(self) -> None:
         # With GA % (steps_per_generation × num_iterations) == 0, TRL computes no old log-probs and the PPO
