@@ -188,6 +188,12 @@ def check_rewards_fit_rollouts(reward_funcs, training_args: EGGRPOConfig) -> Non
                 f"rollout_mode='beam' (with '{training_args.rollout_mode}' the rows of a group are exchangeable "
                 "samples); set rollout_mode: beam or drop the reward"
             )
+        if str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) != "no":
+            # The trie path beam-searches only while training: evaluation groups are samples.
+            raise ValueError(
+                f"reward '{fn.__name__}' reads beam ranks, but evaluation rollouts are sampled; set eval_strategy: "
+                "no (sid_eval_steps measures the policy's beam on held-out requests instead)"
+            )
         fn.set_group_size(training_args.num_generations)
 
 
