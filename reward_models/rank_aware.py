@@ -69,7 +69,9 @@ class RankAwareReward(RewardFunction):
         context.require("vocab", self.__name__)
         unknown = set(sources) - set(SID_SOURCES)
         if unknown or not sources:
-            raise ValueError(f"{self.__name__}: sources must be a non-empty subset of {SID_SOURCES}, got {sources}")
+            raise ValueError(
+                f"{self.__name__}: sources must be a non-empty subset of {SID_SOURCES}, got {sources}"
+            )
         if hit_reward < 0:
             raise ValueError(f"{self.__name__}: hit_reward must be >= 0, got {hit_reward}")
         self.sources, self.hit_reward = tuple(sources), float(hit_reward)
