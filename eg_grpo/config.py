@@ -65,6 +65,11 @@ class EGGRPOConfig(GRPOConfig):
             control (`eg_grpo.continued_sft`): the start model is trained by next-token loss on the same RL
             prompts with the same `num_expert_samples` expert SIDs per prompt as targets, for the same optimizer
             steps, prompts per step, learning rate, schedule, optimizer and seed; the rewards are not used.
+        expert_advantage_weight (`float`, *optional*, defaults to `1.0`):
+            Multiplies the advantage of every expert row after the group baseline is computed (the baseline
+            still counts the experts' rewards), so it scales the experts' share of the policy-gradient update
+            and leaves the policy's own rows as they are. `1.0` and `num_expert_samples=0` change nothing; `0`
+            keeps the experts only as a shift of their group's baseline. Must be >= 0.
     """
 
     sid_dir: str | None = field(
@@ -103,6 +108,9 @@ class EGGRPOConfig(GRPOConfig):
     training_objective: str = field(
         default="grpo",
         metadata={"help": "grpo | continued_sft (supervised control on the same prompts and expert SIDs)."},
+    )
+    expert_advantage_weight: float = field(
+        default=1.0, metadata={"help": "Factor on the expert rows' advantages (1.0: unweighted)."}
     )
 
     def __post_init__(self):
@@ -163,6 +171,8 @@ class EGGRPOConfig(GRPOConfig):
             )
 
     def _check_training_objective(self) -> None:
+        if not self.expert_advantage_weight >= 0:  # also refuses NaN
+            raise ValueError(f"expert_advantage_weight={self.expert_advantage_weight} must be >= 0")
         if self.training_objective not in TRAINING_OBJECTIVES:
             raise ValueError(
                 f"training_objective='{self.training_objective}' must be one of {TRAINING_OBJECTIVES}"
