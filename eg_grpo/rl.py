@@ -4,7 +4,9 @@
 ``python -m eg_grpo.stages rl``. The output folder receives ``checkpoint-*/`` while training (a
 killed run resumes from them, see :mod:`eg_grpo.checkpoints`) and, only when training finished, the
 model, ``log_history.json`` and ``stage.json``. While it runs, ``stage.pending.json`` holds the
-record it will write, so a resume into the folder of another config is refused.
+record it will write, so a resume into the folder of another config is refused. With
+``training_objective: continued_sft`` the same stage, on the same rows and record, trains the
+supervised control instead (:mod:`eg_grpo.continued_sft`).
 """
 
 from __future__ import annotations
