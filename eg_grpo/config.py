@@ -10,6 +10,7 @@ from trl import GRPOConfig
 EXPERT_SOURCES = ("purchased", "clicked", "exposed")
 EXPERT_SCHEDULES = ("always", "no_positive", "decay")
 ROLLOUT_MODES = ("sample", "beam")
+TRAINING_OBJECTIVES = ("grpo", "continued_sft")
 
 
 @dataclass
@@ -70,6 +71,16 @@ class EGGRPOConfig(GRPOConfig):
             Size of that sample (at least 2).
         oracle_eval_beam (`int`, *optional*, defaults to `20`):
             SIDs the policy writes per request there (the arena's `beam`; its 24 items join the legacy 48).
+        training_objective (`str`, *optional*, defaults to `"grpo"`):
+            `"grpo"`: expert-guided GRPO (vanilla with `num_expert_samples=0`). `"continued_sft"`: the supervised
+            control (`eg_grpo.continued_sft`): the start model is trained by next-token loss on the same RL
+            prompts with the same `num_expert_samples` expert SIDs per prompt as targets, for the same optimizer
+            steps, prompts per step, learning rate, schedule, optimizer and seed; the rewards are not used.
+        expert_advantage_weight (`float`, *optional*, defaults to `1.0`):
+            Multiplies the advantage of every expert row after the group baseline is computed (the baseline
+            still counts the experts' rewards), so it scales the experts' share of the policy-gradient update
+            and leaves the policy's own rows as they are. `1.0` and `num_expert_samples=0` change nothing; `0`
+            keeps the experts only as a shift of their group's baseline. Must be >= 0.
     """
 
     sid_dir: str | None = field(
@@ -115,6 +126,13 @@ class EGGRPOConfig(GRPOConfig):
     max_completion_length: int | None = field(
         default=8, metadata={"help": "Maximum completion length; a SID needs num_levels + 1 tokens."}
     )
+    training_objective: str = field(
+        default="grpo",
+        metadata={"help": "grpo | continued_sft (supervised control on the same prompts and expert SIDs)."},
+    )
+    expert_advantage_weight: float = field(
+        default=1.0, metadata={"help": "Factor on the expert rows' advantages (1.0: unweighted)."}
+    )
 
     def __post_init__(self):
         if self.bf16 is None and (self.use_cpu or not torch.cuda.is_available()):
@@ -152,6 +170,7 @@ class EGGRPOConfig(GRPOConfig):
             raise ValueError(
                 "rollout_mode='beam' runs on the transformers path; set use_vllm=False or use sample"
             )
+        self._check_training_objective()
         self._check_expert_rows_on_policy()
         self._check_trie_generation_settings()
         if self.sid_eval_steps < 0 or self.sid_eval_examples <= 0 or self.sid_eval_beams <= 0:
@@ -177,6 +196,31 @@ class EGGRPOConfig(GRPOConfig):
                 f"per_device_eval_batch_size={self.per_device_eval_batch_size} must be a multiple of "
                 f"num_generations_eval={G_eval} so every evaluation group sits whole on one process"
             )
+
+    def _check_training_objective(self) -> None:
+        if not self.expert_advantage_weight >= 0:  # also refuses NaN
+            raise ValueError(f"expert_advantage_weight={self.expert_advantage_weight} must be >= 0")
+        if self.training_objective not in TRAINING_OBJECTIVES:
+            raise ValueError(
+                f"training_objective='{self.training_objective}' must be one of {TRAINING_OBJECTIVES}"
+            )
+        if self.training_objective != "continued_sft":
+            return
+        if self.num_expert_samples == 0:
+            raise ValueError("training_objective='continued_sft' trains on num_expert_samples expert SIDs per prompt; "
+                             "num_expert_samples=0 leaves it no target. Set it to the k of the EG-GRPO run it "
+                             "controls")  # fmt: skip
+        if self.expert_schedule != "always":
+            # `no_positive` depends on what the policy sampled and `decay` on a schedule of slots: neither has a
+            # supervised counterpart that trains on the same rows.
+            raise ValueError(f"training_objective='continued_sft' trains on the k experts of every prompt at every "
+                             f"step; expert_schedule='{self.expert_schedule}' has no supervised counterpart. Use "
+                             "expert_schedule='always'")  # fmt: skip
+        if (self.per_device_train_batch_size * self.gradient_accumulation_steps) % self.num_generations:
+            raise ValueError(f"training_objective='continued_sft' matches GRPO's prompts per optimizer step, "
+                             f"per_device_train_batch_size × gradient_accumulation_steps / num_generations = "
+                             f"{self.per_device_train_batch_size} × {self.gradient_accumulation_steps} / "
+                             f"{self.num_generations}, which must be whole")  # fmt: skip
 
     def _check_expert_rows_on_policy(self) -> None:
         # With GA % (steps_per_generation × num_iterations) == 0, TRL computes no old log-probs and the PPO

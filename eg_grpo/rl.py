@@ -4,7 +4,9 @@
 ``python -m eg_grpo.stages rl``. The output folder receives ``checkpoint-*/`` while training (a
 killed run resumes from them, see :mod:`eg_grpo.checkpoints`) and, only when training finished, the
 model, ``log_history.json`` and ``stage.json``. While it runs, ``stage.pending.json`` holds the
-record it will write, so a resume into the folder of another config is refused.
+record it will write, so a resume into the folder of another config is refused. With
+``training_objective: continued_sft`` the same stage, on the same rows and record, trains the
+supervised control instead (:mod:`eg_grpo.continued_sft`).
 """
 
 from __future__ import annotations
@@ -110,10 +112,22 @@ class EGGRPOScriptArguments:
     )
 
 
-def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_args: ModelConfig):
-    """Everything `train` needs, assembled but not run (tests and benchmarks use it directly)."""
-    from reward_models import RewardContext, build_reward_funcs
+@dataclass
+class RLInputs:
+    """What every RL objective reads, loaded and checked: the log, SIDs, tokenizer and the RL rows."""
 
+    record: dict
+    log: SearchLog
+    codebook: object
+    tokenizer: object
+    vocab: SIDVocab
+    dataset: object  # datasets.Dataset of eg_grpo.data.rl_dataset.build_rl_dataset
+
+
+def load_rl_inputs(
+    script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_args: ModelConfig
+) -> RLInputs:
+    """Checks the inputs' lineage and builds the RL rows (the one builder both objectives train on)."""
     configure_tracking(training_args, script_args.data_dir)
     record = rl_stage_record(script_args, training_args, model_args)  # every input folder exists
     check_lineage(
@@ -130,9 +144,26 @@ def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfi
         use_titles=script_args.use_titles, max_rows=script_args.max_train_rows, seed=training_args.seed,
         keep_rows=script_args.keep_train_rows,
     )  # fmt: skip
-    context = RewardContext(codebook=codebook, vocab=vocab, log=log, data_dir=script_args.data_dir,
-                            ranker_dir=script_args.ranker_dir)  # fmt: skip
+    return RLInputs(record, log, codebook, tokenizer, vocab, dataset)
+
+
+def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_args: ModelConfig):
+    """Everything `train` needs, assembled but not run (tests and benchmarks use it directly).
+
+    Returns the `EGGRPOTrainer`, or with ``training_objective: continued_sft`` the supervised control's
+    ``SFTTrainer`` (:func:`eg_grpo.continued_sft.build_continued_sft_trainer`).
+    """
+    from reward_models import RewardContext, build_reward_funcs
+
+    if training_args.training_objective == "continued_sft":
+        from eg_grpo.continued_sft import build_continued_sft_trainer
+
+        return build_continued_sft_trainer(script_args, training_args, model_args)
+    inputs = load_rl_inputs(script_args, training_args, model_args)
+    context = RewardContext(codebook=inputs.codebook, vocab=inputs.vocab, log=inputs.log,
+                            data_dir=script_args.data_dir, ranker_dir=script_args.ranker_dir)  # fmt: skip
     reward_funcs, weights = build_reward_funcs(script_args.rewards or DEFAULT_REWARDS, context)
+    check_rewards_fit_rollouts(reward_funcs, training_args)
     training_args.reward_weights = weights
     training_args.model_init_kwargs = {
         **(training_args.model_init_kwargs or {}),
@@ -140,9 +171,38 @@ def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfi
     }
     trainer = EGGRPOTrainer(
         model=model_args.model_name_or_path, reward_funcs=reward_funcs, args=training_args,
-        train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(model_args),
-        codebook=codebook,
+        train_dataset=inputs.dataset, processing_class=inputs.tokenizer, peft_config=lora_config(model_args),
+        codebook=inputs.codebook,
     )  # fmt: skip
+    add_run_callbacks(trainer, inputs, script_args, training_args)
+    return trainer
+
+
+def check_rewards_fit_rollouts(reward_funcs, training_args: EGGRPOConfig) -> None:
+    """Gives the rewards that read a group's beam order (``needs_beam_order``) the group size, and refuses
+    them under sampled rollouts, where the rows of a group are exchangeable and carry no rank."""
+    for fn in reward_funcs:
+        fn = getattr(fn, "reward_fn", fn)  # unwrap reward_models.validation.checked
+        if not getattr(fn, "needs_beam_order", False):
+            continue
+        if training_args.rollout_mode != "beam":
+            raise ValueError(
+                f"reward '{fn.__name__}' credits each row by its beam rank, which exists only under "
+                f"rollout_mode='beam' (with '{training_args.rollout_mode}' the rows of a group are exchangeable "
+                "samples); set rollout_mode: beam or drop the reward"
+            )
+        if str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) != "no":
+            # The trie path beam-searches only while training: evaluation groups are samples.
+            raise ValueError(
+                f"reward '{fn.__name__}' reads beam ranks, but evaluation rollouts are sampled; set eval_strategy: "
+                "no (sid_eval_steps measures the policy's beam on held-out requests instead)"
+            )
+        fn.set_group_size(training_args.num_generations)
+
+
+def add_run_callbacks(trainer, inputs: RLInputs, script_args: EGGRPOScriptArguments,
+                      training_args: EGGRPOConfig) -> None:  # fmt: skip
+    """The callbacks every RL objective runs with: held-out SID metrics, lineage to the trackers, the console."""
     if training_args.sid_eval_steps:
         ks = [k for k in (1, 5, 10) if k <= training_args.sid_eval_beams]
         settings = EvalSettings(split=training_args.sid_eval_split, num_beams=training_args.sid_eval_beams, ks=ks,
@@ -150,17 +210,18 @@ def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfi
                                 recall_num_items=[10], max_examples=training_args.sid_eval_examples,
                                 max_history=script_args.max_history, use_titles=script_args.use_titles,
                                 seed=training_args.seed)  # fmt: skip
-        trainer.add_callback(HeldOutSIDMetrics(trainer, log, training_args.sid_eval_steps, settings))
-    oracle_curves = oracle_curves_callback(trainer, log, script_args.data_dir, vocab, script_args.max_history,
-                                           script_args.use_titles)  # fmt: skip
-    if oracle_curves is not None:
-        trainer.add_callback(oracle_curves)
+        trainer.add_callback(HeldOutSIDMetrics(trainer, inputs.log, training_args.sid_eval_steps, settings))
+    if training_args.training_objective == "grpo":  # the learned view needs the trainer's reward functions
+        oracle_curves = oracle_curves_callback(trainer, inputs.log, script_args.data_dir, inputs.vocab,
+                                               script_args.max_history, script_args.use_titles)  # fmt: skip
+        if oracle_curves is not None:
+            trainer.add_callback(oracle_curves)
     specs = script_args.rewards or DEFAULT_REWARDS
+    record = inputs.record
     lineage = {"rewards": json.loads(specs) if isinstance(specs, str) else specs, "stage_fingerprint": record["fingerprint"],
                "inputs": {k: v["fingerprint"] for k, v in record["inputs"].items()}}  # fmt: skip
     trainer.add_callback(LineageToTracker(lineage))
     use_compact_console(trainer)  # one short line per step; the full dict goes to the trackers
-    return trainer
 
 
 def rl_stage_record(

@@ -172,6 +172,10 @@ class EGGRPOTrainer(GRPOTrainer):
             self._plan, self._rows = None, None
         device = self.accelerator.device
         out["expert_mask"] = torch.tensor([row["is_expert"] for row in rows], dtype=torch.bool, device=device)
+        if self.args.expert_advantage_weight != 1.0 and out["expert_mask"].any():
+            # After the group baseline (which counts the experts' rewards): only the experts' own update scales.
+            weight = torch.where(out["expert_mask"], self.args.expert_advantage_weight, 1.0)  # (B,)
+            out["advantages"] = out["advantages"] * weight.view(-1, *[1] * (out["advantages"].dim() - 1))
         self._log_diagnostics(out, G, "train" if training else "eval")
         return out
 

@@ -9,6 +9,7 @@ Example:
 
 from reward_models.base import ClusterIndex, RewardContext, RewardFunction, SIDReward
 from reward_models.objectives import BUILTIN_OBJECTIVES, RankerObjective, RankerScorer
+from reward_models.rank_aware import RankAwareReward
 from reward_models.ranker import RankerConfig, RankingSimulator
 from reward_models.registry import BUILTINS, build_reward, build_reward_funcs
 from reward_models.rule_based import CategoryConsistencyReward, SIDMatchReward, ValidSIDReward
@@ -20,6 +21,7 @@ __all__ = [
     "BUILTIN_OBJECTIVES",
     "CategoryConsistencyReward",
     "ClusterIndex",
+    "RankAwareReward",
     "RankerConfig",
     "RankerObjective",
     "RankerScorer",

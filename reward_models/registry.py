@@ -30,6 +30,7 @@ from typing import Any
 from eg_grpo.plugins import import_object
 from reward_models.base import RewardContext
 from reward_models.objectives import RankerObjective
+from reward_models.rank_aware import RankAwareReward
 from reward_models.rule_based import CategoryConsistencyReward, SIDMatchReward, ValidSIDReward
 from reward_models.tiered import TieredLogMatchReward
 from reward_models.validation import checked, is_async_callable
@@ -40,6 +41,7 @@ BUILTINS: dict[str, tuple[type, dict]] = {
     "tiered_log_match": (TieredLogMatchReward, {}),
     "category_consistency": (CategoryConsistencyReward, {}),
     "valid_sid": (ValidSIDReward, {}),
+    "rank_aware": (RankAwareReward, {}),
     "relevance": (RankerObjective, {"objective": "relevance"}),
     "ctr": (RankerObjective, {"objective": "ctr"}),
     "cvr": (RankerObjective, {"objective": "cvr"}),

@@ -25,8 +25,10 @@ CONFIGS = REPO / "recipes" / "configs"
 ALL = sorted(CONFIGS.rglob("*.yaml"))
 HEADER = re.compile(r"^# (?:python|accelerate launch)(?: --\S+ \S+)* (recipes/\w+\.py) .*?--config (\S+)")
 CHAIN_HEADER = re.compile(r"^# .*run_chain\('([^']+)'\)")
-# The keys an expert-guided config and its vanilla twin may differ in; everything else is one recipe.
+# The keys an expert-guided config and its vanilla / continued-SFT twins may differ in; everything else is
+# one recipe.
 PAIR_KEYS = {"num_expert_samples", "output_dir", "run_name"}
+CONTROL_KEYS = {"training_objective", "output_dir", "run_name"}
 
 
 def _relative(path: Path) -> str:
@@ -124,6 +126,27 @@ def test_vanilla_is_its_eg_config_without_experts(folder):
     assert vanilla["output_dir"] != eg["output_dir"] and vanilla["run_name"] != eg["run_name"]
 
 
+TRIOS = sorted(p.parent for p in CONFIGS.rglob("continued_sft.yaml"))
+
+
+def test_every_paired_folder_has_its_control():
+    assert {p.name for p in PAIRS} >= {"tiny", "demo", "amazon_office"}
+    assert [p.name for p in PAIRS] == [p.name for p in TRIOS], "a vanilla/EG pair without continued_sft.yaml"
+
+
+@pytest.mark.parametrize("folder", TRIOS, ids=lambda p: p.name)
+def test_continued_sft_is_its_eg_config_with_the_supervised_objective(folder):
+    eg = yaml.safe_load((folder / "eg_grpo.yaml").read_text())
+    control = yaml.safe_load((folder / "continued_sft.yaml").read_text())
+    differ = {k for k in eg.keys() | control.keys() if eg.get(k, "<absent>") != control.get(k, "<absent>")}
+    assert differ <= CONTROL_KEYS, (
+        f"{folder.name}: continued_sft.yaml drifted from eg_grpo.yaml in {sorted(differ - CONTROL_KEYS)}"
+    )
+    assert control["training_objective"] == "continued_sft" and eg.get("training_objective", "grpo") == "grpo"
+    outputs = {yaml.safe_load((folder / f"{n}.yaml").read_text())["output_dir"] for n in ("eg_grpo", "vanilla_grpo")}
+    assert control["output_dir"] not in outputs and control["run_name"] != eg["run_name"]
+
+
 def test_pair_check_catches_a_drift(tmp_path):
     folder = tmp_path / "pair"
     folder.mkdir()
@@ -136,6 +159,18 @@ def test_pair_check_catches_a_drift(tmp_path):
     )
     with pytest.raises(AssertionError, match="drifted from eg_grpo.yaml in \\['learning_rate'\\]"):
         test_vanilla_is_its_eg_config_without_experts(folder)
+
+
+def test_control_check_catches_a_drift(tmp_path):
+    folder = tmp_path / "trio"
+    folder.mkdir()
+    for name in ("eg_grpo", "vanilla_grpo"):
+        (folder / f"{name}.yaml").write_text((CONFIGS / "tiny" / f"{name}.yaml").read_text())
+    (folder / "continued_sft.yaml").write_text(
+        (CONFIGS / "tiny" / "continued_sft.yaml").read_text().replace("max_steps:", "max_steps: 12\n#")
+    )
+    with pytest.raises(AssertionError, match="drifted from eg_grpo.yaml in \\['max_steps'\\]"):
+        test_continued_sft_is_its_eg_config_with_the_supervised_objective(folder)
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("chain.yaml")), ids=lambda p: p.parent.name)
