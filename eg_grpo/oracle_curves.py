@@ -220,11 +220,12 @@ class OracleCurves(TrainerCallback):
     Args:
         trainer: the `EGGRPOTrainer` (its model, tokenizer, codebook and metric buffer).
         funnel: the :class:`OracleFunnel` of the sampled requests.
-        learned: the :class:`LearnedView` of the same requests, in the same order.
+        learned: the :class:`LearnedView` of the same requests, in the same order (None: a trainer without
+            reward functions, the supervised control, logs the oracle figures only).
         every: period in optimizer steps (> 0).
     """
 
-    def __init__(self, trainer, funnel: OracleFunnel, learned: LearnedView, every: int):
+    def __init__(self, trainer, funnel: OracleFunnel, learned: LearnedView | None, every: int):
         if every <= 0:
             raise ValueError("every must be positive")
         self.trainer, self.funnel, self.learned, self.every = trainer, funnel, learned, every
@@ -237,7 +238,7 @@ class OracleCurves(TrainerCallback):
                                          item_titles=self.funnel.item_titles, use_titles=s.use_titles,
                                          batch_size=16)  # fmt: skip
         figures = self.funnel.score(GenerativeChannel.from_recall_channel(POLICY, recall, beam=s.beam))
-        return figures | self.learned.score(recall.recorded, trainer_state)
+        return figures | (self.learned.score(recall.recorded, trainer_state) if self.learned else {})
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every and state.global_step != state.max_steps:
@@ -260,7 +261,7 @@ class OracleCurves(TrainerCallback):
 
 
 def oracle_curves_callback(
-    trainer, log, data_dir, vocab, max_history: int, use_titles: bool
+    trainer, log, data_dir, vocab, max_history: int, use_titles: bool, args=None
 ) -> OracleCurves | None:
     """The callback for ``trainer`` as its config asks (``oracle_eval_*``), or None when it is off or the data
     has no oracle (real data: nothing is logged).
@@ -268,7 +269,7 @@ def oracle_curves_callback(
     Raises:
         ValueError: the held-out split has fewer than 2 requests with impressions.
     """
-    args = trainer.args
+    args = args or trainer.args  # the RL config (the supervised control's trainer holds an SFTConfig)
     every = args.sid_eval_steps if args.oracle_eval_steps is None else args.oracle_eval_steps
     if not every:
         return None
@@ -289,6 +290,8 @@ def oracle_curves_callback(
     keep = np.sort(rng.choice(len(rows), size=min(settings.num_requests, len(rows)), replace=False))
     rows = [rows[i] for i in keep]
     funnel = OracleFunnel(oracle, np.array([r["request_id"] for r in rows]), settings)
-    learned = LearnedView(rows, trainer.reward_funcs, trainer.reward_weights.tolist(), trainer.reward_func_names,
-                          vocab, trainer.processing_class)  # fmt: skip
+    learned = None  # the supervised control has no reward functions: oracle curves only
+    if getattr(trainer, "reward_funcs", None):
+        learned = LearnedView(rows, trainer.reward_funcs, trainer.reward_weights.tolist(),
+                              trainer.reward_func_names, vocab, trainer.processing_class)  # fmt: skip
     return OracleCurves(trainer, funnel, learned, every)

@@ -211,11 +211,10 @@ def add_run_callbacks(trainer, inputs: RLInputs, script_args: EGGRPOScriptArgume
                                 max_history=script_args.max_history, use_titles=script_args.use_titles,
                                 seed=training_args.seed)  # fmt: skip
         trainer.add_callback(HeldOutSIDMetrics(trainer, inputs.log, training_args.sid_eval_steps, settings))
-    if training_args.training_objective == "grpo":  # the learned view needs the trainer's reward functions
-        oracle_curves = oracle_curves_callback(trainer, inputs.log, script_args.data_dir, inputs.vocab,
-                                               script_args.max_history, script_args.use_titles)  # fmt: skip
-        if oracle_curves is not None:
-            trainer.add_callback(oracle_curves)
+    oracle_curves = oracle_curves_callback(trainer, inputs.log, script_args.data_dir, inputs.vocab,
+                                           script_args.max_history, script_args.use_titles, training_args)  # fmt: skip
+    if oracle_curves is not None:
+        trainer.add_callback(oracle_curves)
     specs = script_args.rewards or DEFAULT_REWARDS
     record = inputs.record
     lineage = {"rewards": json.loads(specs) if isinstance(specs, str) else specs, "stage_fingerprint": record["fingerprint"],

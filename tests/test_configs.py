@@ -143,7 +143,9 @@ def test_continued_sft_is_its_eg_config_with_the_supervised_objective(folder):
         f"{folder.name}: continued_sft.yaml drifted from eg_grpo.yaml in {sorted(differ - CONTROL_KEYS)}"
     )
     assert control["training_objective"] == "continued_sft" and eg.get("training_objective", "grpo") == "grpo"
-    outputs = {yaml.safe_load((folder / f"{n}.yaml").read_text())["output_dir"] for n in ("eg_grpo", "vanilla_grpo")}
+    outputs = {
+        yaml.safe_load((folder / f"{n}.yaml").read_text())["output_dir"] for n in ("eg_grpo", "vanilla_grpo")
+    }
     assert control["output_dir"] not in outputs and control["run_name"] != eg["run_name"]
 
 

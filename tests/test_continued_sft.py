@@ -183,3 +183,19 @@ def test_the_folder_is_an_rl_stage_folder_evaluation_accepts(
             rl_config(tmp_path, tiny_sid_dir, max_steps=2, training_objective="grpo"),
             ModelConfig(model_name_or_path=str(tiny_sft_dir)),
         )
+
+
+def test_the_control_logs_the_oracle_curves_without_a_learned_reward(tmp_path, tiny_sid_dir, tiny_sft_dir):
+    """The control is judged by the same oracle as the RL arms; it has no reward functions to log."""
+    from eg_grpo.data.simulator import SimulatorConfig, write_simulated_data
+
+    data_dir = tmp_path / "data"  # the tiny log with the stage.json the oracle rebuilds the users from
+    write_simulated_data(SimulatorConfig.preset("tiny"), data_dir)
+    script = EGGRPOScriptArguments(data_dir=str(data_dir), max_train_rows=16, chain=False)
+    args = rl_config(tmp_path, tiny_sid_dir, max_steps=2, oracle_eval_steps=1, oracle_eval_requests=20)
+    trainer = build_trainer(script, args, ModelConfig(model_name_or_path=str(tiny_sft_dir)))
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "eg/oracle_gmv_lift" in h]
+    assert [h["step"] for h in logged] == [1, 2]
+    assert all(math.isfinite(h[f"eg/oracle_{k}"]) for h in logged for k in ("clicks", "purchases", "gmv"))
+    assert not any(k.startswith("eg/learned_reward") for h in trainer.state.log_history for k in h)
