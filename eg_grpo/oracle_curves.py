@@ -175,7 +175,8 @@ class LearnedView:
         columns |= {"trainer_state": trainer_state, "log_extra": _ignore, "log_metric": _ignore}
         out = np.full((len(ids), len(self.reward_funcs)), np.nan)
         for j, func in enumerate(self.reward_funcs):
-            if ids:
+            # A held-out beam is not a rollout group: a reward that reads a group's beam order does not apply.
+            if ids and not getattr(getattr(func, "reward_fn", func), "needs_beam_order", False):
                 values = func(prompts=prompts, completions=completions, completion_ids=ids, **columns)
                 out[:, j] = [np.nan if v is None else float(v) for v in values]
         return out

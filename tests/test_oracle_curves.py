@@ -343,3 +343,21 @@ def test_the_sample_and_period_follow_the_config_not_the_training_seed(sim_data_
     assert np.all(np.diff(first.funnel.rows) > 0)  # in time order, as the arena plays them
     assert callback(oracle_eval_steps=5).every == 5
     assert callback(oracle_eval_steps=0) is None and callback(sid_eval_steps=0) is None
+
+
+def test_a_reward_that_reads_the_beam_order_is_left_out_of_the_learned_view(tiny_log, tiny_codebook, policy):
+    """A held-out beam is not a rollout group: rank_aware (groups of num_generations) does not apply there."""
+    from reward_models import RewardContext, build_reward_funcs
+
+    _, tokenizer, vocab = policy
+    rows = _valid_rows(tiny_log, tiny_codebook, vocab, tokenizer)[:5]
+    context = RewardContext(codebook=tiny_codebook, vocab=vocab, log=tiny_log)
+    funcs, weights = build_reward_funcs([{"name": "sid_match", "weight": 1.0},
+                                         {"name": "rank_aware", "weight": 0.5, "group_size": 4}], context)  # fmt: skip
+    view = LearnedView(rows, funcs, weights, [f.__name__ for f in funcs], vocab, tokenizer)
+    valid = [tuple(map(int, s)) for s in tiny_codebook.valid_sids().tolist()]
+    sids = [valid[i : i + 3] for i in range(len(rows))]  # 3 SIDs per request: not groups of 4
+    got = view.score(sids)
+    alone = LearnedView(rows, funcs[:1], weights[:1], [funcs[0].__name__], vocab, tokenizer).score(sids)
+    assert np.isnan(got[f"{LEARNED_KEY}/rank_aware"])
+    assert got[LEARNED_KEY] == pytest.approx(alone[LEARNED_KEY], rel=1e-12)
