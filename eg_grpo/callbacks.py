@@ -17,22 +17,26 @@ from eg_grpo.eval.evaluator import EvalSettings, evaluate_model
 METRIC_PREFIX = "valid/"
 
 
-class HeldOutSIDMetrics(TrainerCallback):
-    """Every ``every`` optimizer steps (and after the last), evaluates the policy with constrained beam
-    search and appends ``valid/hr@K`` and ``valid/ndcg@K`` to the trainer's metrics of that step.
+class PeriodicPolicyEvaluation(TrainerCallback):
+    """Every ``every`` optimizer steps (and after the last), evaluates the unwrapped policy in eval mode
+    and appends the figures :meth:`figures` returns to the trainer's metrics of that step.
+
+    Every process computes the same figures: with ZeRO-3 the weights gathering for generation is
+    collective, and nothing here communicates otherwise.
 
     Args:
-        trainer: the `EGGRPOTrainer` (its model, tokenizer, codebook and metric buffer).
-        log: the dataset.
+        trainer: the trainer (its model, tokenizer, codebook and metric buffer).
         every: evaluation period in optimizer steps (> 0).
-        settings: what to measure; a small beam and subsample keep this cheap.
     """
 
-    def __init__(self, trainer, log, every: int, settings: EvalSettings):
+    def __init__(self, trainer, every: int):
         if every <= 0:
             raise ValueError("every must be positive")
-        log.split(settings.split)  # an empty split fails here, at start-up, not after `every` steps
-        self.trainer, self.log, self.every, self.settings = trainer, log, every, settings
+        self.trainer, self.every = trainer, every
+
+    def figures(self, model, state) -> dict[str, float]:
+        """The logged figures of ``model`` (unwrapped, in eval mode) at ``state``."""
+        raise NotImplementedError
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every and state.global_step != state.max_steps:
@@ -48,16 +52,38 @@ class HeldOutSIDMetrics(TrainerCallback):
             was_training = model.training
             model.eval()
             try:
-                results = evaluate_model(
-                    model, trainer.processing_class, self.log, trainer.codebook, self.settings
-                )
+                figures = self.figures(model, state)
             finally:
                 model.train(was_training)
         metrics = trainer._metrics["train"]  # logged (and cleared) by the trainer's next log() call
-        for k in self.settings.ks:
-            metrics[f"{METRIC_PREFIX}hr@{k}"].append(results[f"hr@{k}"])
-            metrics[f"{METRIC_PREFIX}ndcg@{k}"].append(results[f"ndcg@{k}"])
+        for key, value in figures.items():
+            metrics[key].append(value)
         return control
+
+
+class HeldOutSIDMetrics(PeriodicPolicyEvaluation):
+    """Constrained beam search on a fixed valid subsample: ``valid/hr@K`` and ``valid/ndcg@K``.
+
+    Args:
+        trainer: the `EGGRPOTrainer` (its model, tokenizer, codebook and metric buffer).
+        log: the dataset.
+        every: evaluation period in optimizer steps (> 0).
+        settings: what to measure; a small beam and subsample keep this cheap.
+    """
+
+    def __init__(self, trainer, log, every: int, settings: EvalSettings):
+        super().__init__(trainer, every)
+        log.split(settings.split)  # an empty split fails here, at start-up, not after `every` steps
+        self.log, self.settings = log, settings
+
+    def figures(self, model, state) -> dict[str, float]:
+        trainer = self.trainer
+        results = evaluate_model(model, trainer.processing_class, self.log, trainer.codebook, self.settings)
+        return {
+            f"{METRIC_PREFIX}{name}@{k}": results[f"{name}@{k}"]
+            for k in self.settings.ks
+            for name in ("hr", "ndcg")
+        }
 
 
 # (logged key, console label) of the eg/* diagnostics shown on the console line

@@ -24,14 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import TrainerCallback
-from trl.models import unwrap_model_for_generation
 
 from eg_grpo.arena.channels import GenerativeChannel, LoggedChannel, RequestBatch, cluster_item_scores
 from eg_grpo.arena.funnel import legacy_ranking_stage, merge, play
 from eg_grpo.arena.oracle import Oracle
 from eg_grpo.arena.run import recall_all
 from eg_grpo.arena.stats import paired_lift
+from eg_grpo.callbacks import PeriodicPolicyEvaluation
 from eg_grpo.data.ground_truth import has_ground_truth
 from eg_grpo.data.rl_dataset import build_rl_dataset
 from eg_grpo.eval.recall import RecallChannel
@@ -211,12 +210,8 @@ class PolicyRecall(RecallChannel):
         return sids
 
 
-class OracleCurves(TrainerCallback):
-    """Every ``every`` optimizer steps (and after the last), plays the policy's beam in the oracle funnel and
-    appends ``eg/oracle_*`` and ``eg/learned_reward*`` to the trainer's metrics of that step.
-
-    Every process computes the same figures (like :class:`~eg_grpo.callbacks.HeldOutSIDMetrics`): with
-    ZeRO-3 the weights gathering for generation is collective, and nothing here communicates otherwise.
+class OracleCurves(PeriodicPolicyEvaluation):
+    """Plays the policy's beam in the oracle funnel: ``eg/oracle_*`` and ``eg/learned_reward*``.
 
     Args:
         trainer: the `EGGRPOTrainer` (its model, tokenizer, codebook and metric buffer).
@@ -227,38 +222,17 @@ class OracleCurves(TrainerCallback):
     """
 
     def __init__(self, trainer, funnel: OracleFunnel, learned: LearnedView | None, every: int):
-        if every <= 0:
-            raise ValueError("every must be positive")
-        self.trainer, self.funnel, self.learned, self.every = trainer, funnel, learned, every
+        super().__init__(trainer, every)
+        self.funnel, self.learned = funnel, learned
 
-    def evaluate(self, model, trainer_state=None) -> dict[str, float]:
-        """The figures of ``model`` (an unwrapped policy, in eval mode)."""
+    def figures(self, model, state=None) -> dict[str, float]:
         s, trainer = self.funnel.settings, self.trainer
         recall = PolicyRecall.from_model(model, trainer.processing_class, trainer.codebook,
                                          item_scores=self.funnel.item_scores, max_history=s.max_history,
                                          item_titles=self.funnel.item_titles, use_titles=s.use_titles,
                                          batch_size=16)  # fmt: skip
         figures = self.funnel.score(GenerativeChannel.from_recall_channel(POLICY, recall, beam=s.beam))
-        return figures | (self.learned.score(recall.recorded, trainer_state) if self.learned else {})
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.every and state.global_step != state.max_steps:
-            return control
-        trainer = self.trainer
-        with unwrap_model_for_generation(
-            trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=args.ds3_gather_for_generation,
-            gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
-        ) as model:  # fmt: skip
-            was_training = model.training
-            model.eval()
-            try:
-                figures = self.evaluate(model, state)
-            finally:
-                model.train(was_training)
-        metrics = trainer._metrics["train"]  # logged (and cleared) by the trainer's next log() call
-        for key, value in figures.items():
-            metrics[key].append(value)
-        return control
+        return figures | (self.learned.score(recall.recorded, state) if self.learned else {})
 
 
 def oracle_curves_callback(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from eg_grpo.data.schema import SearchLog
-from eg_grpo.data.simulator import SimulatorConfig, simulate
+from eg_grpo.data.simulator import SimulatorConfig, simulate, write_simulated_data
 from eg_grpo.sid.codebook import SIDCodebook
 
 # Tests import recipes by path; appended (not prepended) so `eg_grpo` stays the package, never
@@ -29,6 +29,22 @@ def tiny_data_dir(tiny_log, tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny_data")
     tiny_log.save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def sim_data_dir(tmp_path_factory):
+    """``recipes/make_data.py`` output of the tiny preset: the log of ``tiny_log`` plus the ``stage.json``
+    the arena's oracle rebuilds the simulator's users from."""
+    path = tmp_path_factory.mktemp("sim_data") / "data"
+    write_simulated_data(SimulatorConfig.preset("tiny"), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def oracle(sim_data_dir):
+    from eg_grpo.arena.oracle import Oracle
+
+    return Oracle.from_data_dir(sim_data_dir)
 
 
 # A codebook for the tiny simulated log built from its taxonomy in milliseconds (no encoder, no

@@ -185,13 +185,10 @@ def test_the_folder_is_an_rl_stage_folder_evaluation_accepts(
         )
 
 
-def test_the_control_logs_the_oracle_curves_without_a_learned_reward(tmp_path, tiny_sid_dir, tiny_sft_dir):
+def test_the_control_logs_the_oracle_curves_without_a_learned_reward(tmp_path, sim_data_dir, tiny_sid_dir,
+                                                                     tiny_sft_dir):  # fmt: skip
     """The control is judged by the same oracle as the RL arms; it has no reward functions to log."""
-    from eg_grpo.data.simulator import SimulatorConfig, write_simulated_data
-
-    data_dir = tmp_path / "data"  # the tiny log with the stage.json the oracle rebuilds the users from
-    write_simulated_data(SimulatorConfig.preset("tiny"), data_dir)
-    script = EGGRPOScriptArguments(data_dir=str(data_dir), max_train_rows=16, chain=False)
+    script = EGGRPOScriptArguments(data_dir=str(sim_data_dir), max_train_rows=16, chain=False)
     args = rl_config(tmp_path, tiny_sid_dir, max_steps=2, oracle_eval_steps=1, oracle_eval_requests=20)
     trainer = build_trainer(script, args, ModelConfig(model_name_or_path=str(tiny_sft_dir)))
     trainer.train()

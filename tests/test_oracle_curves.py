@@ -18,7 +18,6 @@ from eg_grpo.callbacks import console_line
 from eg_grpo.data.rl_dataset import build_rl_dataset
 from eg_grpo.data.schema import SearchLog
 from eg_grpo.data.sft_dataset import check_tokenizer_has_sids
-from eg_grpo.data.simulator import SimulatorConfig, write_simulated_data
 from eg_grpo.modeling import load_model_and_tokenizer
 from eg_grpo.oracle_curves import (
     LEARNED_KEY,
@@ -29,20 +28,6 @@ from eg_grpo.oracle_curves import (
     load_oracle,
     oracle_keys,
 )
-
-
-@pytest.fixture(scope="module")
-def sim_data_dir(tmp_path_factory):
-    """``recipes/make_data.py`` output of the tiny preset: the log of ``tiny_log`` plus the ``stage.json``
-    the oracle rebuilds the users from."""
-    path = tmp_path_factory.mktemp("oracle_curves") / "data"
-    write_simulated_data(SimulatorConfig.preset("tiny"), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def oracle(sim_data_dir) -> Oracle:
-    return Oracle.from_data_dir(sim_data_dir)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +68,7 @@ def test_the_callbacks_figures_are_the_arenas_supplement_arm(oracle, sim_data_di
     funnel = OracleFunnel(oracle, np.array([r["request_id"] for r in rows]), settings)
     learned = LearnedView(rows, [_Reward(vocab)], [1.0], ["first_code"], vocab, tokenizer)
     trainer = SimpleNamespace(processing_class=tokenizer, codebook=tiny_codebook)
-    figures = OracleCurves(trainer, funnel, learned, every=1).evaluate(model)
+    figures = OracleCurves(trainer, funnel, learned, every=1).figures(model)
 
     args = ArenaArguments(data_dir=str(sim_data_dir), output_dir=str(tmp_path / "arena"), sid_dir=str(tiny_sid_dir),
                           split="valid", control=["logged:48"], channels=[], generative=[f"policy={tiny_sft_dir}"],
@@ -211,7 +196,7 @@ def test_training_logs_the_oracle_curves_on_simulated_data_only(tmp_path, sim_da
     # the last point is the trained policy's: evaluating it again gives the logged figures
     (callback,) = [c for c in trainer.callback_handler.callbacks if isinstance(c, OracleCurves)]
     trainer.model.eval()
-    again = callback.evaluate(trainer.model, trainer.state)
+    again = callback.figures(trainer.model, trainer.state)
     assert {k: steps[-1][k] for k in keys} == pytest.approx({k: again[k] for k in keys}, rel=1e-6)
 
     # it only watches: the same run without it trains the same

@@ -1,4 +1,5 @@
-"""Fixtures of the arena tests: the tiny simulated data folder (with its stage.json) and its oracle."""
+"""Fixtures of the arena tests (the simulated data folder and its oracle are the shared ``sim_data_dir``
+and ``oracle``)."""
 
 from __future__ import annotations
 
@@ -6,21 +7,6 @@ import numpy as np
 import pytest
 
 from eg_grpo.arena.channels import RequestBatch
-from eg_grpo.arena.oracle import Oracle
-from eg_grpo.data.simulator import SimulatorConfig, write_simulated_data
-
-
-@pytest.fixture(scope="session")
-def arena_data_dir(tmp_path_factory):
-    """``recipes/make_data.py`` output of the tiny preset (the same log as ``tiny_log``)."""
-    path = tmp_path_factory.mktemp("arena") / "data"
-    write_simulated_data(SimulatorConfig.preset("tiny"), path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def oracle(arena_data_dir) -> Oracle:
-    return Oracle.from_data_dir(arena_data_dir)
 
 
 @pytest.fixture(scope="session")

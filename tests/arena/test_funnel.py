@@ -69,9 +69,9 @@ class EmptyChannel(Channel):
         return [np.empty(0, dtype=np.int64) for _ in range(len(batch))]
 
 
-def test_a_channel_that_returns_nothing_leaves_treatment_equal_to_control(oracle, arena_data_dir):
-    args = ArenaArguments(data_dir=str(arena_data_dir), channels=["bm25:20"], budget_modes=["supplement"])
-    channels = {"logged": build_channels(ArenaArguments(data_dir=str(arena_data_dir), channels=[]), oracle)["logged"],
+def test_a_channel_that_returns_nothing_leaves_treatment_equal_to_control(oracle, sim_data_dir):
+    args = ArenaArguments(data_dir=str(sim_data_dir), channels=["bm25:20"], budget_modes=["supplement"])
+    channels = {"logged": build_channels(ArenaArguments(data_dir=str(sim_data_dir), channels=[]), oracle)["logged"],
                 "bm25": EmptyChannel()}  # fmt: skip
     res = play_arena(args, oracle, channels)["stages"]["legacy"]["supplement"]
     lifts = res["arms"]["+bm25"]["lifts"]
@@ -117,8 +117,8 @@ def test_exposed_figures_are_the_oracle_expectations_of_the_top_n(oracle, test_b
 
 
 @pytest.mark.parametrize("mode", ["supplement", "fixed_budget"])
-def test_the_oracle_arm_beats_control_on_every_figure(oracle, arena_data_dir, mode):
-    args = ArenaArguments(data_dir=str(arena_data_dir), channels=["oracle:16"], budget_modes=[mode])
+def test_the_oracle_arm_beats_control_on_every_figure(oracle, sim_data_dir, mode):
+    args = ArenaArguments(data_dir=str(sim_data_dir), channels=["oracle:16"], budget_modes=[mode])
     results = play_arena(args, oracle, build_channels(args, oracle))
     arm = results["stages"]["legacy"][mode]["arms"]["+oracle"]
     for fig, lift in arm["lifts"].items():

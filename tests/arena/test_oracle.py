@@ -29,8 +29,8 @@ CONFIGS = {
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))
-def test_simulated_data_is_byte_identical_to_before_the_refactor(name, arena_data_dir, tmp_path):
-    path = arena_data_dir if name == "tiny" else tmp_path / "data"
+def test_simulated_data_is_byte_identical_to_before_the_refactor(name, sim_data_dir, tmp_path):
+    path = sim_data_dir if name == "tiny" else tmp_path / "data"
     if name != "tiny":
         write_simulated_data(CONFIGS[name], path)
     got = {f: hashlib.sha256((path / f).read_bytes()).hexdigest() for f in REFERENCE[name]}
@@ -66,8 +66,8 @@ def test_oracle_best_items_are_the_most_relevant_then_most_attractive(oracle):
             assert (all_rel > rel[-1]).sum() <= len(best)
 
 
-def test_a_data_folder_without_ground_truth_gives_a_clear_error(arena_data_dir, tmp_path):
-    log = SearchLog.load(arena_data_dir)
+def test_a_data_folder_without_ground_truth_gives_a_clear_error(sim_data_dir, tmp_path):
+    log = SearchLog.load(sim_data_dir)
     bare = tmp_path / "real"
     log.save(bare)  # tables without stage.json: e.g. a user's own logs
     with pytest.raises(FileNotFoundError, match="needs a simulated data folder"):

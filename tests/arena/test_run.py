@@ -37,22 +37,20 @@ def _args(data_dir, tmp_path, **overrides):
         ({"beam": 0}, "beam must be >= 1"),
     ],
 )
-def test_bad_configs_give_clear_errors(arena_data_dir, tmp_path, overrides, message):
+def test_bad_configs_give_clear_errors(sim_data_dir, tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
-        run(_args(arena_data_dir, tmp_path, **overrides))
+        run(_args(sim_data_dir, tmp_path, **overrides))
     assert not (tmp_path / "arena").exists()
 
 
-def test_missing_folders_give_clear_errors(arena_data_dir, tmp_path):
+def test_missing_folders_give_clear_errors(sim_data_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="make_data.py"):
         run(_args(tmp_path / "nowhere", tmp_path))
     with pytest.raises(FileNotFoundError, match="train_ranker.py"):
-        run(_args(arena_data_dir, tmp_path, ranking_stages=["learned"], ranker_dir=str(tmp_path / "none")))
+        run(_args(sim_data_dir, tmp_path, ranking_stages=["learned"], ranker_dir=str(tmp_path / "none")))
     with pytest.raises(FileNotFoundError, match="holds no model"):
         run(
-            _args(
-                arena_data_dir, tmp_path, generative=["sft=" + str(tmp_path / "none")], sid_dir=str(tmp_path)
-            )
+            _args(sim_data_dir, tmp_path, generative=["sft=" + str(tmp_path / "none")], sid_dir=str(tmp_path))
         )
 
 
@@ -61,7 +59,7 @@ def test_parse_quotas_keeps_the_order():
 
 
 def test_the_tiny_recipe_writes_results_report_and_figures(
-    parse_recipe, arena_data_dir, tiny_sft_dir, tiny_sid_dir, lookup_encoder, tmp_path
+    parse_recipe, sim_data_dir, tiny_sft_dir, tiny_sid_dir, lookup_encoder, tmp_path
 ):
     from recipes.arena import ArenaArguments as RecipeArguments
     from recipes.arena import main
@@ -69,7 +67,7 @@ def test_the_tiny_recipe_writes_results_report_and_figures(
     out = tmp_path / "arena"
     (args,) = parse_recipe(
         (RecipeArguments,),
-        ["--config", "recipes/configs/tiny/arena.yaml", "--data_dir", arena_data_dir, "--output_dir", out,
+        ["--config", "recipes/configs/tiny/arena.yaml", "--data_dir", sim_data_dir, "--output_dir", out,
          "--dense_encoder", lookup_encoder, "--max_requests", 60, "--generative", f"sft={tiny_sft_dir}",
          f"own_sids={tiny_sft_dir},{tiny_sid_dir}", "--sid_dir", tiny_sid_dir, "--beam", 4, "--device", "cpu"],
     )  # fmt: skip
@@ -109,11 +107,11 @@ def test_the_tiny_recipe_writes_results_report_and_figures(
     assert (out.parent / "arena_index" / "bm25" / "stage.json").exists()
 
 
-def test_learned_ranking_stage(arena_data_dir, tmp_path):
+def test_learned_ranking_stage(sim_data_dir, tmp_path):
     from reward_models.ranker import RankerConfig, train_ranker
 
-    train_ranker(RankerConfig(max_iter=200), arena_data_dir, tmp_path / "ranker")
-    out = run(_args(arena_data_dir, tmp_path, ranking_stages=["legacy", "learned"], ranker_dir=str(tmp_path / "ranker"),
+    train_ranker(RankerConfig(max_iter=200), sim_data_dir, tmp_path / "ranker")
+    out = run(_args(sim_data_dir, tmp_path, ranking_stages=["legacy", "learned"], ranker_dir=str(tmp_path / "ranker"),
                     budget_modes=["supplement"], max_requests=80))  # fmt: skip
     results = json.loads((out / "arena_results.json").read_text())
     legacy, learned = (results["stages"][s]["supplement"] for s in ("legacy", "learned"))
