@@ -286,6 +286,45 @@ def check_stage_folder(folder: str | Path, record: dict, overwrite: bool = False
                         "another output folder.")  # fmt: skip
 
 
+def claim_stage_folder(folder: str | Path, record: dict, overwrite: bool = False, claim: bool = True) -> str:
+    """Like :func:`check_stage_folder` for a stage that checkpoints: a killed run's folder is resumable.
+
+    A training stage writes ``stage.pending.json`` (its record) when it starts and ``stage.json`` when
+    it finishes, so a folder holding this very record's pending file and checkpoints is the same run,
+    interrupted, and may be taken back.
+
+    Returns:
+        ``"current"`` (finished with this record: nothing to do) or ``"train"`` (the folder is empty,
+        replaced under ``overwrite``, or this run's own unfinished folder). With ``claim`` the folder
+        is then taken: emptied under ``overwrite`` and the pending file written; without it nothing is
+        touched (a stage asks first, checks its inputs, then claims).
+
+    Raises:
+        StageConflict: the folder holds a finished or started run of other settings or inputs, or
+            files without either record.
+    """
+    folder = Path(folder)
+    done, pending = read_stage(folder), folder / PENDING_FILE
+    if done is not None and done["stage"] == record["stage"] and done["fingerprint"] == record["fingerprint"]:
+        return "current"
+    started = json.loads(pending.read_text()) if pending.is_file() else None
+    ours = started is not None and started["fingerprint"] == record["fingerprint"]
+    empty = not folder.exists() or not any(folder.iterdir())
+    if not empty and not overwrite and (done is not None or not ours):
+        other = done or started
+        what = ("a run of other settings or inputs:\n  " + "\n  ".join(record_diff(other, record)) if other
+                else f"files but no {STAGE_FILE}: built by hand or by an older version")  # fmt: skip
+        raise StageConflict(f"{folder} holds {what}\nNothing was replaced. Pass --overwrite true to start this run "
+                            "there afresh, or choose another output folder.")  # fmt: skip
+    if not claim:
+        return "train"
+    if overwrite and not empty and not ours:
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(pending, {**record, "built_by": built_by()})
+    return "train"
+
+
 def up_to_date(folder: str | Path, record: dict, overwrite: bool = False) -> bool:
     """True, after saying so, when ``folder`` already holds exactly ``record`` (the stage has nothing to do).
 

@@ -212,7 +212,7 @@ def run_chain(chain_path: str | Path = "demo", output_root: str | Path | None = 
     step("sids", "sids", s["sids"], root / "sids", data)
     step("ranker", "ranker", s["ranker"], root / "ranker", data)
     sid_args = {**data, "sid_dir": root / "sids"}
-    models = {"sft": step("sft", "sft", s["sft"], root / "sft", sid_args)}
+    models = {"sft": step("sft", "sft", s["sft"], root / "sft", {**sid_args, "resume_from_checkpoint": "last"})}
     for run in chain.rl_runs:
         rl_args = {**sid_args, "ranker_dir": root / "ranker", "model_name_or_path": root / "sft", "chain": "false",
                    "resume_from_checkpoint": "last"}  # fmt: skip

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +30,10 @@ from eg_grpo.data.sft_dataset import check_codebook_matches, load_codebook
 from eg_grpo.eval.evaluator import EvalSettings
 from eg_grpo.io import (
     PENDING_FILE,
-    STAGE_FILE,
-    StageConflict,
-    built_by,
     check_lineage,
+    claim_stage_folder,
     content_config,
     read_stage,
-    record_diff,
     require_dir,
     stage_record,
     write_json,
@@ -247,29 +243,6 @@ def rl_stage_record(
     return stage_record("rl", config, {"data": data, "sids": sids, "ranker": ranker, "model": model})
 
 
-def _claim_output_dir(out: Path, record: dict, overwrite: bool) -> str:
-    """``"current"``, or ``"train"`` once ``out`` is empty or holds this very run's checkpoints."""
-    done, pending = read_stage(out), out / PENDING_FILE
-    if done is not None and done["stage"] == "rl" and done["fingerprint"] == record["fingerprint"]:
-        return "current"
-    started = json.loads(pending.read_text()) if pending.is_file() else None
-    empty = not out.exists() or not any(out.iterdir())
-    if (
-        not empty
-        and not overwrite
-        and (done is not None or started is None or started["fingerprint"] != record["fingerprint"])
-    ):
-        other = done or started
-        what = ("a run of other settings or inputs:\n  " + "\n  ".join(record_diff(other, record)) if other
-                else f"files but no {STAGE_FILE}: built by hand or by an older version")  # fmt: skip
-        raise StageConflict(f"{out} holds {what}\nNothing was replaced. Pass --overwrite true to start this run "
-                            "there afresh, or choose another --output_dir.")  # fmt: skip
-    if overwrite and not empty and (started is None or started["fingerprint"] != record["fingerprint"]):
-        shutil.rmtree(out)
-    write_json(pending, {**record, "built_by": built_by()})
-    return "train"
-
-
 def run(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_args: ModelConfig) -> Path:
     """Builds missing earlier stages (``chain``), trains, saves the model and ``stage.json``; returns output_dir.
 
@@ -291,7 +264,7 @@ def run(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_a
     record = rl_stage_record(script_args, training_args, model_args)
     with state.main_process_first():  # rank 0 claims the folder; the others then read what it decided
         if state.is_main_process:
-            status = _claim_output_dir(out, record, script_args.overwrite)
+            status = claim_stage_folder(out, record, script_args.overwrite)
         else:
             status = (
                 "current" if (read_stage(out) or {}).get("fingerprint") == record["fingerprint"] else "train"

@@ -11,6 +11,7 @@ atomically.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -19,15 +20,16 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from eg_grpo.checkpoints import ResumeHint, resolve_checkpoint, resume_command
 from eg_grpo.data.schema import SearchLog
 from eg_grpo.data.sft_dataset import dataset_texts
 from eg_grpo.io import (
     atomic_dir,
     check_lineage,
+    claim_stage_folder,
     content_config,
     require_dir,
     stage_record,
-    up_to_date,
     write_json,
     write_stage,
 )
@@ -268,7 +270,9 @@ def run(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     if script_args.num_threads:
         torch.set_num_threads(script_args.num_threads)
     record = sft_stage_record(script_args, training_args, model_args)
-    if up_to_date(training_args.output_dir, record, script_args.overwrite):
+    # A killed run's folder (its pending record and checkpoints) is taken back, not refused.
+    if claim_stage_folder(training_args.output_dir, record, script_args.overwrite, claim=False) == "current":
+        print(f"{training_args.output_dir} is up to date; nothing to do")
         return {}
 
     # Inputs are checked before any model is built.
@@ -282,6 +286,7 @@ def run(script_args: SFTScriptArguments, training_args, model_args) -> dict:
         from eg_grpo.data.sft_tasks import task_kwargs_of
 
         task_kwargs_of(script_args, training_args.seed)  # bad task arguments fail before model building
+    claim_stage_folder(training_args.output_dir, record, script_args.overwrite)
     tiny = tiny_config(
         script_args.tiny_preset, vocab_size=script_args.tiny_vocab_size, hidden_size=script_args.tiny_hidden_size,
         num_hidden_layers=script_args.tiny_num_hidden_layers,
@@ -319,8 +324,14 @@ def run(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     if script_args.max_train_seconds:
         time_limit = TimeLimitCallback(script_args.max_train_seconds)
         trainer.add_callback(time_limit)
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    if checkpoint is not None:
+        print(f"[eg_grpo] resuming from {checkpoint}")
     start = time.perf_counter()
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    # Without checkpoints a killed SFT restarts from scratch, so the hint is only worth giving with them.
+    hint = ResumeHint(resume_command()) if training_args.save_strategy != "no" else contextlib.nullcontext()
+    with hint:
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {
         **train_result.metrics,
         "train_seconds": time.perf_counter() - start,

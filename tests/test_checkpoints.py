@@ -1,4 +1,5 @@
-"""Resuming RL: a damaged newest checkpoint is skipped, missing optimizer state is an error, a kill says how to resume."""
+"""Resuming runs: a damaged newest checkpoint is skipped, missing optimizer state is an error, a kill says how
+to resume, and a killed SFT takes its own folder back from the newest intact checkpoint."""
 
 from __future__ import annotations
 
@@ -73,3 +74,62 @@ def test_sigterm_prints_the_command_that_resumes(capsys, monkeypatch):
     assert stopped.value.code == 128 + signal.SIGTERM
     assert command in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) == before  # handlers restored
+
+
+def _sft_args(parse_recipe, data_dir, sid_dir, out, *extra):
+    from trl import ModelConfig, SFTConfig
+
+    from recipes.sft import SFTScriptArguments
+
+    return parse_recipe(
+        (SFTScriptArguments, SFTConfig, ModelConfig),
+        ["--config", "recipes/configs/tiny/sft.yaml", "--data_dir", data_dir, "--sid_dir", sid_dir,
+         "--output_dir", out, "--disable_tqdm", "true", "--max_train_rows", 128, "--num_train_epochs", 1,
+         "--save_strategy", "steps", "--save_steps", 2, "--logging_steps", 1, *extra],
+    )  # fmt: skip
+
+
+def test_a_killed_sft_resumes_from_its_newest_intact_checkpoint(
+    parse_recipe, tiny_data_dir, tiny_sid_dir, tmp_path, monkeypatch, capsys
+):
+    import eg_grpo.sft
+    from eg_grpo.io import StageConflict
+    from recipes.sft import main
+
+    out = tmp_path / "sft"
+    real_save = eg_grpo.sft.save_sft_model
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the machine went down after the last checkpoint, before the model was saved
+
+    monkeypatch.setattr(eg_grpo.sft, "save_sft_model", killed)
+    with pytest.raises(KeyboardInterrupt):
+        main(*_sft_args(parse_recipe, tiny_data_dir, tiny_sid_dir, out))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert not (out / "stage.json").exists() and (out / "stage.pending.json").exists()
+    weights = out / "checkpoint-4" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+    # another config must not take the unfinished folder over
+    with pytest.raises(StageConflict, match="learning_rate"):
+        main(*_sft_args(parse_recipe, tiny_data_dir, tiny_sid_dir, out, "--learning_rate", 1.0e-3))
+    monkeypatch.setattr(eg_grpo.sft, "save_sft_model", real_save)
+    capsys.readouterr()
+    from trl import SFTTrainer
+
+    steps_trained = []
+    real_step = SFTTrainer.training_step
+    monkeypatch.setattr(
+        SFTTrainer, "training_step", lambda self, *a, **k: steps_trained.append(1) or real_step(self, *a, **k)
+    )
+    metrics = main(
+        *_sft_args(parse_recipe, tiny_data_dir, tiny_sid_dir, out, "--resume_from_checkpoint", "last")
+    )
+    printed = capsys.readouterr().out
+    assert "skipping damaged checkpoint checkpoint-4" in printed
+    assert f"[eg_grpo] resuming from {out / 'checkpoint-2'}" in printed
+    # 128 rows at batch 32: 4 steps in all; the resumed run trained steps 3 and 4 only
+    assert len(steps_trained) == 2
+    assert [h["step"] for h in metrics["log_history"] if "loss" in h] == [1, 2, 3, 4]
+    assert (out / "stage.json").exists() and not list(out.glob("checkpoint-*"))
+    assert not (out / "stage.pending.json").exists()
