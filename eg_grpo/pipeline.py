@@ -13,6 +13,11 @@ whose config or inputs changed is rebuilt, and so is everything after it. A fold
 build (by hand, by a recipe, another chain) is never replaced: the chain stops and names what
 differs and the ``rebuild`` option. The RL stages resume from their newest intact checkpoint.
 
+With ``jobs: N`` in the chain file, the steps after SFT (each RL run followed by its evaluation, and
+the SFT model's evaluation) run N at a time, each with ``cores // N`` torch threads and its console
+output in ``OUTPUT_ROOT/logs/<step>.log``: the tiny models of the demo keep one core busy better
+than they share two, so two single-threaded runs side by side finish sooner than one after the other.
+
     python -m eg_grpo.pipeline tiny                      # the tiny chain (a couple of minutes on CPU)
     python -m eg_grpo.pipeline demo --rebuild sft        # the demo chain, replacing a hand-made SFT folder
 """
@@ -25,6 +30,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -74,23 +80,28 @@ class ChainConfig:
     """A chain file: where outputs go and the config of every stage (see recipes/configs/*/chain.yaml).
 
     Stage config paths are relative to the chain file's folder (or absolute); ``output_root`` is
-    relative to the working directory.
+    relative to the working directory. ``jobs`` is how many steps after SFT run at once (1: one
+    after the other, their output on the console).
     """
 
     output_root: str
     stages: dict[str, str]
     rl_runs: list[str] = field(default_factory=lambda: ["vanilla_grpo", "eg_grpo"])
+    jobs: int = 1
     path: Path | None = None
 
     @classmethod
     def load(cls, chain: str | Path) -> ChainConfig:
         path = resolve_chain_path(chain)
         raw = yaml.safe_load(path.read_text()) or {}
-        unknown = set(raw) - {"output_root", "stages", "rl_runs"}
+        unknown = set(raw) - {"output_root", "stages", "rl_runs", "jobs"}
         if unknown:
             raise ValueError(
-                f"{path}: unknown key(s) {sorted(unknown)}; allowed: output_root, stages, rl_runs"
+                f"{path}: unknown key(s) {sorted(unknown)}; allowed: output_root, stages, rl_runs, jobs"
             )
+        jobs = raw.get("jobs", 1)
+        if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+            raise ValueError(f"{path}: jobs must be a whole number >= 1, got {jobs!r}")
         rl_runs = raw.get("rl_runs", ["vanilla_grpo", "eg_grpo"])
         missing = {"data", "sids", "ranker", "sft", "evaluate", *rl_runs} - set(raw.get("stages", {}))
         if missing:
@@ -101,7 +112,7 @@ class ChainConfig:
             if not resolved.is_file():
                 raise FileNotFoundError(f"{path}: the '{name}' config {config} does not exist ({resolved})")
             stages[name] = str(resolved)
-        return cls(output_root=raw["output_root"], stages=stages, rl_runs=rl_runs, path=path)
+        return cls(output_root=raw["output_root"], stages=stages, rl_runs=rl_runs, jobs=jobs, path=path)
 
 
 def _argv(config: str | Path, output_dir: Path, args: dict) -> list[str]:
@@ -114,7 +125,8 @@ def _argv(config: str | Path, output_dir: Path, args: dict) -> list[str]:
 
 
 def run_stage(name: str, stage: str, config: str | Path, output_dir: str | Path, args: dict | None = None,
-              owner: str | None = None, rebuild: bool = False) -> StageResult:  # fmt: skip
+              owner: str | None = None, rebuild: bool = False, log: Path | None = None,
+              threads: int | None = None) -> StageResult:  # fmt: skip
     """Runs one stage unless its folder is current; never replaces a folder ``owner`` did not build.
 
     Args:
@@ -125,6 +137,8 @@ def run_stage(name: str, stage: str, config: str | Path, output_dir: str | Path,
         args: further ``--key value`` arguments (input folders).
         owner: who is building (the chain's output root); a stale folder built by the same owner is rebuilt.
         rebuild: replace the folder even if someone else built it.
+        log: write the stage's console output to this file instead of the console (parallel steps).
+        threads: ``OMP_NUM_THREADS`` of the stage process (None: inherited).
 
     Raises:
         StageConflict: the folder holds another config or a hand-built artifact, and may not be replaced.
@@ -159,21 +173,33 @@ def run_stage(name: str, stage: str, config: str | Path, output_dir: str | Path,
     command = [sys.executable, "-m", "eg_grpo.stages", stage, *argv] + (
         ["--overwrite", "true"] if overwrite else []
     )
-    print(f"[chain] {name}: {' '.join(command[1:])}", flush=True)
+    print(f"[chain] {name}: {' '.join(command[1:])}" + (f"\n[chain] {name}: output in {log}" if log else ""),
+          flush=True)  # fmt: skip
     start = time.perf_counter()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({OWNER_ENV: owner} if owner else {})}
-    completed = subprocess.run(command, env=env)
-    if completed.returncode == 3:
-        raise StageConflict(_conflict_hint(name, "see the message above", owner))
-    if completed.returncode != 0:
-        raise RuntimeError(f"stage '{name}' failed (exit {completed.returncode}); fix the error above and re-run: "
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({OWNER_ENV: owner} if owner else {}),
+           **({"OMP_NUM_THREADS": str(threads)} if threads else {})}  # fmt: skip
+    if log is None:
+        returncode = subprocess.run(command, env=env).returncode
+    else:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as sink:
+            returncode = subprocess.run(command, env=env, stdout=sink, stderr=subprocess.STDOUT).returncode
+        if returncode != 0:  # the error is at the end of the log; show it where the user is looking
+            tail = log.read_text(errors="replace").replace("\r", "\n").splitlines()[-30:]
+            print(f"[chain] {name} failed; the end of {log}:\n" + "\n".join(tail), flush=True)
+    where = "above" if log is None else f"in {log}"
+    if returncode == 3:
+        raise StageConflict(_conflict_hint(name, f"see the message {where}", owner))
+    if returncode != 0:
+        raise RuntimeError(f"stage '{name}' failed (exit {returncode}); fix the error {where} and re-run: "
                            "finished stages are kept")  # fmt: skip
     done = read_stage(output_dir)
     if done is None:
         raise RuntimeError(f"stage '{name}' exited 0 but wrote no {output_dir}/stage.json")
-    return StageResult(
-        name, output_dir, done["fingerprint"], skipped=False, seconds=time.perf_counter() - start
-    )
+    seconds = time.perf_counter() - start
+    if log is not None:
+        print(f"[chain] {name}: built in {seconds:.0f} s", flush=True)
+    return StageResult(name, output_dir, done["fingerprint"], skipped=False, seconds=seconds)
 
 
 def _conflict_hint(name: str, err, owner: str | None) -> str:
@@ -203,8 +229,14 @@ def run_chain(chain_path: str | Path = "demo", output_root: str | Path | None = 
     t0 = time.perf_counter()
     done: dict[str, StageResult] = {}
 
-    def step(name, stage, config, out, args=None):
-        done[name] = run_stage(name, stage, config, out, args, owner=owner, rebuild=name in rebuild)
+    threads = max(1, _cores() // chain.jobs)
+
+    def step(name, stage, config, out, args=None, shared=False):
+        # a step that runs beside others (jobs > 1) gets a log file and its share of the cores
+        where = (
+            {"log": root / "logs" / f"{name}.log", "threads": threads} if shared and chain.jobs > 1 else {}
+        )
+        done[name] = run_stage(name, stage, config, out, args, owner=owner, rebuild=name in rebuild, **where)
         return done[name]
 
     step("data", "data", s["data"], root / "data")
@@ -212,19 +244,28 @@ def run_chain(chain_path: str | Path = "demo", output_root: str | Path | None = 
     step("sids", "sids", s["sids"], root / "sids", data)
     step("ranker", "ranker", s["ranker"], root / "ranker", data)
     sid_args = {**data, "sid_dir": root / "sids"}
-    models = {"sft": step("sft", "sft", s["sft"], root / "sft", {**sid_args, "resume_from_checkpoint": "last"})}
-    for run in chain.rl_runs:
+    models = {
+        "sft": step("sft", "sft", s["sft"], root / "sft", {**sid_args, "resume_from_checkpoint": "last"})
+    }
+
+    def train(run):
         rl_args = {**sid_args, "ranker_dir": root / "ranker", "model_name_or_path": root / "sft", "chain": "false",
                    "resume_from_checkpoint": "last"}  # fmt: skip
-        models[run] = step(run, "rl", s[run], root / run, rl_args)
-    for run, result in models.items():
-        step(
-            f"eval_{run}",
-            "evaluate",
-            s["evaluate"],
-            root / "eval" / run,
-            {**sid_args, "model_dir": result.output_dir},
-        )
+        models[run] = step(run, "rl", s[run], root / run, rl_args, shared=True)
+
+    def evaluate(run):
+        step(f"eval_{run}", "evaluate", s["evaluate"], root / "eval" / run,
+             {**sid_args, "model_dir": models[run].output_dir}, shared=True)  # fmt: skip
+
+    if chain.jobs == 1:  # every RL run, then every evaluation, their output on the console
+        tasks = [*(lambda r=r: train(r) for r in chain.rl_runs), lambda: evaluate("sft"),
+                 *(lambda r=r: evaluate(r) for r in chain.rl_runs)]  # fmt: skip
+    else:  # each RL run and then its evaluation, in the file's order; the SFT model's evaluation fills a gap
+        tasks = [*(lambda r=r: (train(r), evaluate(r)) for r in chain.rl_runs), lambda: evaluate("sft")]
+    _run_all(tasks, chain.jobs)
+    models = {run: models[run] for run in ("sft", *chain.rl_runs)}
+    order = ["data", "sids", "ranker", *models, *(f"eval_{run}" for run in models)]
+    done = {name: done[name] for name in order}
     arena_dir = None
     if "arena" in s:  # every model as a generative channel beside the classical ones (simulated A/B)
         generative = [f"{run}={result.output_dir}" for run, result in models.items()]
@@ -239,6 +280,28 @@ def run_chain(chain_path: str | Path = "demo", output_root: str | Path | None = 
     )
     _print_summary(done, report, time.perf_counter() - t0)
     return done
+
+
+def _cores() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _run_all(tasks, jobs: int) -> None:
+    """Calls ``tasks`` ``jobs`` at a time; after a failure, starts no more and re-raises it once the running ones end."""
+    if jobs == 1:
+        for task in tasks:
+            task()
+        return
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(task) for task in tasks]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:
+            future.cancel()  # not started yet: left for the re-run (finished stages are kept)
+        wait(futures)
+    errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+    if errors:
+        raise errors[0]
 
 
 def _print_summary(done: dict[str, StageResult], report: Path, seconds: float) -> None:
