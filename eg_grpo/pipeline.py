@@ -29,8 +29,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -293,13 +294,21 @@ def _run_all(tasks, jobs: int) -> None:
         for task in tasks:
             task()
         return
+    failed = threading.Event()
+
+    def guarded(task):
+        if failed.is_set():  # not started: left for the re-run (finished stages are kept)
+            return
+        try:
+            task()
+        except BaseException:
+            failed.set()  # before this worker takes the next task
+            raise
+
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(task) for task in tasks]
-        wait(futures, return_when=FIRST_EXCEPTION)
-        for future in futures:
-            future.cancel()  # not started yet: left for the re-run (finished stages are kept)
+        futures = [pool.submit(guarded, task) for task in tasks]
         wait(futures)
-    errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+    errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
         raise errors[0]
 

@@ -38,7 +38,7 @@ def fake_stages(monkeypatch):
     def fake_run_stage(name, stage, config, output_dir, args=None, owner=None, rebuild=False, log=None,
                        threads=None):  # fmt: skip
         start = time.monotonic()
-        time.sleep(0.2 if stage == "rl" else 0.05)
+        time.sleep(0.5 if stage == "rl" else 0.05)
         with lock:
             calls[name] = {"start": start, "end": time.monotonic(), "log": log, "threads": threads,
                            "args": dict(args or {})}  # fmt: skip
@@ -80,22 +80,25 @@ def test_one_job_keeps_the_sequential_order_on_the_console(fake_stages, tmp_path
     assert all(c["log"] is None and c["threads"] is None for c in calls.values())
 
 
-def test_a_failed_parallel_step_stops_what_has_not_started_and_is_reraised(monkeypatch, tmp_path):
-    started = []
+def test_a_failed_parallel_step_stops_what_has_not_started_and_is_reraised():
+    started, finished = [], []
 
-    def task(name, fail=False):
+    def task(name, seconds, fail=False):
         def run():
             started.append(name)
-            time.sleep(0.05)
+            time.sleep(seconds)
             if fail:
                 raise RuntimeError(f"stage '{name}' failed")
+            finished.append(name)
 
         return run
 
-    tasks = [task("a", fail=True), task("b"), task("c"), task("d")]
+    # two workers take b and a at once; a fails while b still runs
+    tasks = [task("b", 0.6), task("a", 0.2, fail=True), task("c", 0.0), task("d", 0.0)]
     with pytest.raises(RuntimeError, match="stage 'a' failed"):
         pipeline._run_all(tasks, jobs=2)
-    assert started[:2] == ["a", "b"] and "d" not in started  # b was running and finished; d never began
+    # b ran to its end; c and d were never started
+    assert sorted(started) == ["a", "b"] and finished == ["b"]
 
 
 def test_a_logged_stage_writes_its_output_to_the_log_and_shows_the_error_tail(tmp_path, capsys):
