@@ -180,6 +180,7 @@ class SFTScriptArguments:
         max_train_seconds: a wall-clock guard: training stops after this many seconds (recorded in
             sft_metrics.json as ``stopped_by_time_limit``).
         overwrite: replace OUTPUT_DIR even when it holds a model of other settings or a hand-built one.
+        reset_optimizer: resume from a checkpoint without optimizer state (the optimizer starts afresh).
         task / task_kwargs: what the rows teach (:mod:`eg_grpo.data.sft_tasks`); ``personalized`` is the
             request rows above, other tasks take ``max_train_rows`` as their data size.
         sft_stages: progressive SFT, a list of stages run in order (:mod:`eg_grpo.progressive_sft`).
@@ -216,6 +217,10 @@ class SFTScriptArguments:
         default=None, metadata={"help": "Stop training after this many seconds."}
     )
     overwrite: bool = field(default=False, metadata={"help": "Replace an output folder of other settings."})
+    reset_optimizer: bool = field(
+        default=False,
+        metadata={"help": "Resume from a checkpoint that lacks optimizer state (fresh optimizer)."},
+    )
     task: str = field(
         default="personalized", metadata={"help": "SFT task (eg_grpo.data.sft_tasks) or pkg.mod:fn."}
     )
@@ -324,7 +329,9 @@ def run(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     if script_args.max_train_seconds:
         time_limit = TimeLimitCallback(script_args.max_train_seconds)
         trainer.add_callback(time_limit)
-    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    checkpoint = resolve_checkpoint(
+        training_args.resume_from_checkpoint, training_args.output_dir, script_args.reset_optimizer
+    )
     if checkpoint is not None:
         print(f"[eg_grpo] resuming from {checkpoint}")
     start = time.perf_counter()

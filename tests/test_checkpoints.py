@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 
 import pytest
@@ -114,6 +115,13 @@ def test_a_killed_sft_resumes_from_its_newest_intact_checkpoint(
     with pytest.raises(StageConflict, match="learning_rate"):
         main(*_sft_args(parse_recipe, tiny_data_dir, tiny_sid_dir, out, "--learning_rate", 1.0e-3))
     monkeypatch.setattr(eg_grpo.sft, "save_sft_model", real_save)
+    # a newest intact checkpoint without optimizer state: refused, naming the SFT option that accepts it
+    bare = out / "checkpoint-3"
+    shutil.copytree(out / "checkpoint-2", bare)
+    (bare / "optimizer.pt").unlink()
+    with pytest.raises(ValueError, match="no optimizer state .*--reset_optimizer true"):
+        main(*_sft_args(parse_recipe, tiny_data_dir, tiny_sid_dir, out, "--resume_from_checkpoint", "last"))
+    shutil.rmtree(bare)
     capsys.readouterr()
     from trl import SFTTrainer
 
@@ -122,9 +130,8 @@ def test_a_killed_sft_resumes_from_its_newest_intact_checkpoint(
     monkeypatch.setattr(
         SFTTrainer, "training_step", lambda self, *a, **k: steps_trained.append(1) or real_step(self, *a, **k)
     )
-    metrics = main(
-        *_sft_args(parse_recipe, tiny_data_dir, tiny_sid_dir, out, "--resume_from_checkpoint", "last")
-    )
+    metrics = main(*_sft_args(parse_recipe, tiny_data_dir, tiny_sid_dir, out, "--resume_from_checkpoint", "last",
+                              "--reset_optimizer", "false"))  # fmt: skip
     printed = capsys.readouterr().out
     assert "skipping damaged checkpoint checkpoint-4" in printed
     assert f"[eg_grpo] resuming from {out / 'checkpoint-2'}" in printed
