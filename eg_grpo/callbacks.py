@@ -107,6 +107,11 @@ def console_line(step: int, logs: dict) -> str:
     ``step 4 | loss 2.98e-08 lr 0.0005 | reward 0.2409 ± 0.3804 (sid_match 0.1354 ctr 0.09716) |
     eg expert 0.0625 valid_sid 1 hit 0.06667 distinct 7.5 | valid/hr@10 0.2022 | 0.1499 s/step``.
 
+    With ``eg/reward_sampled`` logged (every ``EGGRPOTrainer`` run, expert-guided or vanilla) the reward
+    shown is the mean over the policy's own samples (``sampled reward``), so both arms compare like for
+    like; TRL's ``reward``, which counts the spliced expert rows, follows as ``with expert rows`` when
+    experts were spliced in. Without it (the line above) TRL's ``reward`` is shown as is.
+
     A log without ``loss`` (the end-of-training summary, an evaluation) is printed whole, still on
     one line. The full dict goes to the trackers (``report_to``) and ``trainer.state.log_history``.
     """
@@ -115,7 +120,17 @@ def console_line(step: int, logs: dict) -> str:
     parts = [f"step {step}", f"loss {_number(logs['loss'])}"]
     if "learning_rate" in logs:
         parts[-1] += f" lr {_number(logs['learning_rate'])}"
-    if "reward" in logs:
+    if "eg/reward_sampled" in logs:
+        # TRL's `reward` averages in the spliced expert rows, whose reward is the ground truth's: it would
+        # show EG-GRPO ahead of vanilla by the experts alone. Both arms show the policy's own samples.
+        reward = f"sampled reward {_number(logs['eg/reward_sampled'])}"
+        each = [f"{k[len('eg/rewards/') : -len('/mean_sampled')]} {_number(v)}" for k, v in logs.items()
+                if k.startswith("eg/rewards/") and k.endswith("/mean_sampled")]  # fmt: skip
+        reward += f" ({' '.join(each)})" if each else ""
+        if logs.get("eg/expert_frac") and "reward" in logs:
+            reward += f" with expert rows {_number(logs['reward'])}"
+        parts.append(reward)
+    elif "reward" in logs:
         reward = f"reward {_number(logs['reward'])}"
         if "reward_std" in logs:
             reward += f" ± {_number(logs['reward_std'])}"

@@ -71,6 +71,22 @@ def _check_dirs(dirs: list[str], what: str, needs: tuple[str, ...]) -> None:
             raise FileNotFoundError(f"{what} folder {d} holds none of {', '.join(needs)}")
 
 
+def _check_eval_dirs(dirs: list[str]) -> None:
+    """Refuses a folder that is not an evaluation (a model folder passed by mistake used to drop a row)."""
+    _check_dirs(dirs, "evaluation", ())
+    for d in dirs:
+        path = Path(d)
+        if (path / "eval_results.json").is_file():
+            continue
+        trained = any(path.glob("checkpoint-*")) or (path / "config.json").is_file()
+        what = "a training output (model or checkpoints)" if trained else "a folder"
+        raise ValueError(
+            f"evaluation folder {d} is not an evaluation: it is {what} without eval_results.json; "
+            f"evaluate it first (python recipes/evaluate.py --model_dir {d} --data_dir DATA --sid_dir SIDS "
+            f"--output_dir EVAL_DIR) and pass EVAL_DIR"
+        )
+
+
 def run(args: CompareArguments) -> str:
     """Writes ``comparison.md`` (and ``curves.png`` for RL runs); returns the markdown."""
     from eg_grpo.report import (
@@ -85,7 +101,7 @@ def run(args: CompareArguments) -> str:
     if not args.run_dirs and not args.eval_dirs:
         raise SystemExit("compare.py: give RL run folders, --eval_dirs, or both")
     _check_dirs(args.run_dirs, "RL run", ("log_history.json",))
-    _check_dirs(args.eval_dirs, "evaluation", ("eval_results.json",))
+    _check_eval_dirs(args.eval_dirs)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     parts = [training_table(args.run_dirs)] if args.run_dirs else []

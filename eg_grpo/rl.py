@@ -4,7 +4,10 @@
 ``python -m eg_grpo.stages rl``. The output folder receives ``checkpoint-*/`` while training (a
 killed run resumes from them, see :mod:`eg_grpo.checkpoints`) and, only when training finished, the
 model, ``log_history.json`` and ``stage.json``. While it runs, ``stage.pending.json`` holds the
-record it will write, so a resume into the folder of another config is refused. With
+record it will write, so a resume into the folder of another config is refused. Replacing a
+finished run (``overwrite``, or the chain after a config change) trains in a sibling folder that is
+swapped in only when complete (:func:`eg_grpo.io.claim_stage_folder`), so a stopped rebuild keeps the
+old model. With
 ``training_objective: continued_sft`` the same stage, on the same rows and record, trains the
 supervised control instead (:mod:`eg_grpo.continued_sft`).
 """
@@ -33,9 +36,10 @@ from eg_grpo.io import (
     check_lineage,
     claim_stage_folder,
     content_config,
-    read_stage,
+    replacement_folder,
     require_dir,
     stage_record,
+    swap_in_replacement,
     write_json,
     write_stage,
 )
@@ -214,7 +218,10 @@ def add_run_callbacks(trainer, inputs: RLInputs, script_args: EGGRPOScriptArgume
     specs = script_args.rewards or DEFAULT_REWARDS
     record = inputs.record
     lineage = {"rewards": json.loads(specs) if isinstance(specs, str) else specs, "stage_fingerprint": record["fingerprint"],
-               "inputs": {k: v["fingerprint"] for k, v in record["inputs"].items()}}  # fmt: skip
+               "inputs": {k: v["fingerprint"] for k, v in record["inputs"].items()},
+               # the continued-SFT control's run config is an SFTConfig: it would not say what it controls
+               "training_objective": training_args.training_objective,
+               "num_expert_samples": training_args.num_expert_samples}  # fmt: skip
     trainer.add_callback(LineageToTracker(lineage))
     use_compact_console(trainer)  # one short line per step; the full dict goes to the trackers
 
@@ -263,34 +270,38 @@ def run(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_a
     out = Path(training_args.output_dir)
     record = rl_stage_record(script_args, training_args, model_args)
     with state.main_process_first():  # rank 0 claims the folder; the others then read what it decided
-        if state.is_main_process:
-            status = claim_stage_folder(out, record, script_args.overwrite)
-        else:
-            status = (
-                "current" if (read_stage(out) or {}).get("fingerprint") == record["fingerprint"] else "train"
-            )
+        status = claim_stage_folder(out, record, script_args.overwrite, claim=state.is_main_process)
     if status == "current":
         state.print(f"{out} is up to date; nothing to do")
         return out
-    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, out, script_args.reset_optimizer)
+    # Replacing a finished run: train beside it and swap at the end, so a stopped rebuild keeps the old model.
+    build = replacement_folder(out) if status == "rebuild" else out
+    if status == "rebuild":
+        state.print(f"[eg_grpo] {out} holds another run: training its replacement in {build}; the old one "
+                    "stays until the new one is complete")  # fmt: skip
+        training_args.output_dir = str(build)
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, build, script_args.reset_optimizer)
     trainer = build_trainer(script_args, training_args, model_args)
     if checkpoint is not None:
         trainer.accelerator.print(f"[eg_grpo] resuming from {checkpoint}")
     start = time.perf_counter()
     with ResumeHint(resume_command()):
         trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(str(out))
+    trainer.save_model(str(build))
     if trainer.accelerator.is_main_process:
-        trainer.processing_class.save_pretrained(str(out))
-        write_json(out / "log_history.json", trainer.state.log_history)
+        trainer.processing_class.save_pretrained(str(build))
+        write_json(build / "log_history.json", trainer.state.log_history)
         tracker = next(
             (c for c in trainer.callback_handler.callbacks if isinstance(c, LineageToTracker)), None
         )
         tracking = {"wandb": tracker.run_info} if tracker and tracker.run_info else {}
-        write_stage(out, record, time.perf_counter() - start, num_expert_samples=training_args.num_expert_samples,
+        write_stage(build, record, time.perf_counter() - start, num_expert_samples=training_args.num_expert_samples,
                     tracking=tracking)  # fmt: skip
-        (out / PENDING_FILE).unlink(missing_ok=True)
+        (build / PENDING_FILE).unlink(missing_ok=True)
+        if build != out:
+            swap_in_replacement(out)
     trainer.accelerator.wait_for_everyone()
+    training_args.output_dir = str(out)
     return out
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +29,7 @@ from eg_grpo.io import (
     check_lineage,
     claim_stage_folder,
     content_config,
+    replacement_folder,
     require_dir,
     stage_record,
     write_json,
@@ -232,6 +234,16 @@ class SFTScriptArguments:
     )
 
 
+def _empty(value) -> bool:
+    """An empty list or mapping, given as such (YAML) or as JSON text (the command line: ``--sft_stages '[]'``)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return not value.strip()
+    return isinstance(value, list | dict) and not value
+
+
 def sft_stage_record(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     """The ``stage.json`` record of this run: settings plus the content fingerprints of data and SIDs.
 
@@ -240,13 +252,17 @@ def sft_stage_record(script_args: SFTScriptArguments, training_args, model_args)
     """
     data = require_dir(script_args.data_dir, "data_dir", "the folder written by recipes/make_data.py")
     sids = require_dir(script_args.sid_dir, "sid_dir", "the folder written by recipes/build_sids.py")
-    # The task fields are recorded only when set, so a plain run's record is what it was before tasks.
+    # The task fields are recorded only when set, so a plain run's record is what it was before tasks;
+    # an empty value (`sft_stages: []`) trains exactly what no value does, so it is unset too.
     unset = tuple(k for k, v in (("task", "personalized"), ("task_kwargs", None), ("sft_stages", None))
-                  if getattr(script_args, k, v) == v)  # fmt: skip
-    config = content_config({"script": script_args, "training": training_args.to_dict(), "model": model_args},
-                            drop=("data_dir", "sid_dir", *unset))  # fmt: skip
+                  if getattr(script_args, k, v) == v or _empty(getattr(script_args, k, v)))  # fmt: skip
     base = model_args.model_name_or_path
-    inputs = {"data": data, "sids": sids, "base_model": base if base and Path(base).is_dir() else None}
+    local = bool(base) and Path(base).is_dir()
+    # A local base model (a progressive stage's previous stage) is an input: its fingerprint, not its
+    # path, goes into the record, so a copied or moved output stays current.
+    config = content_config({"script": script_args, "training": training_args.to_dict(), "model": model_args},
+                            drop=("data_dir", "sid_dir", *unset, *(("model_name_or_path",) if local else ())))  # fmt: skip
+    inputs = {"data": data, "sids": sids, "base_model": base if local else None}
     return stage_record("sft", config, inputs)
 
 
@@ -291,7 +307,10 @@ def run(script_args: SFTScriptArguments, training_args, model_args) -> dict:
         from eg_grpo.data.sft_tasks import task_kwargs_of
 
         task_kwargs_of(script_args, training_args.seed)  # bad task arguments fail before model building
-    claim_stage_folder(training_args.output_dir, record, script_args.overwrite)
+    out = Path(training_args.output_dir)
+    if claim_stage_folder(out, record, script_args.overwrite) == "rebuild":
+        # Replacing a finished model: checkpoints go beside it; the model itself is swapped in atomically.
+        training_args.output_dir = str(replacement_folder(out))
     tiny = tiny_config(
         script_args.tiny_preset, vocab_size=script_args.tiny_vocab_size, hidden_size=script_args.tiny_hidden_size,
         num_hidden_layers=script_args.tiny_num_hidden_layers,
@@ -349,9 +368,10 @@ def run(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     }
     if eval_dataset is not None:
         metrics.update(trainer.evaluate())
-    save_sft_model(
-        trainer.model, tokenizer, training_args.output_dir, record, metrics, time.perf_counter() - start
-    )
+    save_sft_model(trainer.model, tokenizer, out, record, metrics, time.perf_counter() - start)
+    if str(out) != training_args.output_dir:
+        shutil.rmtree(training_args.output_dir, ignore_errors=True)  # the replacement's checkpoints
+        training_args.output_dir = str(out)
     print(json.dumps({k: v for k, v in metrics.items() if k != "log_history"}, indent=2, default=str))
     return metrics
 

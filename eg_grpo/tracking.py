@@ -36,10 +36,20 @@ def configure_tracking(training_args, data_dir: str | Path | None = None) -> Non
             "[eg_grpo] no WANDB_API_KEY: W&B runs offline; `wandb sync wandb/offline-run-*` uploads it later"
         )
     os.environ.setdefault("WANDB_PROJECT", DEFAULT_PROJECT)
-    os.environ.setdefault("WANDB_RUN_GROUP", Path(training_args.output_dir).resolve().parent.name)
+    root = Path(training_args.output_dir).resolve().parent
+    os.environ.setdefault("WANDB_RUN_GROUP", root.name)
+    # Run folders go under the output root (ROOT/wandb/), beside the models they trained, not the cwd's.
+    os.environ.setdefault("WANDB_DIR", str(root))
+    root.mkdir(parents=True, exist_ok=True)
     if "WANDB_TAGS" not in os.environ:
-        variant = "eg" if getattr(training_args, "num_expert_samples", 0) else "vanilla"
-        os.environ["WANDB_TAGS"] = f"{variant},{dataset_name(data_dir)}"
+        os.environ["WANDB_TAGS"] = f"{run_variant(training_args)},{dataset_name(data_dir)}"
+
+
+def run_variant(training_args) -> str:
+    """``continued_sft`` (the supervised control), ``eg`` (experts spliced in) or ``vanilla``."""
+    if getattr(training_args, "training_objective", "grpo") == "continued_sft":
+        return "continued_sft"
+    return "eg" if getattr(training_args, "num_expert_samples", 0) else "vanilla"
 
 
 class LineageToTracker(TrainerCallback):
@@ -64,7 +74,11 @@ class LineageToTracker(TrainerCallback):
 
 
 def tracked_run() -> dict | None:
-    """The active W&B run as ``{"id", "project", "dir", "mode"}`` (what evaluation resumes), or None."""
+    """The active W&B run as ``{"id", "project", "dir", "mode", "group", "tags", "name"}``, or None.
+
+    RL records it in ``stage.json``; an evaluation of the model logs a run of its own that points to it
+    (:func:`start_evaluation_run`).
+    """
     try:
         import wandb
     except ImportError:
@@ -73,4 +87,27 @@ def tracked_run() -> dict | None:
     if run is None:
         return None
     return {"id": run.id, "project": run.project, "dir": str(Path(run.settings.root_dir)),
-            "mode": "offline" if run.settings._offline else "online"}  # fmt: skip
+            "mode": "offline" if run.settings._offline else "online", "group": run.group,
+            "tags": list(run.tags or ()), "name": run.name}  # fmt: skip
+
+
+def start_evaluation_run(trained: dict, model_dir: str | Path, split: str, eval_dir: str | Path):
+    """A W&B run of its own for an evaluation, linked to the run that trained the model.
+
+    Resuming the training run by id does not work offline: W&B writes a second offline folder under the
+    same id, which ``wandb sync`` cannot merge, without the run's tags, group or name. So an evaluation
+    is its own run (own id, ``job_type="evaluation"``) in the training run's project, group and folder,
+    with ``eg_grpo.evaluates`` (the training run's id) and the model folder in its config.
+
+    Args:
+        trained: the training run as :func:`tracked_run` recorded it.
+        model_dir, split, eval_dir: what is evaluated, on which split, and where the results go.
+    """
+    import wandb
+
+    name = f"eval-{trained.get('name') or Path(model_dir).name}-{split}"
+    config = {"eg_grpo": {"evaluates": trained["id"], "model_dir": str(Path(model_dir).resolve()), "split": split,
+                          "eval_dir": str(Path(eval_dir).resolve())}}  # fmt: skip
+    return wandb.init(project=trained.get("project"), dir=trained.get("dir"), mode=trained.get("mode", "offline"),
+                      group=trained.get("group"), tags=[*trained.get("tags", []), "evaluation"], name=name,
+                      job_type="evaluation", config=config)  # fmt: skip

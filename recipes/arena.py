@@ -14,14 +14,26 @@ YAML or on the command line.
 """
 
 import logging
+import sys
 
 import _recipe_path  # noqa: F401  (first: see recipes/_recipe_path.py)
 
-from eg_grpo.arena import ArenaArguments, run
-from eg_grpo.cli import StageParser
+
+def __getattr__(name: str):
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # Loaded on first use (the arena imports torch), so `--help` answers at once.
+    from eg_grpo.arena import ArenaArguments
+
+    return {"ArenaArguments": ArenaArguments}[name]
 
 
-def main(args: ArenaArguments):
+__all__ = ["ArenaArguments", "main"]  # noqa: F822  (module __getattr__)
+
+
+def main(args):
+    from eg_grpo.arena import run
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     output = run(args)
     print((output / "arena.md").read_text())
@@ -29,5 +41,6 @@ def main(args: ArenaArguments):
 
 
 if __name__ == "__main__":
-    (script_args,) = StageParser((ArenaArguments,)).parse_args_and_config()
-    main(script_args)
+    from eg_grpo.cli import run_recipe
+
+    sys.exit(run_recipe("arena", main, own=("eg_grpo.arena.config:ArenaArguments",)))

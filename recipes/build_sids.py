@@ -8,16 +8,31 @@ model that assigns new items), ``DIR/stats.json`` and ``DIR/stage.json`` (which 
 fingerprint, so later stages refuse other data), atomically. The stage is :func:`eg_grpo.stages.sids.run`.
 """
 
+import sys
+
 import _recipe_path  # noqa: F401  (first: see recipes/_recipe_path.py)
 
-from eg_grpo.cli import StageParser
-from eg_grpo.sid.build import SIDConfig
-from eg_grpo.stages.sids import BuildSidsArguments, run
 
-main = run
-__all__ = ["BuildSidsArguments", "main"]
+def __getattr__(name: str):
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # Loaded on first use (the modules import torch), so `--help` answers at once.
+    from eg_grpo.stages import sids
+
+    return {"BuildSidsArguments": sids.BuildSidsArguments, "main": sids.run}[name]
+
+
+__all__ = ["BuildSidsArguments", "main"]  # noqa: F822  (module __getattr__)
 
 if __name__ == "__main__":
-    parser = StageParser((BuildSidsArguments, SIDConfig))
-    script_args, sid_config = parser.parse_args_and_config()
-    run(script_args, sid_config)
+    from eg_grpo.cli import run_recipe
+
+    sys.exit(
+        run_recipe(
+            "sids",
+            own=(
+                "eg_grpo.stages.sids:BuildSidsArguments",
+                "eg_grpo.sid.build:SIDConfig",
+            ),
+        )
+    )

@@ -16,23 +16,21 @@ the chain is :func:`eg_grpo.pipeline.run_chain`.
 import sys
 
 import _recipe_path  # noqa: F401  (first: see recipes/_recipe_path.py)
-from trl import ModelConfig
-
-from eg_grpo.cli import StageParser
-from eg_grpo.config import EGGRPOConfig
-from eg_grpo.pipeline import run_chain
-from eg_grpo.rl import EGGRPOScriptArguments, run
 
 
-def main(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_args: ModelConfig):
+def main(script_args, training_args, model_args):
+    from eg_grpo.rl import run
+
     output_dir = run(script_args, training_args, model_args)
     print(f"model, log history and checkpoints in {output_dir}")
 
 
 if __name__ == "__main__":
+    from eg_grpo.cli import guarded, run_recipe
+
     if len(sys.argv) == 1:  # no arguments: the demo chain
-        run_chain("demo")
-    else:
-        parser = StageParser((EGGRPOScriptArguments, EGGRPOConfig, ModelConfig))
-        script_args, training_args, model_args = parser.parse_args_and_config()
-        main(script_args, training_args, model_args)
+        from eg_grpo.pipeline import run_chain
+
+        sys.exit(guarded("chain", lambda: run_chain("demo")))
+    sys.exit(run_recipe("rl", main, own=("eg_grpo.rl:EGGRPOScriptArguments", "eg_grpo.config:EGGRPOConfig"),
+                        inherited=("trl.GRPOConfig", "trl.ModelConfig")))  # fmt: skip

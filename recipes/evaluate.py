@@ -13,16 +13,31 @@ atomically. SIDs built from other data, or a model trained with other SIDs, are 
 is :func:`eg_grpo.stages.evaluate.run`.
 """
 
+import sys
+
 import _recipe_path  # noqa: F401  (first: see recipes/_recipe_path.py)
 
-from eg_grpo.cli import StageParser
-from eg_grpo.eval.evaluator import EvalSettings
-from eg_grpo.stages.evaluate import EvaluateArguments, run
 
-main = run
-__all__ = ["EvaluateArguments", "main"]
+def __getattr__(name: str):
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # Loaded on first use (the modules import torch), so `--help` answers at once.
+    from eg_grpo.stages import evaluate
+
+    return {"EvaluateArguments": evaluate.EvaluateArguments, "main": evaluate.run}[name]
+
+
+__all__ = ["EvaluateArguments", "main"]  # noqa: F822  (module __getattr__)
 
 if __name__ == "__main__":
-    parser = StageParser((EvaluateArguments, EvalSettings))
-    script_args, settings = parser.parse_args_and_config()
-    run(script_args, settings)
+    from eg_grpo.cli import run_recipe
+
+    sys.exit(
+        run_recipe(
+            "evaluate",
+            own=(
+                "eg_grpo.stages.evaluate:EvaluateArguments",
+                "eg_grpo.eval.evaluator:EvalSettings",
+            ),
+        )
+    )

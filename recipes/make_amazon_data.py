@@ -9,16 +9,31 @@ dataset ships one), ``amazon_provenance.json`` (which rows each split holds) and
 (whose fingerprint covers the dataset files' bytes). The stage is :func:`eg_grpo.stages.data.run_amazon`.
 """
 
+import sys
+
 import _recipe_path  # noqa: F401  (first: see recipes/_recipe_path.py)
 
-from eg_grpo.cli import StageParser
-from eg_grpo.data.amazon import AmazonConfig
-from eg_grpo.stages.data import MakeAmazonDataArguments, run_amazon
 
-main = run_amazon
-__all__ = ["MakeAmazonDataArguments", "main"]
+def __getattr__(name: str):
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # Loaded on first use (the modules import torch), so `--help` answers at once.
+    from eg_grpo.stages import data
+
+    return {"MakeAmazonDataArguments": data.MakeAmazonDataArguments, "main": data.run_amazon}[name]
+
+
+__all__ = ["MakeAmazonDataArguments", "main"]  # noqa: F822  (module __getattr__)
 
 if __name__ == "__main__":
-    parser = StageParser((MakeAmazonDataArguments, AmazonConfig))
-    script_args, amazon_config = parser.parse_args_and_config()
-    run_amazon(script_args, amazon_config)
+    from eg_grpo.cli import run_recipe
+
+    sys.exit(
+        run_recipe(
+            "amazon_data",
+            own=(
+                "eg_grpo.stages.data:MakeAmazonDataArguments",
+                "eg_grpo.data.amazon:AmazonConfig",
+            ),
+        )
+    )

@@ -9,15 +9,23 @@ Writes ``items.parquet``, ``requests.parquet``, ``impressions.parquet``, ``stats
 stage is :func:`eg_grpo.stages.data.run_simulated`.
 """
 
+import sys
+
 import _recipe_path  # noqa: F401  (first: see recipes/_recipe_path.py)
 
-from eg_grpo.cli import StageParser
-from eg_grpo.stages.data import MakeDataArguments, run_simulated
 
-main = run_simulated
-__all__ = ["MakeDataArguments", "main"]
+def __getattr__(name: str):
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # Loaded on first use (the modules import torch), so `--help` answers at once.
+    from eg_grpo.stages import data
+
+    return {"MakeDataArguments": data.MakeDataArguments, "main": data.run_simulated}[name]
+
+
+__all__ = ["MakeDataArguments", "main"]  # noqa: F822  (module __getattr__)
 
 if __name__ == "__main__":
-    parser = StageParser((MakeDataArguments,))
-    (script_args,) = parser.parse_args_and_config()
-    run_simulated(script_args)
+    from eg_grpo.cli import run_recipe
+
+    sys.exit(run_recipe("data", own=("eg_grpo.stages.data:MakeDataArguments",)))

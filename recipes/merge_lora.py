@@ -8,13 +8,16 @@ embeddings and head that carry the SID tokens; the merged folder loads with
 """
 
 import argparse
+import sys
 
 import _recipe_path  # noqa: F401  (first: see recipes/_recipe_path.py)
 
-from eg_grpo.modeling import merge_lora_adapter
+from eg_grpo.cli import guarded
 
 
 def main(args):
+    from eg_grpo.modeling import merge_lora_adapter  # here, not above: `--help` answers without torch
+
     out = merge_lora_adapter(args.adapter_dir, args.output_dir)
     print(f"merged model and tokenizer written to {out}")
 
@@ -25,4 +28,5 @@ if __name__ == "__main__":
     )
     parser.add_argument("--adapter_dir", required=True, help="folder with adapter_config.json")
     parser.add_argument("--output_dir", required=True, help="where the standalone model goes")
-    main(parser.parse_args())
+    arguments = parser.parse_args()
+    sys.exit(guarded("merge_lora", lambda: main(arguments)))

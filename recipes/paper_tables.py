@@ -8,11 +8,13 @@ and prints it. See :mod:`eg_grpo.eval.paper_tables` and docs/paper.md.
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import _recipe_path  # noqa: F401  (first: see recipes/_recipe_path.py)
 import yaml
 
+from eg_grpo.cli import guarded
 from eg_grpo.eval.paper_tables import PaperTables
 
 KEYS = ("table1", "table2", "table3", "table4", "beams", "item_budget", "output")
@@ -43,7 +45,11 @@ if __name__ == "__main__":
     )
     parser.add_argument("--output", help="markdown file (overrides the config's)")
     args = parser.parse_args()
-    config = yaml.safe_load(Path(args.config).read_text()) or {}
-    if args.output:
-        config["output"] = args.output
-    main(config)
+
+    def _run():
+        config = yaml.safe_load(Path(args.config).read_text()) or {}
+        if args.output:
+            config["output"] = args.output
+        main(config)
+
+    sys.exit(guarded("paper_tables", _run))

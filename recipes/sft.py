@@ -10,15 +10,27 @@ sft ...`` runs the same code without this file. Writes OUTPUT_DIR (model, tokeni
 ``--overwrite true``.
 """
 
+import sys
+
 import _recipe_path  # noqa: F401  (first: see recipes/_recipe_path.py)
 
-from eg_grpo.cli import StageParser
-from eg_grpo.sft import SFTScriptArguments, run, stage_arguments
 
-main = run  # the name tests and notebooks import
-__all__ = ["SFTScriptArguments", "main"]
+def __getattr__(name: str):
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # `main` and the dataclass load on first use (they import torch), so `--help` answers at once.
+    from eg_grpo import sft
+
+    return {"main": sft.run, "SFTScriptArguments": sft.SFTScriptArguments}[name]
+
+
+__all__ = ["SFTScriptArguments", "main"]  # noqa: F822  (module __getattr__)
 
 if __name__ == "__main__":
-    parser = StageParser(stage_arguments())
-    script_args, training_args, model_args = parser.parse_args_and_config()
-    run(script_args, training_args, model_args)
+    from eg_grpo.cli import run_recipe
+
+    sys.exit(
+        run_recipe(
+            "sft", own=("eg_grpo.sft:SFTScriptArguments",), inherited=("trl.SFTConfig", "trl.ModelConfig")
+        )
+    )

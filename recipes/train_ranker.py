@@ -10,15 +10,23 @@ on the train split, and writes into ``DIR`` (atomically): ``ranker.pkl``, ``rank
 ``--model_type hgb``). The stage is :func:`eg_grpo.stages.ranker.run`.
 """
 
+import sys
+
 import _recipe_path  # noqa: F401  (first: see recipes/_recipe_path.py)
 
-from eg_grpo.cli import StageParser
-from eg_grpo.stages.ranker import TrainRankerArguments, run
 
-main = run
-__all__ = ["TrainRankerArguments", "main"]
+def __getattr__(name: str):
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # Loaded on first use (the modules import torch), so `--help` answers at once.
+    from eg_grpo.stages import ranker
+
+    return {"TrainRankerArguments": ranker.TrainRankerArguments, "main": ranker.run}[name]
+
+
+__all__ = ["TrainRankerArguments", "main"]  # noqa: F822  (module __getattr__)
 
 if __name__ == "__main__":
-    parser = StageParser((TrainRankerArguments,))
-    (script_args,) = parser.parse_args_and_config()
-    run(script_args)
+    from eg_grpo.cli import run_recipe
+
+    sys.exit(run_recipe("ranker", own=("eg_grpo.stages.ranker:TrainRankerArguments",)))

@@ -10,7 +10,8 @@ import sys
 
 import _recipe_path  # noqa: F401  (first: see recipes/_recipe_path.py)
 
+from eg_grpo.cli import guarded
 from eg_grpo.data.validate import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded("validate_data", main))

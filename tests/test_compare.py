@@ -42,3 +42,19 @@ def test_evaluations_of_other_data_or_split_are_not_paired(tmp_path):
     assert not any(line.startswith(("| other | +", "| valid | +")) for line in text.splitlines())
     assert "other: not paired with sft: other data (fingerprint bbbb vs aaaa)" in text
     assert "valid: not paired with sft: split 'valid' vs 'test'" in text
+
+
+def test_a_training_folder_given_as_an_evaluation_is_refused(tmp_path):
+    # a user passed the RL output beside an evaluation: it used to drop out of the table silently
+    sft = eval_dir(tmp_path / "sft", {1: 0, 2: -1}, "aaaa")
+    (tmp_path / "eg_grpo" / "checkpoint-2").mkdir(parents=True)
+    (tmp_path / "eg_grpo" / "log_history.json").write_text("[]")
+    args = CompareArguments(eval_dirs=[sft, str(tmp_path / "eg_grpo")], output_dir=str(tmp_path / "c"))
+    with pytest.raises(ValueError) as err:
+        run(args)
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"{tmp_path / 'eg_grpo'} is not an evaluation" in message
+    assert "training output" in message and "without eval_results.json" in message
+    assert "recipes/evaluate.py --model_dir" in message
+    assert not (tmp_path / "c" / "comparison.md").exists()

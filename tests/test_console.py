@@ -107,3 +107,18 @@ def test_trl_reading_the_old_checkpointing_property_is_silent():
     assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == [
         "another FutureWarning still shows"
     ]
+
+
+def test_the_console_shows_the_sampled_reward_for_both_arms():
+    # TRL's `reward` counts the spliced ground truth: EG .322 vs vanilla .154 while the policies' own
+    # samples score .164 vs .154. The line leads with the sampled figure for both.
+    sampled = {"eg/reward_sampled": 0.164, "eg/rewards/sid_match/mean_sampled": 0.164}
+    eg = {**STEP_LOGS, "reward": 0.322, "rewards/sid_match/mean": 0.322, **sampled}
+    vanilla = {**STEP_LOGS, "reward": 0.154, "rewards/sid_match/mean": 0.154, "eg/expert_frac": 0.0,
+               "eg/reward_sampled": 0.154, "eg/rewards/sid_match/mean_sampled": 0.154}  # fmt: skip
+    for k in ("rewards/ctr/mean", "rewards/relevance/mean"):
+        eg.pop(k), vanilla.pop(k)
+    eg_line, vanilla_line = console_line(4, eg), console_line(4, vanilla)
+    assert "| sampled reward 0.164 (sid_match 0.164) with expert rows 0.322 |" in eg_line
+    assert "| sampled reward 0.154 (sid_match 0.154) |" in vanilla_line
+    assert "reward 0.322 ±" not in eg_line

@@ -27,6 +27,11 @@ ITEMS_COLUMNS = {
     "brand": "str",
     "price": "float",
 }
+# Optional item columns: checked only when present.
+# ``launch_time``: when the item went on sale, in the requests' timestamp unit; null (or the column
+# absent) = on sale before the log starts. No impression or history entry of an item may predate it
+# (``recipes/validate_data.py`` checks); the simulator writes it with ``launch_share > 0``.
+OPTIONAL_ITEMS_COLUMNS = {"launch_time": "int_or_null"}
 REQUESTS_COLUMNS = {
     "request_id": "int",
     "user_id": "int",
@@ -95,6 +100,12 @@ class SchemaError(ValueError):
 
 
 def _check_kind(table: str, column: str, values: pd.Series, kind: str) -> None:
+    if kind == "int_or_null":  # nullable: pandas reads an int column with nulls as Int64 or float
+        present = values.dropna()
+        integral = pd.api.types.is_float_dtype(values) and bool((present == present.round()).all())
+        if len(present) and not (pd.api.types.is_integer_dtype(values) or integral):
+            raise SchemaError(table, column, f"expected integers or nulls, got dtype {values.dtype}")
+        return
     if values.isna().any():
         bad = int(values.isna().sum())
         raise SchemaError(table, column, f"{bad} missing value(s); every row needs one")
@@ -116,7 +127,8 @@ def _check_kind(table: str, column: str, values: pd.Series, kind: str) -> None:
     elif kind == "split":
         unknown = set(pd.unique(values)) - set(SPLITS)
         if unknown:
-            raise SchemaError(table, column, f"unknown split value(s) {sorted(unknown)}; use {SPLITS}")
+            unknown = sorted(map(str, unknown))  # plain strings in the message, not np.str_ reprs
+            raise SchemaError(table, column, f"unknown split value(s) {unknown}; use {SPLITS}")
     elif kind == "profile":
         _check_kind(table, column, values, "str")
         for i, v in enumerate(values):
@@ -133,30 +145,60 @@ def _check_kind(table: str, column: str, values: pd.Series, kind: str) -> None:
                 raise SchemaError(table, column, f"row {i}: list elements must be {kind[5:-1]}")
 
 
-def validate_table(name: str, df: pd.DataFrame) -> pd.DataFrame:
-    """Checks one table against the schema and returns it. Raises :class:`SchemaError`."""
+def table_problems(name: str, df: pd.DataFrame) -> list[SchemaError]:
+    """Every schema problem of one table (one per column check, key and rule), in column order.
+
+    :func:`validate_table` raises the first; ``recipes/validate_data.py`` lists them all.
+    """
     if name not in TABLES:
         raise ValueError(f"unknown table '{name}'; the schema has {sorted(TABLES)}")
     if len(df) == 0:
-        raise SchemaError(name, None, "the table is empty")
-    for column, kind in TABLES[name].items():
+        return [SchemaError(name, None, "the table is empty")]
+    problems = []
+    optional = {"items": OPTIONAL_ITEMS_COLUMNS, "requests": OPTIONAL_REQUESTS_COLUMNS}.get(name, {})
+    columns = {**TABLES[name], **optional}
+    for column, kind in columns.items():
         if column not in df.columns:
-            raise SchemaError(name, column, f"required column is missing (columns: {list(df.columns)})")
-        _check_kind(name, column, df[column], kind)
-    for column, kind in (OPTIONAL_REQUESTS_COLUMNS if name == "requests" else {}).items():
-        if column in df.columns:
+            if column in TABLES[name]:
+                problems.append(
+                    SchemaError(name, column, f"required column is missing (columns: {list(df.columns)})")
+                )
+            continue
+        try:
             _check_kind(name, column, df[column], kind)
+        except SchemaError as err:
+            problems.append(err)
     key = {"items": ["item_id"], "requests": ["request_id"], "impressions": ["request_id", "item_id"]}[name]
-    duplicated = df.duplicated(key)
-    if duplicated.any():
-        row = df[duplicated].iloc[0]
-        raise SchemaError(name, ",".join(key), f"duplicate key {tuple(row[k] for k in key)}")
-    if name == "impressions":
+    if set(key) <= set(df.columns):
+        duplicated = df.duplicated(key)
+        if duplicated.any():
+            # .tolist() gives Python numbers: the message shows 7, not np.int64(7)
+            first = tuple(df.loc[duplicated, key].iloc[0].tolist())
+            problems.append(
+                SchemaError(name, ",".join(key), f"{int(duplicated.sum())} duplicate key(s), e.g. {first}")
+            )
+    if name == "items" and "price" in df.columns and pd.api.types.is_numeric_dtype(df["price"]):
+        negative = df["price"] < 0
+        if negative.any():
+            problems.append(SchemaError(name, "price", f"{int(negative.sum())} negative price(s), e.g. "
+                                        f"{df['price'][negative].iloc[0]:g}: the GMV rewards and metrics use price"))  # fmt: skip
+    if name == "impressions" and {"purchased", "clicked"} <= set(df.columns):
         bad = df["purchased"].astype(bool) & ~df["clicked"].astype(bool)
         if bad.any():
-            raise SchemaError(name, "purchased", f"{int(bad.sum())} purchase(s) without a click")
-        if (df["position"] < 0).any():
-            raise SchemaError(name, "position", "negative position(s)")
+            problems.append(SchemaError(name, "purchased", f"{int(bad.sum())} purchase(s) without a click"))
+    numeric_position = "position" in df.columns and pd.api.types.is_numeric_dtype(df["position"])
+    if name == "impressions" and numeric_position and (df["position"] < 0).any():
+        problems.append(
+            SchemaError(name, "position", f"{int((df['position'] < 0).sum())} negative position(s)")
+        )
+    return problems
+
+
+def validate_table(name: str, df: pd.DataFrame) -> pd.DataFrame:
+    """Checks one table against the schema and returns it. Raises :class:`SchemaError` (the first problem)."""
+    problems = table_problems(name, df)
+    if problems:
+        raise problems[0]
     return df
 
 

@@ -2,7 +2,6 @@
 
 import sys
 
-from eg_grpo.io import StageConflict
 from eg_grpo.stages import STAGES, get_stage
 
 
@@ -15,17 +14,14 @@ def main(argv: list[str]) -> int:
             + "\n(`python -m eg_grpo.stages NAME --help` lists its options)"
         )
         return 0
-    stage = get_stage(argv[0])
-    arguments = stage.parse(argv[1:])
-    try:
-        stage.run_function()(*arguments)
-    except StageConflict as err:
-        print(f"[{stage.name}] {err}", file=sys.stderr)
-        return 3
-    except (FileNotFoundError, ValueError) as err:  # bad input: our messages name the fix
-        print(f"[{stage.name}] error: {err}", file=sys.stderr)
+    if argv[0] not in STAGES:
+        print(f"error: unknown stage {argv[0]!r}; known: {', '.join(STAGES)}", file=sys.stderr)
         return 2
-    return 0
+    from eg_grpo.cli import guarded
+
+    stage = get_stage(argv[0])
+    # Parsing inside the guard: a bad setting (a config typo) is one line and exit 2, not a traceback.
+    return guarded(stage.name, lambda: stage.run_function()(*stage.parse(argv[1:])))
 
 
 if __name__ == "__main__":

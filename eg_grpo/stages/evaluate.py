@@ -125,30 +125,40 @@ def run(script_args: EvaluateArguments, settings) -> dict:
         )
         write_stage(tmp, record, time.perf_counter() - start)
     summary = {k: v for k, v in results.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    if script_args.report_to == "wandb":
-        report_to_wandb(summary, script_args.model_dir, settings.split)
+    if script_args.report_to == "wandb" and (run := report_to_wandb(summary, script_args.model_dir, settings.split,
+                                                                    script_args.output_dir)):  # fmt: skip
+        write_json(
+            Path(script_args.output_dir) / "stage.json",
+            {**read_stage(script_args.output_dir), "tracking": {"wandb": run}},
+        )
     print(json.dumps(summary, indent=2))
     return results
 
 
-def report_to_wandb(summary: dict, model_dir: str | Path, split: str) -> None:
-    """Writes ``{split}/{metric}`` into the summary of the active W&B run, else of the model's training run."""
+def report_to_wandb(
+    summary: dict, model_dir: str | Path, split: str, eval_dir: str | Path | None = None
+) -> dict | None:
+    """Writes ``{split}/{metric}`` into the active W&B run, else into an evaluation run of its own linked to
+    the model's training run (:func:`eg_grpo.tracking.start_evaluation_run`); returns that run's record."""
     import wandb
+
+    from eg_grpo.tracking import start_evaluation_run, tracked_run
 
     metrics = {f"{split}/{k}": v for k, v in summary.items()}
     if wandb.run is not None:
         wandb.run.summary.update(metrics)
-        return
-    tracked = ((read_stage(model_dir) or {}).get("tracking") or {}).get("wandb")
-    if not tracked:
+        return None
+    trained = ((read_stage(model_dir) or {}).get("tracking") or {}).get("wandb")
+    if not trained:
         logger.warning(
             "report_to=wandb: %s records no W&B run and none is active; nothing reported", model_dir
         )
-        return
-    run = wandb.init(id=tracked["id"], project=tracked["project"], dir=tracked.get("dir"), resume="allow",
-                     mode=tracked.get("mode", "offline"))  # fmt: skip
+        return None
+    run = start_evaluation_run(trained, model_dir, split, eval_dir or model_dir)
     run.summary.update(metrics)
+    info = {**tracked_run(), "evaluates": trained["id"]}
     run.finish()
+    return info
 
 
 def stage_arguments():
