@@ -2,8 +2,9 @@
 
 A stage (data, SIDs, ranker, SFT, RL, evaluation, ...) writes one folder. The folder is written
 under a temporary name and renamed into place only when complete (RL, which needs its checkpoints
-in place to resume, writes ``stage.json`` last instead), so a killed process never leaves a
-half-written artifact that a later run would take as done.
+in place to resume, writes ``stage.json`` last instead, and builds the replacement of a finished
+folder beside it), so a killed process never leaves a half-written artifact that a later run would
+take as done, nor destroys a finished one before its replacement is complete.
 
 ``stage.json`` records:
 
@@ -50,6 +51,8 @@ NON_CONTENT_KEYS = frozenset({
     "output_dir", "logging_dir", "overwrite", "num_threads", "disable_tqdm", "resume_from_checkpoint",
     "report_to", "run_name", "hub_token", "push_to_hub", "device", "encoder_threads", "reset_optimizer",
     "allow_unknown_lineage", "dataloader_num_workers", "logging_steps", "logging_first_step",
+    # checkpoint saving: when and how often a run saves does not change the weights it ends with
+    "save_strategy", "save_steps", "save_total_limit", "save_only_model", "save_on_each_node",
 })  # fmt: skip
 _HASH_CHUNK = 1 << 20
 _FULL_HASH_LIMIT = 256 << 20  # bigger files: size + first and last 8 MiB (model weights)
@@ -286,6 +289,12 @@ def check_stage_folder(folder: str | Path, record: dict, overwrite: bool = False
                         "another output folder.")  # fmt: skip
 
 
+def replacement_folder(folder: str | Path) -> Path:
+    """The sibling where a training stage builds the replacement of a finished ``folder`` (see below)."""
+    folder = Path(folder)
+    return folder.with_name(f".{folder.name}.rebuild")
+
+
 def claim_stage_folder(folder: str | Path, record: dict, overwrite: bool = False, claim: bool = True) -> str:
     """Like :func:`check_stage_folder` for a stage that checkpoints: a killed run's folder is resumable.
 
@@ -293,11 +302,17 @@ def claim_stage_folder(folder: str | Path, record: dict, overwrite: bool = False
     it finishes, so a folder holding this very record's pending file and checkpoints is the same run,
     interrupted, and may be taken back.
 
+    Replacing a folder of other content (``overwrite``) never empties it first: a rebuild stopped
+    half-way (Ctrl-C, a lost machine) would otherwise leave neither the old model nor the new one. The
+    replacement trains in :func:`replacement_folder` (checkpoints and pending record there, so a killed
+    rebuild resumes there) and :func:`swap_in_replacement` puts it in place once complete.
+
     Returns:
-        ``"current"`` (finished with this record: nothing to do) or ``"train"`` (the folder is empty,
-        replaced under ``overwrite``, or this run's own unfinished folder). With ``claim`` the folder
-        is then taken: emptied under ``overwrite`` and the pending file written; without it nothing is
-        touched (a stage asks first, checks its inputs, then claims).
+        ``"current"`` (finished with this record: nothing to do), ``"train"`` (train in ``folder``: it is
+        empty or this run's own unfinished folder) or ``"rebuild"`` (train in :func:`replacement_folder`,
+        then swap). With ``claim`` the training folder is then taken (the pending file written; an
+        unfinished replacement of other settings is discarded); without it nothing is touched (a stage
+        asks first, checks its inputs, then claims).
 
     Raises:
         StageConflict: the folder holds a finished or started run of other settings or inputs, or
@@ -316,13 +331,27 @@ def claim_stage_folder(folder: str | Path, record: dict, overwrite: bool = False
                 else f"files but no {STAGE_FILE}: built by hand or by an older version")  # fmt: skip
         raise StageConflict(f"{folder} holds {what}\nNothing was replaced. Pass --overwrite true to start this run "
                             "there afresh, or choose another output folder.")  # fmt: skip
-    if not claim:
-        return "train"
-    if overwrite and not empty and not ours:
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(pending, {**record, "built_by": built_by()})
-    return "train"
+    target, status = folder, "train"
+    if not empty and (done is not None or not ours):
+        target, status = replacement_folder(folder), "rebuild"
+        side = target / PENDING_FILE
+        side_ours = side.is_file() and json.loads(side.read_text())["fingerprint"] == record["fingerprint"]
+        if claim and not side_ours:
+            shutil.rmtree(target, ignore_errors=True)  # an unfinished replacement of other settings
+    if claim:
+        target.mkdir(parents=True, exist_ok=True)
+        write_json(target / PENDING_FILE, {**record, "built_by": built_by()})
+    return status
+
+
+def swap_in_replacement(folder: str | Path) -> None:
+    """Puts the complete :func:`replacement_folder` in place of ``folder``; only then is the old one removed."""
+    folder, new = Path(folder), replacement_folder(folder)
+    old = folder.with_name(f".{folder.name}.old{os.getpid()}")
+    if folder.exists():
+        folder.rename(old)
+    new.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def up_to_date(folder: str | Path, record: dict, overwrite: bool = False) -> bool:
@@ -363,6 +392,11 @@ def check_lineage(data_dir: str | Path | None = None, sid_dir: str | Path | None
     trained with (by fingerprint, see :func:`folder_fingerprint`). A folder without a record cannot
     be checked: a warning says so (the item-set check of the codebook still runs).
 
+    A later SID version (the ``add_items`` stage: the same SIDs plus launched items) is accepted where
+    its ancestor is: its ``lineage`` names the first version's data and every ancestor, and a model
+    trained on an ancestor serves it once every item of that ancestor is found with its SID (checked
+    on the ancestor's folder when it is still there; a warning says so when it is not).
+
     Raises:
         ValueError: the recorded fingerprint differs from the folder given; the message names both
             and the fix.
@@ -370,6 +404,8 @@ def check_lineage(data_dir: str | Path | None = None, sid_dir: str | Path | None
     if sid_dir is not None and data_dir is not None:
         sids = read_stage(sid_dir)
         built_from, built_path = _input_fingerprint(sids, "data")
+        if built_from is None and (root_data := ((sids or {}).get("lineage") or {}).get("data")):
+            built_from, built_path = root_data.get("fingerprint"), root_data.get("path")  # a later version
         if built_from is None:
             logger.warning("%s records no data lineage: cannot check it was built from %s", sid_dir, data_dir)
         elif built_from != (given := folder_fingerprint(data_dir)):
@@ -386,10 +422,38 @@ def check_lineage(data_dir: str | Path | None = None, sid_dir: str | Path | None
             logger.warning(
                 "%s records no SID lineage: cannot check it was trained with %s", model_dir, sid_dir
             )
-        elif trained_with != (given := folder_fingerprint(sid_dir)):
+        elif trained_with != (given := folder_fingerprint(sid_dir)) and not _descends_from(
+            sid_dir, trained_with, trained_path
+        ):
             raise ValueError(
                 f"the model {model_dir} was trained with other SIDs ({trained_path}, fingerprint {trained_with}); "
                 f"{sid_dir} has fingerprint {given}: its SID tokens mean other items. Pass the SID folder the "
                 "model was trained with, or train SFT on these SIDs: `python recipes/sft.py --config SFT.yaml "
                 f"--sid_dir {sid_dir} --output_dir NEW_MODEL_DIR`"
             )
+
+
+def _descends_from(sid_dir: str | Path, ancestor: str, ancestor_path: str | None) -> bool:
+    """Whether ``sid_dir`` is a later version of the SID folder fingerprinted ``ancestor`` that kept its SIDs.
+
+    Raises:
+        ValueError: it names ``ancestor`` in its lineage but items of the ancestor lost their SID.
+    """
+    lineage = (read_stage(sid_dir) or {}).get("lineage") or {}
+    if ancestor not in (lineage.get("ancestors") or []):
+        return False
+    if ancestor_path is None or folder_fingerprint(ancestor_path) != ancestor:
+        logger.warning(
+            "%s descends from the SID version %s, which is no longer at %s: cannot check that its items kept "
+            "their SIDs (the add_items stage guarantees it)", sid_dir, ancestor, ancestor_path,
+        )  # fmt: skip
+        return True
+    from eg_grpo.sid.add_items import check_keeps_sids, read_assignments
+
+    try:
+        check_keeps_sids(read_assignments(ancestor_path), read_assignments(sid_dir))
+    except ValueError as err:
+        raise ValueError(
+            f"{sid_dir} names {ancestor_path} as an ancestor but does not keep its SIDs: {err}"
+        ) from err
+    return True

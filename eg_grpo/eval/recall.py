@@ -8,7 +8,14 @@ A request is a query and the user's recent item ids; the answer is item ids, bes
 writes ``beam`` distinct SIDs by trie-constrained beam search; each SID is a cluster, expanded into
 its items in beam order until ``max_items`` are collected. Inside a cluster the items come in the
 order of ``item_scores`` (e.g. popularity) when given, else in the codebook's order; the ranking
-stage downstream reorders them anyway.
+stage downstream reorders them anyway. An item without a score (launched after the scores were
+counted) comes last under ``item_order="clicks"``; ``item_order="prior"`` gives it its cluster's
+mean score instead, a fair chance before it has clicks of its own.
+
+The catalogue is live: :meth:`RecallChannel.refresh` swaps in a later SID version (the ``add_items``
+stage: the same SIDs plus launched items) without reloading the model. Codebook, trie and cluster
+order form one immutable snapshot, replaced by a single assignment, and a request reads the
+snapshot once, so a refresh while other threads recall never mixes two versions in one answer.
 
 As a service boundary it checks its inputs: a query must be ``str`` (bytes, None or numbers are a
 ``TypeError``; text that is not valid Unicode a ``ValueError``), and it is cut to
@@ -20,7 +27,9 @@ from __future__ import annotations
 
 import logging
 import numbers
+import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +48,9 @@ DEFAULT_MAX_QUERY_TOKENS = 64
 # A query is cut to this many characters per allowed token before it is tokenised: BPE tokens of
 # text are far shorter, so the token cap still decides, but tokenising costs O(cap), not O(query).
 _CHARS_PER_TOKEN = 16
+# How items are ordered inside a cluster: by score (an unscored item last), or with an unscored
+# item at its cluster's mean score (a launched item competes before it has clicks).
+ITEM_ORDERS = ("clicks", "prior")
 
 
 def _check_query(query) -> str:
@@ -70,6 +82,23 @@ def _check_history(history, tail: int) -> list[int]:
     return [int(i) for i in recent]
 
 
+@dataclass(frozen=True)
+class _Catalogue:
+    """One SID version as the channel serves it: built whole, never changed, replaced by :meth:`refresh`.
+
+    ``members`` caches each cluster's ordered items for this version only (filled lazily; a dict
+    insert is atomic, and two threads filling one entry write equal values).
+    """
+
+    codebook: object
+    trie: SIDTrie
+    sid_of: Mapping[int, tuple[int, ...]]
+    members: dict
+    item_scores: Mapping[int, float] | None
+    item_order: str
+    sid_dir: Path | None
+
+
 class RecallChannel:
     """A trained SID generator behind a ``recall(query, history, beam, max_items)`` call.
 
@@ -84,6 +113,8 @@ class RecallChannel:
         batch_size: prompts per beam-search call in :meth:`recall_batch`.
         max_query_tokens: queries are cut to this many tokens (64: longer than any real search query;
             training prompts hold far fewer).
+        item_order: ``"clicks"`` (by ``item_scores``, an unscored item last) or ``"prior"`` (an
+            unscored item at its cluster's mean score), see :data:`ITEM_ORDERS`.
 
     Raises:
         ValueError: the model's tokenizer lacks the codebook's SID tokens, or the model was trained
@@ -101,13 +132,15 @@ class RecallChannel:
         device: str = "auto",
         batch_size: int = 16,
         max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS,
+        item_order: str = "clicks",
     ):
         check_lineage(sid_dir=sid_dir, model_dir=model_dir)
         model, tokenizer = load_model_and_tokenizer(str(model_dir))
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self._attach(model.to(device), tokenizer, load_codebook(sid_dir), item_scores, item_titles, max_history,
-                     use_titles, batch_size, max_query_tokens)  # fmt: skip
+                     use_titles, batch_size, max_query_tokens, item_order, Path(sid_dir))  # fmt: skip
+        self.model_dir = Path(model_dir)
 
     @classmethod
     def from_model(
@@ -121,34 +154,80 @@ class RecallChannel:
         use_titles: bool = False,
         batch_size: int = 16,
         max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS,
+        item_order: str = "clicks",
     ) -> RecallChannel:
         """The channel over a model already in memory (the policy while it trains): nothing is loaded
         or moved, the trie goes to the model's device. Arguments as for the constructor, ``codebook``
         an :class:`~eg_grpo.sid.codebook.SIDCodebook`."""
         channel = cls.__new__(cls)
         channel._attach(model, tokenizer, codebook, item_scores, item_titles, max_history, use_titles, batch_size,
-                        max_query_tokens)  # fmt: skip
+                        max_query_tokens, item_order)  # fmt: skip
         return channel
 
     def _attach(self, model, tokenizer, codebook, item_scores, item_titles, max_history, use_titles, batch_size,
-                max_query_tokens) -> None:  # fmt: skip
+                max_query_tokens, item_order="clicks", sid_dir=None) -> None:  # fmt: skip
         if max_query_tokens < 1:
             raise ValueError(f"max_query_tokens must be >= 1, got {max_query_tokens}")
         if use_titles and item_titles is None:
             raise ValueError("use_titles=True needs item_titles (item id -> title)")
         self.max_query_tokens = max_query_tokens
-        self.codebook, self.model, self.tokenizer = codebook, model, tokenizer
+        self.model, self.tokenizer = model, tokenizer
         self.vocab = check_tokenizer_has_sids(tokenizer, codebook)
-        self.trie = SIDTrie.from_sid_token_ids(codebook.sid_token_ids(self.vocab), logits_width(model)).to(
-            next(model.parameters()).device
-        )
         self.item_titles, self.use_titles = item_titles, use_titles
         self.max_history, self.batch_size = max_history, batch_size
-        self._sid_of = {
-            int(i): tuple(int(c) for c in row) for i, row in zip(self.codebook.item_ids, self.codebook.codes)
-        }
-        self._members: dict[tuple[int, ...], np.ndarray] = {}
-        self._item_scores = item_scores
+        self.model_dir: Path | None = None
+        self._refresh_lock = threading.Lock()
+        self._catalogue = self._build_catalogue(codebook, item_scores, item_order, sid_dir)
+
+    def _build_catalogue(self, codebook, item_scores, item_order, sid_dir) -> _Catalogue:
+        if item_order not in ITEM_ORDERS:
+            raise ValueError(f"item_order must be one of {ITEM_ORDERS}, got {item_order!r}")
+        if tuple(codebook.codebook_sizes) != tuple(self.vocab.codebook_sizes):
+            raise ValueError(
+                f"codebook sizes {codebook.codebook_sizes} != the model's SID tokens {self.vocab.codebook_sizes}"
+            )
+        trie = SIDTrie.from_sid_token_ids(codebook.sid_token_ids(self.vocab), logits_width(self.model))
+        sid_of = {int(i): tuple(int(c) for c in row) for i, row in zip(codebook.item_ids, codebook.codes)}
+        return _Catalogue(codebook, trie.to(next(self.model.parameters()).device), sid_of, {}, item_scores,
+                          item_order, None if sid_dir is None else Path(sid_dir))  # fmt: skip
+
+    # The served version's parts, read from one snapshot (see _Catalogue).
+    codebook = property(lambda self: self._catalogue.codebook)
+    trie = property(lambda self: self._catalogue.trie)
+    _sid_of = property(lambda self: self._catalogue.sid_of)
+    _item_scores = property(lambda self: self._catalogue.item_scores)
+
+    def refresh(self, sid_dir: str | Path, item_scores: Mapping[int, float] | None = None) -> None:
+        """Serves a later SID version (e.g. the ``add_items`` stage's output) from now on, model unchanged.
+
+        The new snapshot is built and checked first, then put in place by one assignment: requests
+        already running finish on the version they started with, later ones see the new one, and a
+        failed refresh leaves the current version served.
+
+        Args:
+            sid_dir: the new SID folder.
+            item_scores: the new item scores (None: keep the current ones).
+
+        Raises:
+            ValueError: the folder is not a later version of what the model serves (another item lost
+                or changed its SID, or the model was trained with unrelated SIDs).
+        """
+        from eg_grpo.sid.add_items import check_keeps_sids
+
+        with self._refresh_lock:  # two refreshes at once: the later one wins, never a mix
+            current = self._catalogue
+            if self.model_dir is not None:
+                check_lineage(sid_dir=sid_dir, model_dir=self.model_dir)
+            codebook = load_codebook(sid_dir)
+            try:
+                check_keeps_sids(current.codebook, codebook)
+            except ValueError as err:
+                raise ValueError(
+                    f"{sid_dir} is not a later version of the SIDs this channel serves: {err}"
+                ) from err
+            scores = current.item_scores if item_scores is None else item_scores
+            self._catalogue = self._build_catalogue(codebook, scores, current.item_order, sid_dir)
+        logger.info("recall channel now serves %s (%d items)", sid_dir, len(codebook.item_ids))
 
     def clean_query(self, query: str) -> str:
         """``query`` checked and cut to ``max_query_tokens`` tokens (characters are cut first)."""
@@ -163,34 +242,45 @@ class RecallChannel:
         ids = self.tokenizer(head, add_special_tokens=False, truncation=True, max_length=cap + 1)["input_ids"]
         return self.tokenizer.decode(ids[:cap], skip_special_tokens=True) if len(ids) > cap else head
 
-    def _prompt(self, query: str, history: Sequence[int], profile=None) -> str:
+    def _prompt(self, query: str, history: Sequence[int], profile=None, catalogue=None) -> str:
+        sid_of = (catalogue or self._catalogue).sid_of
         # Items unknown to the codebook (new since the SIDs were built) carry no SID: they are left out.
-        known = [i for i in _check_history(history, 4 * self.max_history) if i in self._sid_of]
+        known = [i for i in _check_history(history, 4 * self.max_history) if i in sid_of]
         titles = [self.item_titles.get(i, "") for i in known] if self.use_titles else None
         return build_prompt(
             self.clean_query(query),
-            [self._sid_of[i] for i in known],
+            [sid_of[i] for i in known],
             titles,
             tokenizer=self.tokenizer,
             max_history=self.max_history,
             profile=_check_profile(profile),
         )
 
-    def _items(self, sid: tuple[int, ...]) -> np.ndarray:
-        members = self._members.get(sid)
+    def _items(self, sid: tuple[int, ...], catalogue: _Catalogue | None = None) -> np.ndarray:
+        catalogue = catalogue or self._catalogue
+        members = catalogue.members.get(sid)
         if members is None:
-            members = self.codebook.items_of(sid)
-            if self._item_scores is not None and len(members) > 1:
-                scores = np.array([self._item_scores.get(int(i), float("-inf")) for i in members])
+            members = catalogue.codebook.items_of(sid)
+            if catalogue.item_scores is not None and len(members) > 1:
+                scores = np.array([catalogue.item_scores.get(int(i), np.nan) for i in members], dtype=float)
+                unscored = np.isnan(scores)
+                fill = float("-inf")
+                if catalogue.item_order == "prior" and unscored.any() and not unscored.all():
+                    # the cluster's mean: the best guess for a newcomer without clicks of its own
+                    fill = float(scores[~unscored].mean())
+                scores[unscored] = fill
                 members = members[np.argsort(-scores, kind="stable")]
-            self._members[sid] = members
+            catalogue.members[sid] = members
         return members
 
-    def expand(self, sids: Sequence[tuple[int, ...]], max_items: int) -> list[int]:
+    def expand(
+        self, sids: Sequence[tuple[int, ...]], max_items: int, catalogue: _Catalogue | None = None
+    ) -> list[int]:
         """Items of ``sids`` in order, cut at ``max_items`` (an item in two clusters appears once)."""
+        catalogue = catalogue or self._catalogue
         out, seen = [], set()
         for sid in sids:
-            for item in self._items(sid).tolist():
+            for item in self._items(sid, catalogue).tolist():
                 if item not in seen:
                     seen.add(item)
                     out.append(item)
@@ -198,14 +288,15 @@ class RecallChannel:
                         return out
         return out
 
-    def recall_sids(
-        self, queries: Sequence[str], histories: Sequence[Sequence[int]], beam: int, profiles=None
-    ):
-        """Per request, the ``beam`` best SIDs (code tuples), best first."""
+    def recall_sids(self, queries: Sequence[str], histories: Sequence[Sequence[int]], beam: int, profiles=None,
+                    catalogue: _Catalogue | None = None):  # fmt: skip
+        """Per request, the ``beam`` best SIDs (code tuples), best first (``catalogue``: the snapshot to use)."""
+        catalogue = catalogue or self._catalogue
         profiles = [None] * len(queries) if profiles is None else profiles
-        prompts = [self._prompt(q, h, p) for q, h, p in zip(queries, histories, profiles)]
+        prompts = [self._prompt(q, h, p, catalogue) for q, h, p in zip(queries, histories, profiles)]
+        trie = catalogue.trie
         candidates = generate_sids(
-            self.model, self.tokenizer, prompts, self.trie, mode="beam", num=beam, batch_size=self.batch_size
+            self.model, self.tokenizer, prompts, trie, mode="beam", num=beam, batch_size=self.batch_size
         )
         return [
             [sid for c in cands if (sid := self.vocab.decode(c.token_ids)) is not None]
@@ -234,8 +325,9 @@ class RecallChannel:
             )
         if beam < 1 or max_items < 1:
             raise ValueError(f"beam and max_items must be >= 1, got beam={beam}, max_items={max_items}")
-        found = self.recall_sids(queries, histories, beam, profiles)
-        return [self.expand(sids, max_items) for sids in found]
+        catalogue = self._catalogue  # read once: the whole batch is answered from one SID version
+        found = self.recall_sids(queries, histories, beam, profiles, catalogue)
+        return [self.expand(sids, max_items, catalogue) for sids in found]
 
     def recall(
         self, query: str, history: Sequence[int] = (), beam: int = 20, max_items: int = 200, profile=None

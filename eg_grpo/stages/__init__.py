@@ -64,6 +64,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("amazon_data", "eg_grpo.stages.data:amazon_arguments", "eg_grpo.stages.data:run_amazon"),
     Stage("sids", "eg_grpo.stages.sids:stage_arguments", "eg_grpo.stages.sids:run",
           "eg_grpo.stages.sids:sids_stage_record"),
+    Stage("add_items", "eg_grpo.stages.add_items:stage_arguments", "eg_grpo.stages.add_items:run",
+          "eg_grpo.stages.add_items:add_items_record"),
     Stage("ranker", "eg_grpo.stages.ranker:stage_arguments", "eg_grpo.stages.ranker:run",
           "eg_grpo.stages.ranker:ranker_record"),
     Stage("sft", "eg_grpo.sft:stage_arguments", "eg_grpo.sft:run", "eg_grpo.sft:sft_stage_record"),
