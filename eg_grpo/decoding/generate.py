@@ -175,6 +175,8 @@ def generate_sids(
     show_progress: bool = False,
     num_beams: int | None = None,
     share_prompt_cache: bool = True,
+    engine: str = "sid",
+    score: str = "model",
 ) -> list[list[SIDCandidate]]:
     """Generate SIDs for each prompt with the trie constraint.
 
@@ -199,7 +201,14 @@ def generate_sids(
         num_beams: beam width, default ``num`` (beam search only).
         share_prompt_cache: run each prompt through the model once and share its KV cache among its
             beams or samples (same result, many times faster for wide beams; see
-            :func:`_shared_prompt_cache`). Off for models whose cache cannot be repeated.
+            :func:`_shared_prompt_cache`). Off for models whose cache cannot be repeated. ``engine="hf"`` only.
+        engine: beam search only: ``"sid"`` (default) runs :func:`~eg_grpo.decoding.sid_beam.sid_beam_search`,
+            made for SIDs (one prefill per prompt, candidates from the trie only, the prompt cache shared
+            by the beams); ``"hf"`` runs ``model.generate`` with the trie processor. Both return the same
+            SIDs in the same order with the same scores up to float rounding. Sampling always uses
+            ``generate``.
+        score: beam search with ``engine="sid"`` only: ``"model"`` ranks by ``log p(sid, eos | prompt)`` (as
+            above); ``"constrained"`` by the trie-renormalised policy's ``log π_c`` (what RL trains).
 
     Returns:
         Per prompt, a list of :class:`SIDCandidate` ``(token_ids, score)``; ``token_ids`` end with eos.
@@ -219,6 +228,15 @@ def generate_sids(
         )
     config = sid_generation_config(mode, num, max_new_tokens, eos, tokenizer.pad_token_id,
                                    tokenizer.bos_token_id, temperature, num_beams)  # fmt: skip
+    if engine not in ("sid", "hf"):
+        raise ValueError(f"engine={engine!r}: use 'sid' or 'hf'")
+    if score != "model" and (mode != "beam" or engine != "sid"):
+        raise ValueError(f"score={score!r} needs mode='beam' and engine='sid'")
+    if mode == "beam" and engine == "sid":
+        from eg_grpo.decoding.sid_beam import sid_beam_search  # imports this module
+
+        return sid_beam_search(model, tokenizer, prompts, trie, num=num, num_beams=config.num_beams,
+                               batch_size=batch_size, score=score, show_progress=show_progress)  # fmt: skip
     device = next(model.parameters()).device
     cpu_trie, trie = trie.to("cpu"), trie.to(device)
     if seed is not None:
