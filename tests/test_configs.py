@@ -19,6 +19,7 @@ import yaml
 from trl import TrlParser
 
 from eg_grpo.pipeline import ChainConfig
+from eg_grpo.stages import get_stage
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "recipes" / "configs"
@@ -57,17 +58,18 @@ PARSERS = ("TrlParser", "StageParser")
 
 
 def _recipe_dataclasses(recipe: Path) -> tuple[type, ...]:
-    """The dataclasses of the recipe's one ``StageParser(...)`` / ``TrlParser(...)`` call, resolved in the
-    recipe module: a tuple of names, or a call of the library that returns them."""
-    calls = [
-        node
-        for node in ast.walk(ast.parse(recipe.read_text()))
-        if isinstance(node, ast.Call)
-        and getattr(node.func, "id", getattr(node.func, "attr", None)) in PARSERS
-    ]
-    assert len(calls) == 1 and calls[0].args, f"{recipe}: expected one StageParser(...) or TrlParser(...)"
+    """The dataclasses a recipe parses: those of the stage its ``run_recipe("STAGE", ...)`` names, else
+    those of its one ``StageParser(...)`` / ``TrlParser(...)`` call, resolved in the recipe module."""
+    calls = [node for node in ast.walk(ast.parse(recipe.read_text())) if isinstance(node, ast.Call)]
+    name = lambda node: getattr(node.func, "id", getattr(node.func, "attr", None))  # noqa: E731
+    stages = [c for c in calls if name(c) == "run_recipe"]
+    if stages:
+        assert len(stages) == 1 and isinstance(stages[0].args[0], ast.Constant), f"{recipe}: one run_recipe"
+        return get_stage(stages[0].args[0].value).argument_types()
+    parsers = [c for c in calls if name(c) in PARSERS]
+    assert len(parsers) == 1 and parsers[0].args, f"{recipe}: expected run_recipe(...) or one parser call"
     module = importlib.import_module(f"recipes.{recipe.stem}")
-    value = eval(ast.unparse(calls[0].args[0]), vars(module))  # names of the recipe, not user code
+    value = eval(ast.unparse(parsers[0].args[0]), vars(module))  # names of the recipe, not user code
     return (value,) if isinstance(value, type) else tuple(value)
 
 
