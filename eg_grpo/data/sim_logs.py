@@ -155,17 +155,18 @@ def retrieve_candidates(config, tax: Taxonomy, cat: Catalogue, users: Users, req
     return out
 
 
-def simulate_impressions(
-    config, tax: Taxonomy, cat: Catalogue, users: Users, requests: pd.DataFrame, codes: GroundTruthCodes, rng
-) -> pd.DataFrame:
-    """Ranks candidates with the legacy ranker, shows 10-20 of them, and draws clicks and purchases.
+def legacy_candidates(
+    config, tax: Taxonomy, cat: Catalogue, users: Users, requests: pd.DataFrame, rng, launches=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The legacy retrieval's ``(R, C)`` candidate item rows and ``(R, C)`` which of them may be shown.
 
-    Returns:
-        The impressions table with ``gt_click_prob`` and ``gt_relevance``, sorted by request then
-        position.
+    A slot may not be shown when its item already appears earlier in the row or, with ``launches``
+    (a [`~eg_grpo.data.sim_launches.Launches`]), when the item has not launched at the request's time.
     """
-    n_req, n_items = len(requests), len(cat.leaf)
+    n_items = len(cat.leaf)
     cand = retrieve_candidates(config, tax, cat, users, requests, rng)  # (R, C)
+    if launches is not None:  # its own stream: without launches `rng` is consumed as it always was
+        cand = launches.redraw_unlaunched(config, tax, cat, users, requests, cand)
     # A candidate drawn twice is shown once: redraw duplicates uniformly (small catalogues
     # collide often), and drop what still collides.
     for _ in range(3):
@@ -173,11 +174,41 @@ def simulate_impressions(
         if not dup.any():
             break
         cand[dup] = rng.integers(0, n_items, int(dup.sum()))
+    usable = ~_duplicates(cand)
+    if launches is not None:  # a uniform redraw or a leaf launched later in full can still hold one
+        usable &= launches.prior(cand, requests["timestamp"].to_numpy()[:, None]) > 0
+    return cand, usable
+
+
+def simulate_impressions(
+    config,
+    tax: Taxonomy,
+    cat: Catalogue,
+    users: Users,
+    requests: pd.DataFrame,
+    codes: GroundTruthCodes,
+    rng,
+    launches=None,
+) -> pd.DataFrame:
+    """Ranks candidates with the legacy ranker, shows 10-20 of them, and draws clicks and purchases.
+
+    With ``launches`` (a [`~eg_grpo.data.sim_launches.Launches`]) an item is never a candidate before
+    its launch, and its cold-start prior scales its popularity in the retrieval and in the ranker.
+
+    Returns:
+        The impressions table with ``gt_click_prob`` and ``gt_relevance``, sorted by request then
+        position.
+    """
+    n_req = len(requests)
+    cand, usable = legacy_candidates(config, tax, cat, users, requests, rng, launches)
     req_rows = np.arange(n_req)[:, None]
     rel = graded_relevance(codes, req_rows, cand)  # (R, C) int8
     # Legacy ranking: noisy relevance + popularity (it does not know the user's taste).
     score = legacy_ranking_score(config, cat, cand, rel, rng.standard_normal(cand.shape))
-    score[_duplicates(cand)] = -np.inf
+    if launches is not None:  # popularity x prior: a new item ranks as a less popular one
+        log_prior = launches.log_prior(cand, requests["timestamp"].to_numpy()[:, None])
+        score += config.legacy_popularity_weight * np.where(usable, log_prior, 0.0)  # -inf is masked below
+    score[~usable] = -np.inf
 
     n_show = config.max_impressions
     ranked = np.argsort(-score, axis=1, kind="stable")[:, :n_show]  # (R, n_show)

@@ -25,6 +25,7 @@ import pandas as pd
 from eg_grpo.data.ground_truth import GroundTruthCodes, encode, has_ground_truth
 from eg_grpo.data.schema import SPLITS, SearchLog
 from eg_grpo.data.sim_catalogue import Catalogue, Taxonomy, build_catalogue, build_taxonomy
+from eg_grpo.data.sim_launches import Launches, draw_launches, prelog_without_launches
 from eg_grpo.data.sim_logs import add_histories_and_splits, simulate_impressions
 from eg_grpo.data.sim_users import Users, build_requests, build_users, user_profiles
 from eg_grpo.io import atomic_dir, content_config, stage_record, write_json, write_stage
@@ -36,7 +37,8 @@ class SimulatorConfig:
 
     Presets: ``tiny`` (tests, ~1 s), ``demo`` (the README's data), ``large`` (1M items for scale
     benchmarks; its log is kept at 200k requests, because scale benchmarks need a big catalogue,
-    not a long log). See [`SimulatorConfig.preset`].
+    not a long log), ``demo_live`` (``demo`` with 10 % of the items launching during the log, 30 % of
+    those in the test period). See [`SimulatorConfig.preset`].
     """
 
     seed: int = field(default=0, metadata={"help": "Random seed; the same seed gives identical tables."})
@@ -123,6 +125,23 @@ class SimulatorConfig:
             "are byte-identical to a simulator without profiles."
         },
     )
+    # a live catalogue (eg_grpo/data/sim_launches.py)
+    launch_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of the items that launch during the log (items.launch_time). 0: every item exists "
+            "before the log and the tables are identical to a simulator without launches."
+        },
+    )
+    launch_test_share: float = field(
+        default=0.3, metadata={"help": "Share of the launches that fall in the test period."}
+    )
+    launch_ramp_days: float = field(
+        default=3.0, metadata={"help": "Days a launched item's cold-start popularity prior takes to reach 1."}
+    )
+    launch_prior_start: float = field(
+        default=0.3, metadata={"help": "A launched item's popularity prior at its launch (then rising to 1)."}
+    )
     # split
     valid_fraction: float = field(default=0.1, metadata={"help": "Share of requests (by time) in valid."})
     test_fraction: float = field(default=0.1, metadata={"help": "Share of requests (the latest) in test."})
@@ -131,15 +150,18 @@ class SimulatorConfig:
         metadata={"help": "Share of requests (by time, just before valid) kept as split rl for RL."},
     )
 
-    PRESETS = ("tiny", "demo", "large")
+    PRESETS = ("tiny", "demo", "large", "demo_live")
+    # Fields that leave the tables unchanged while launch_share is 0 (see `data_stage_record`).
+    LAUNCH_FIELDS = ("launch_share", "launch_test_share", "launch_ramp_days", "launch_prior_start")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> SimulatorConfig:
-        """A named size: ``tiny``, ``demo`` or ``large``, with optional field overrides."""
+        """A named size: ``tiny``, ``demo``, ``large`` or ``demo_live``, with optional field overrides."""
         sizes = {
             "tiny": {"n_items": 500, "n_users": 100, "n_requests": 2_000, "n_days": 14},
             "demo": {},
             "large": {"n_items": 1_000_000, "n_users": 50_000, "n_requests": 200_000, "n_days": 60},
+            "demo_live": {"launch_share": 0.1, "launch_test_share": 0.3},
         }
         if name not in sizes:
             raise ValueError(f"unknown simulator preset '{name}'; choose one of {cls.PRESETS}")
@@ -159,10 +181,13 @@ class SimulatorConfig:
                 raise ValueError(f"SimulatorConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in (
             "empty_query_share", "p_intent_from_preferences", "synonym_prob", "typo_prob", "word_drop_prob",
-            "filler_prob", "price_word_prob", "valid_fraction", "test_fraction",
+            "filler_prob", "price_word_prob", "valid_fraction", "test_fraction", "launch_share",
+            "launch_test_share", "launch_prior_start",
         ):  # fmt: skip
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"SimulatorConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.launch_ramp_days < 0:
+            raise ValueError(f"SimulatorConfig.launch_ramp_days must be >= 0, got {self.launch_ramp_days}")
         if self.p_intent_category + self.p_intent_attribute + self.p_intent_brand <= 0:
             raise ValueError("SimulatorConfig: the intent weights p_intent_* must not all be 0")
         if not 1 <= self.min_impressions <= self.max_impressions <= self.candidates_per_request:
@@ -199,7 +224,14 @@ def simulate(config: SimulatorConfig) -> SearchLog:
     """
     world = build_world(config)
     impressions = simulate_impressions(
-        config, world.taxonomy, world.catalogue, world.users, world.requests, world.codes, world.rng_log
+        config,
+        world.taxonomy,
+        world.catalogue,
+        world.users,
+        world.requests,
+        world.codes,
+        world.rng_log,
+        launches=world.launches,
     )
     requests = add_histories_and_splits(config, world.requests, impressions, world.users)
     if config.user_profile:  # drawn from nothing: every other column stays as without it
@@ -212,7 +244,9 @@ class SimulatedWorld:
     """The latent state behind a simulated log, before any impression is drawn.
 
     ``requests`` lacks ``history`` and ``split`` (they follow from the impressions); ``rng_log``
-    is the untouched stream the impressions are drawn from.
+    is the untouched stream the impressions are drawn from. ``launches`` is None unless
+    ``launch_share > 0``; then ``catalogue.items`` has ``launch_time`` and the users' pre-log
+    purchases name only items that existed before the log.
     """
 
     taxonomy: Taxonomy
@@ -221,6 +255,7 @@ class SimulatedWorld:
     requests: pd.DataFrame
     codes: GroundTruthCodes
     rng_log: np.random.Generator
+    launches: Launches | None = None
 
 
 def build_world(config: SimulatorConfig) -> SimulatedWorld:
@@ -232,14 +267,22 @@ def build_world(config: SimulatorConfig) -> SimulatedWorld:
     """
     config.validate()
     # Independent streams per stage: the catalogue does not change when only the log size does.
-    seeds = np.random.SeedSequence(config.seed).spawn(4)
-    rng_items, rng_users, rng_requests, rng_log = (np.random.default_rng(s) for s in seeds)
+    # The fifth (launches) is spawned after the first four, which stay the streams they always were.
+    seeds = np.random.SeedSequence(config.seed).spawn(5)
+    rng_items, rng_users, rng_requests, rng_log = (np.random.default_rng(s) for s in seeds[:4])
     tax = build_taxonomy()
     cat = build_catalogue(config, tax, rng_items)
     users = build_users(config, tax, cat, rng_users)
+    # Requests (who searches, when, for what) are drawn as without launches: a query may ask for
+    # what is not on sale yet, as real users' queries do; launches only change what can be shown.
     requests, _ = build_requests(config, tax, cat, users, rng_requests)
     codes = encode(cat.items, requests)
-    return SimulatedWorld(tax, cat, users, requests, codes, rng_log)
+    launches = None
+    if config.launch_share > 0:
+        launches = draw_launches(config, requests, len(cat.leaf), np.random.default_rng(seeds[4]))
+        cat.items["launch_time"] = launches.launch_time_column()
+        users = prelog_without_launches(users, cat, launches)
+    return SimulatedWorld(tax, cat, users, requests, codes, rng_log, launches)
 
 
 def _describe(values: np.ndarray) -> dict:
@@ -265,7 +308,8 @@ def summary_statistics(log: SearchLog, max_positions: int = 20) -> dict:
         A JSON-able dict: sizes, CTR, CTR by position, purchase rate, purchases per click, share of
         requests with a click, items per leaf category, query length (words), empty-query share,
         split sizes; with ground truth also intent shares, and the share of impressions and the CTR
-        per relevance grade (lists indexed by grade 0-3).
+        per relevance grade (lists indexed by grade 0-3); with ``items.launch_time`` the launches (items
+        launched during the log, of them in the test period, their share of the impressions).
     """
     items, requests, imps = log.items, log.requests, log.impressions
     clicked, purchased = imps["clicked"].to_numpy(bool), imps["purchased"].to_numpy(bool)
@@ -297,6 +341,12 @@ def summary_statistics(log: SearchLog, max_positions: int = 20) -> dict:
         "split_sizes": {s: int((requests["split"] == s).sum()) for s in SPLITS},
         "mean_history_length": round(float(requests["history"].map(len).mean()), 2),
     }
+    if "launch_time" in items.columns:
+        launch = items["launch_time"]
+        test_start = requests.loc[requests["split"] == "test", "timestamp"].min()
+        launched = imps["item_id"].isin(items.loc[launch.notna(), "item_id"])
+        stats["launches"] = {"items": int(launch.notna().sum()), "in_test": int((launch >= test_start).sum()),
+                             "impression_share": round(float(launched.mean()), 4)}  # fmt: skip
     if has_ground_truth(log):
         stats["intent_share"] = {
             k: round(float(v), 4)
@@ -342,6 +392,7 @@ def write_simulated_data(config: SimulatorConfig, output_dir: str | Path) -> dic
 
 def data_stage_record(config: SimulatorConfig) -> dict:
     """The ``stage.json`` record of simulated data: the simulator config (a seeded, pure function of it)."""
-    # Off, the profile leaves the tables byte-identical, so it leaves the record as it was too.
+    # Off, the profile and the launches leave the tables identical, so they leave the record as it was too.
     drop = () if config.user_profile else ("user_profile",)
+    drop += () if config.launch_share > 0 else SimulatorConfig.LAUNCH_FIELDS
     return stage_record("data", {"simulator": content_config(config, drop=drop)})
