@@ -147,6 +147,43 @@ def resolve_checkpoint(
     return str(chosen)
 
 
+def whole_run_loss(
+    earlier_history: list[dict], resumed_from: int, segment_loss: float, segment_steps: int
+) -> float:
+    """The mean training loss of a resumed run over all its steps with a known loss.
+
+    transformers' ``train_loss`` averages the steps of one ``train()`` call only, so a resumed run
+    would report the loss of its last segment. The steps before the checkpoint are known from the
+    checkpoint's log history: each logged ``loss`` is the mean over its logging interval, so it is
+    weighted by the interval's length. Steps between the last log and the checkpoint have no
+    recorded loss and are left out (with ``logging_steps`` dividing ``save_steps``, there are none).
+
+    Args:
+        earlier_history: the checkpoint's ``trainer_state.json`` ``log_history``.
+        resumed_from: the checkpoint's global step.
+        segment_loss: ``train_loss`` of the resumed ``train()`` call.
+        segment_steps: the steps that call trained.
+    """
+    total, steps, last = segment_loss * segment_steps, segment_steps, 0
+    logged = sorted((e for e in earlier_history if "loss" in e and 0 < e.get("step", 0) <= resumed_from),
+                    key=lambda e: e["step"])  # fmt: skip
+    for entry in logged:
+        if (width := entry["step"] - last) > 0:
+            total, steps, last = total + float(entry["loss"]) * width, steps + width, entry["step"]
+    return total / steps if steps else segment_loss
+
+
+def resumed_loss_metrics(checkpoint: str | Path, segment_loss: float, global_step: int) -> dict:
+    """``train_loss`` over the whole resumed run (see :func:`whole_run_loss`), the resumed segment's own
+    loss as ``train_loss_resumed_segment``, and ``resumed_from_step``."""
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    resumed_from = int(state.get("global_step", 0))
+    loss = whole_run_loss(
+        state.get("log_history", []), resumed_from, segment_loss, global_step - resumed_from
+    )
+    return {"train_loss": loss, "train_loss_resumed_segment": segment_loss, "resumed_from_step": resumed_from}
+
+
 def resume_command(argv: list[str] | None = None, launcher: str | None = None) -> str:
     """The command line that resumes this run: ``argv`` with ``--resume_from_checkpoint last``."""
     argv = list(sys.argv if argv is None else argv)

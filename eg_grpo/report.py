@@ -36,6 +36,7 @@ REWARD_HACKING = {
     "oracle purchases lift": (["eg/oracle_purchases_lift"], "lift over control"),
     "oracle clicks lift": (["eg/oracle_clicks_lift"], "lift over control"),
 }
+REWARD_HACKING_COLUMNS = 3
 ORACLE_LIFT_KEYS = ("eg/oracle_gmv_lift", "eg/oracle_purchases_lift", "eg/oracle_clicks_lift")
 # One style per run, so identical curves (e.g. two runs before their experts make a difference) stay
 # visible: a line style, a marker, and a width that shrinks, so a later line never covers an earlier one.
@@ -101,9 +102,14 @@ def curves_figure(run_dirs: list[str | Path]):
 
 
 def _panels_figure(
-    panels: dict, histories: dict[str, list[dict]], cols: int, zero_line: tuple[str, ...] = ()
-):
-    """One panel per ``title -> (keys, ylabel)``, one line per run; panels in ``zero_line`` get a y = 0 line."""
+    panels: dict, histories: dict[str, list[dict]], cols: int, zero_line: tuple[str, ...] = (),
+    from_zero: bool = False,
+):  # fmt: skip
+    """One panel per ``title -> (keys, ylabel)``, one line per run; panels in ``zero_line`` get a y = 0 line.
+
+    With ``from_zero`` the step axis starts at 0, where a run that logged its starting (SFT) model's
+    value at step 0 starts its curve, so the first RL change is seen against where RL began.
+    """
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
     for ax, (title, (keys, ylabel)) in zip(axes.flat, panels.items()):
@@ -114,7 +120,9 @@ def _panels_figure(
                 ax.plot(steps, values, label=name, linestyle=linestyle, linewidth=width, marker=marker,
                         markersize=3, markevery=max(1, len(steps) // 12), alpha=0.85)  # fmt: skip
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step")
+        ax.set_xlabel("step (0 = the SFT start)" if from_zero else "step")
+        if from_zero and ax.lines:
+            ax.set_xlim(left=0)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -144,7 +152,10 @@ def reward_hacking_figure(run_dirs: list[str | Path]):
     if not histories:
         return None
     lifts = tuple(title for title, (keys, _) in REWARD_HACKING.items() if keys[0] in ORACLE_LIFT_KEYS)
-    return _panels_figure(REWARD_HACKING, histories, cols=len(REWARD_HACKING), zero_line=lifts)
+    # A grid, not one strip: five panels side by side made a 2750 x 374 image unreadable at page width.
+    return _panels_figure(
+        REWARD_HACKING, histories, cols=REWARD_HACKING_COLUMNS, zero_line=lifts, from_zero=True
+    )
 
 
 def plot_reward_hacking(run_dirs: list[str | Path], out_png: str | Path) -> Path | None:
@@ -252,6 +263,40 @@ def paired_table(eval_dirs: list[str | Path], k: int = 10) -> str:
     return "\n".join(lines)
 
 
+def _share(x) -> str:
+    return "–" if x is None else f"{100 * x:.0f}%"
+
+
+def sid_stats_table(stats: dict) -> str:
+    """Markdown table of a SID folder's ``stats.json`` (:mod:`eg_grpo.sid.stats`); a statistic the
+    folder does not record is left out."""
+    rows = [("method", stats.get("method"))]
+    if "num_sids" in stats:
+        rows.append(("SIDs / items", f"{stats['num_sids']:,} / {stats.get('num_items', 0):,}"))
+    if size := stats.get("cluster_size"):
+        rows.append(
+            (
+                "items per SID: p50 / p99 / max",
+                " / ".join(f"{size[k]:g}" for k in ("p50", "p99", "max") if k in size),
+            )
+        )
+    if util := stats.get("level_utilization"):
+        rows.append(("codes used per level", " · ".join(_share(u) for u in util)))
+    if perplexity := stats.get("level_perplexity"):
+        rows.append(("perplexity per level", " · ".join(f"{p:.1f}" for p in perplexity)))
+    if stats.get("l1_category_purity") is not None:
+        rows.append(("level-1 category purity", _share(stats["l1_category_purity"])))
+    if agree := stats.get("query_item_agreement"):
+        rows.append(("query-item agreement: level 1 / levels 1-2",
+                     f"{_share(agree['l1'])} / {_share(agree['l12'])} ({agree.get('num_pairs', 0):,} pairs)"))  # fmt: skip
+    elif "query_item_agreement" in stats:  # null: the method has no model to quantise queries with
+        rows.append(("query-item agreement", "–"))
+    if "build_seconds" in stats:
+        rows.append(("build seconds", f"{stats['build_seconds']:.0f}"))
+    lines = ["| statistic | value |", "|---|---|"]
+    return "\n".join(lines + [f"| {name} | {value} |" for name, value in rows if value is not None])
+
+
 def write_report(root: str | Path, sid_dir: str | Path, rl_dirs: list[str], eval_dirs: list[str],
                  arena_dir: str | Path | None = None) -> Path:  # fmt: skip
     """Writes ``root/report/report.md``: SID statistics, test metrics, curves, beam sweeps and the arena."""
@@ -261,7 +306,7 @@ def write_report(root: str | Path, sid_dir: str | Path, rl_dirs: list[str], eval
     stats_path = Path(sid_dir) / "stats.json"
     if stats_path.exists():
         stats = json.loads(stats_path.read_text())
-        parts += ["## Semantic IDs", "", "```json", json.dumps(stats, indent=1)[:3000], "```", ""]
+        parts += ["## Semantic IDs", "", sid_stats_table(stats), ""]
     parts += ["## Test metrics", "", test_table(eval_dirs), ""]
     paired = paired_table(eval_dirs)
     if paired:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from eg_grpo.checkpoints import ResumeHint, resolve_checkpoint, resume_command
+from eg_grpo.checkpoints import ResumeHint, resolve_checkpoint, resume_command, resumed_loss_metrics
 from eg_grpo.data.schema import SearchLog
 from eg_grpo.data.sft_dataset import dataset_texts
 from eg_grpo.io import (
@@ -366,6 +366,11 @@ def run(script_args: SFTScriptArguments, training_args, model_args) -> dict:
         "stopped_by_time_limit": bool(time_limit and time_limit.stopped),
         "log_history": trainer.state.log_history,
     }
+    if checkpoint is not None and "train_loss" in train_result.metrics:
+        # transformers averages only this call's steps; a resumed run's loss covers the whole run
+        metrics.update(
+            resumed_loss_metrics(checkpoint, train_result.metrics["train_loss"], trainer.state.global_step)
+        )
     if eval_dataset is not None:
         metrics.update(trainer.evaluate())
     save_sft_model(trainer.model, tokenizer, out, record, metrics, time.perf_counter() - start)

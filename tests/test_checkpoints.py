@@ -138,5 +138,22 @@ def test_a_killed_sft_resumes_from_its_newest_intact_checkpoint(
     # 128 rows at batch 32: 4 steps in all; the resumed run trained steps 3 and 4 only
     assert len(steps_trained) == 2
     assert [h["step"] for h in metrics["log_history"] if "loss" in h] == [1, 2, 3, 4]
+    # the recorded loss covers the whole run (steps 1-4), not only the resumed steps 3 and 4
+    losses = {h["step"]: h["loss"] for h in metrics["log_history"] if "loss" in h}
+    assert metrics["resumed_from_step"] == 2
+    assert metrics["train_loss_resumed_segment"] == pytest.approx((losses[3] + losses[4]) / 2, rel=1e-4)
+    assert metrics["train_loss"] == pytest.approx(sum(losses.values()) / 4, rel=1e-4)
+    assert json.loads((out / "sft_metrics.json").read_text())["train_loss"] == metrics["train_loss"]
     assert (out / "stage.json").exists() and not list(out.glob("checkpoint-*"))
     assert not (out / "stage.pending.json").exists()
+
+
+def test_whole_run_loss_weights_the_logged_intervals_by_their_steps():
+    from eg_grpo.checkpoints import whole_run_loss
+
+    # logged every 4 steps up to the checkpoint at step 10: steps 9-10 have no recorded loss; an
+    # evaluation is no training loss, and a log after the checkpoint belongs to another attempt
+    history = [{"step": 4, "loss": 2.0}, {"step": 8, "loss": 1.0}, {"step": 10, "eval_loss": 9.0}]
+    history.append({"step": 12, "loss": 7.0})
+    assert whole_run_loss(history, 10, 0.5, 6) == pytest.approx((2.0 * 4 + 1.0 * 4 + 0.5 * 6) / 14)
+    assert whole_run_loss([], 10, 0.5, 6) == 0.5  # nothing logged before: the segment's own loss

@@ -42,3 +42,35 @@ def test_compare_recipe_with_eval_dirs_only(tmp_path, capsys):
     assert "| rl | +0.5000 ± 0.5000 |" in text and not (tmp_path / "c" / "curves.png").exists()
     with pytest.raises(SystemExit, match="give RL run folders"):
         main(type("Args", (), {"run_dirs": [], "eval_dirs": [], "output_dir": str(tmp_path / "c")}))
+
+
+def test_the_semantic_ids_section_is_a_table_not_a_json_dump(tmp_path):
+    from eg_grpo.report import write_report
+
+    sids = tmp_path / "sids"
+    sids.mkdir()
+    stats = {"method": "cq_sid", "num_items": 20000, "num_sids": 3328, "build_seconds": 674.04,
+             "cluster_size": {"mean": 6.01, "p50": 2.0, "p99": 47.0, "max": 50},
+             "level_utilization": [0.890625, 1, 1], "level_perplexity": [34.90, 39.63, 53.85],
+             "l1_category_purity": 1, "item_vectors_sha256": "1fb4c4054ab8ac01",
+             "query_item_agreement": {"l1": 0.7287, "l12": 0.4130, "num_pairs": 3690}}  # fmt: skip
+    (sids / "stats.json").write_text(json.dumps(stats))
+    text = write_report(tmp_path, sids, [], []).read_text()
+    section = text.split("## Semantic IDs\n\n", 1)[1].split("\n\n", 1)[0]
+    assert "```" not in text and "item_vectors_sha256" not in text
+    rows = dict(line.strip("| ").split(" | ") for line in section.splitlines()[2:])
+    assert rows == {
+        "method": "cq_sid",
+        "SIDs / items": "3,328 / 20,000",
+        "items per SID: p50 / p99 / max": "2 / 47 / 50",
+        "codes used per level": "89% · 100% · 100%",
+        "perplexity per level": "34.9 · 39.6 · 53.9",
+        "level-1 category purity": "100%",
+        "query-item agreement: level 1 / levels 1-2": "73% / 41% (3,690 pairs)",
+        "build seconds": "674",
+    }
+    # reference SIDs: no query model, so no agreement; the table says so instead of failing
+    (sids / "stats.json").write_text(
+        json.dumps({"num_sids": 5, "num_items": 9, "query_item_agreement": None})
+    )
+    assert "| query-item agreement | – |" in write_report(tmp_path, sids, [], []).read_text()

@@ -40,3 +40,38 @@ def test_every_panel_has_a_y_label_and_identical_runs_stay_visible(tmp_path):
         )
     plt.close(fig)
     assert plot_curves([tmp_path / "vanilla_grpo"], tmp_path / "out" / "curves.png").stat().st_size > 0
+
+
+def test_the_reward_hacking_figure_is_a_readable_grid_starting_at_the_sft_point(tmp_path):
+    from eg_grpo.report import plot_reward_hacking, reward_hacking_figure
+
+    def run(path, sft_point: bool):
+        path.mkdir()
+        keys = (
+            "eg/learned_reward",
+            "eg/oracle_gmv_lift",
+            "eg/oracle_purchases_lift",
+            "eg/oracle_clicks_lift",
+        )
+        history = [{"step": s, "reward": 0.1 * s, "eg/reward_sampled": 0.1 * s, **dict.fromkeys(keys, 0.01 * s)}
+                   for s in (2, 4, 6)]  # fmt: skip
+        if sft_point:  # the starting (SFT) model evaluated before the first update
+            history.insert(0, {"step": 0, **dict.fromkeys(keys, 0.0)})
+        (path / "log_history.json").write_text(json.dumps(history))
+        return path
+
+    runs = [run(tmp_path / "with_sft", True), run(tmp_path / "without", False)]
+    fig = reward_hacking_figure(runs)
+    drawn = [ax for ax in fig.axes if ax.axison]
+    assert len(drawn) == 5 and len({ax.get_position().y0 for ax in drawn}) > 1  # more than one row
+    gmv = next(ax for ax in drawn if ax.get_title().startswith("oracle GMV"))
+    lines = {line.get_label(): line for line in gmv.lines if not line.get_label().startswith("_")}
+    assert list(lines["with_sft"].get_xdata()) == [0, 2, 4, 6] and list(lines["without"].get_xdata()) == [
+        2,
+        4,
+        6,
+    ]
+    assert gmv.get_xlim()[0] == 0  # the axis starts at the SFT start either way
+    plt.close(fig)
+    width, height = plt.imread(plot_reward_hacking(runs, tmp_path / "hacking.png")).shape[1::-1]
+    assert width <= 2000 and height >= 600 and width / height < 3, (width, height)

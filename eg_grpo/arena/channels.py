@@ -178,6 +178,23 @@ class BM25Channel(Channel):
         return out
 
 
+def import_faiss():
+    """``faiss``, imported with its loader's INFO notes silenced.
+
+    On a CPU without AVX2 (or a wheel without that build) ``faiss.loader`` logs at INFO that it could
+    not load the AVX2 library and falls back; the fallback is complete, so the note is noise in the
+    arena's log. Warnings and errors still pass; the logger's level is restored afterwards.
+    """
+    loader = logging.getLogger("faiss.loader")
+    level = loader.level
+    loader.setLevel(logging.WARNING)
+    try:
+        import faiss
+    finally:
+        loader.setLevel(level)
+    return faiss
+
+
 class DenseChannel(Channel):
     """Embedding recall: ``faiss`` inner product over unit item vectors (cosine).
 
@@ -190,7 +207,7 @@ class DenseChannel(Channel):
 
     def __init__(self, items, encoder: str = "default", description_chars: int = 0, cache_dir=None,
                  index_dir: Path | None = None, data_key: str = ""):  # fmt: skip
-        import faiss
+        faiss = import_faiss()
 
         from eg_grpo.sid.encoders import build_encoder, item_texts
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eg_grpo.data.schema import SPLITS
+
 CLASSICAL_CHANNELS = ("logged", "bm25", "dense", "item_cf", "oracle")
 RANKING_STAGES = ("legacy", "learned")
 BUDGET_MODES = ("supplement", "fixed_budget")
@@ -28,7 +30,7 @@ class ArenaArguments:
             unless an entry of ``generative`` names its own.
         ranker_dir: the learned ranking simulator (``recipes/train_ranker.py``); needed by ``learned``.
         index_dir: where channel indexes are cached (``None``: ``OUTPUT_DIR`` + ``_index``).
-        split: the requests the arms are played on.
+        split: the requests the arms are played on: ``train``, ``rl``, ``valid`` or ``test``.
         max_requests: the first (by time) requests of the split used; 0 = all.
         control: the control system's channels, ``name:quota``.
         channels: the added classical channels, one treatment arm each, ``name:quota``; ``oracle`` is
@@ -116,6 +118,9 @@ class ArenaArguments:
 
     def validate(self) -> None:
         """Raises ValueError naming the argument and the fix when the configuration is unusable."""
+        # A misspelt split has no requests: refused here, not reported as an empty arena after the indexes.
+        if self.split not in SPLITS:
+            raise ValueError(f"unknown split {self.split!r}; choose from {SPLITS}")
         control, added = self.control_quotas(), self.added_quotas()
         for name in list(control) + [n for n in added if not n.startswith(GENERATIVE_PREFIX)]:
             if name not in CLASSICAL_CHANNELS:

@@ -20,6 +20,13 @@ from eg_grpo.data.sim_logs import FunnelProbabilities, funnel_probabilities, leg
 from eg_grpo.data.simulator import SimulatorConfig, build_world
 from eg_grpo.io import STAGE_FILE
 
+# Logged impressions the click model is checked on when a folder is loaded (evenly spaced, so the
+# check is deterministic and costs milliseconds), and the tolerance: the simulation and the oracle
+# share the functions, so they agree to the bit on one machine; the slack covers another machine's
+# libm, and is far below what an edited click model moves (a changed weight moves probabilities by %).
+CLICK_CHECK_SAMPLE = 2048
+CLICK_CHECK_RTOL = 1e-9
+
 _NO_TRUTH = (
     "the arena scores candidates with the simulator's user model, so it needs a simulated data folder "
     "(python recipes/make_data.py --config recipes/configs/demo/data.yaml); a real log (Amazon, your own "
@@ -91,6 +98,35 @@ class Oracle:
         self.price = log.items["price"].to_numpy(dtype=float)
         self._leaf_items = _rows_by_code(self.codes.item_leaf)
         self._brand_items = _rows_by_code(self.codes.item_brand)
+        self._check_click_model()
+
+    def _check_click_model(self) -> None:
+        """Refuses a simulator config whose click model does not reproduce the logged ``gt_click_prob``.
+
+        The catalogue and request checks above do not see the click and purchase weights (they do not
+        shape the catalogue or the requests), so an edited ``stage.json`` would silently play the arena
+        under another user model than the one that wrote the log.
+        """
+        imps = self.log.impressions
+        if "gt_click_prob" not in imps.columns or len(imps) == 0:
+            return  # nothing logged to compare with; the request columns already proved ground truth
+        sample = np.unique(np.linspace(0, len(imps) - 1, min(len(imps), CLICK_CHECK_SAMPLE)).astype(int))
+        part = imps.iloc[sample]
+        logged = part["gt_click_prob"].to_numpy(dtype=float)
+        rebuilt = self.probabilities(
+            self.request_rows(part["request_id"]),
+            self.item_rows(part["item_id"]),
+            part["position"].to_numpy(),
+        ).click
+        differ = ~np.isclose(rebuilt, logged, rtol=CLICK_CHECK_RTOL, atol=0.0)
+        if differ.any():
+            worst = float(np.max(np.abs(rebuilt - logged)[differ]))
+            raise ValueError(
+                f"the click model rebuilt from stage.json's simulator config does not reproduce the logged "
+                f"gt_click_prob ({int(differ.sum())} of {len(sample)} sampled impressions differ, by up to "
+                f"{worst:.3g}): stage.json was edited or the log was written by another simulator version; "
+                "re-simulate the data (recipes/make_data.py)"
+            )
 
     @classmethod
     def from_data_dir(cls, data_dir: str | Path, log: SearchLog | None = None) -> Oracle:

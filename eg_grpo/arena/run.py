@@ -161,14 +161,24 @@ def arm_result(outcome, control, arm) -> dict:
     return result
 
 
-def play_arena(args: ArenaArguments, oracle: Oracle, channels: Mapping[str, Channel], ranker=None) -> dict:
-    """Plays every arm; returns the ``arena_results.json`` dict (see docs/arena.md)."""
-    log = oracle.log
+def split_rows(args: ArenaArguments, log: SearchLog) -> np.ndarray:
+    """The request rows the arms are played on: the split's first ``max_requests`` (by time).
+
+    Raises:
+        ValueError: fewer than 2 requests (a paired lift needs at least two).
+    """
     rows = np.flatnonzero((log.requests["split"] == args.split).to_numpy())
     if args.max_requests:
         rows = rows[: args.max_requests]
     if len(rows) < 2:
         raise ValueError(f"split {args.split!r} has {len(rows)} request(s); the arena needs at least 2")
+    return rows
+
+
+def play_arena(args: ArenaArguments, oracle: Oracle, channels: Mapping[str, Channel], ranker=None) -> dict:
+    """Plays every arm; returns the ``arena_results.json`` dict (see docs/arena.md)."""
+    log = oracle.log
+    rows = split_rows(args, log)
     batch = RequestBatch.from_log(log, rows)
     shown = log.impressions.groupby("request_id").size()
     n_exposed = shown.reindex(batch.request_ids, fill_value=0).to_numpy()
@@ -236,6 +246,41 @@ def play_arena(args: ArenaArguments, oracle: Oracle, channels: Mapping[str, Chan
     return results
 
 
+def check_inputs(args: ArenaArguments) -> None:
+    """Every folder and file the arena reads exists: checked before anything is loaded or built.
+
+    Loading the log, rebuilding the users and building the channel indexes take seconds to minutes,
+    so a wrong path (say, the last generative model's) is reported before them, not after.
+
+    Raises:
+        FileNotFoundError: a missing data folder, ranker, SID folder, model or dense lookup table.
+    """
+    if not Path(args.data_dir).is_dir():
+        raise FileNotFoundError(f"data_dir {args.data_dir} not found; simulate one with recipes/make_data.py")
+    if "learned" in args.ranking_stages:
+        from reward_models.ranker import MODEL_FILE
+
+        if not (Path(args.ranker_dir) / MODEL_FILE).is_file():
+            raise FileNotFoundError(
+                f"ranker_dir {args.ranker_dir} holds no {MODEL_FILE}: train the ranking simulator with "
+                "`python recipes/train_ranker.py --config recipes/configs/demo/ranker.yaml --data_dir DATA "
+                "--output_dir DIR`"
+            )
+    for name, (model_dir, sid_dir) in args.generative_models().items():
+        if not (Path(model_dir) / "config.json").is_file():
+            raise FileNotFoundError(
+                f"generative model {name!r}: {model_dir} holds no model (config.json); train one with recipes/sft.py"
+            )
+        sids = sid_dir or args.sid_dir
+        if not Path(sids).is_dir():
+            raise FileNotFoundError(
+                f"generative model {name!r}: SID folder {sids} not found; build one with recipes/build_sids.py"
+            )
+    uses_dense = "dense" in {**args.control_quotas(), **args.added_quotas()}
+    if uses_dense and str(args.dense_encoder).endswith(".npz") and not Path(args.dense_encoder).is_file():
+        raise FileNotFoundError(f"dense_encoder {args.dense_encoder}: no such lookup table (.npz)")
+
+
 def run(args: ArenaArguments) -> Path:
     """The arena stage: plays every arm and writes ``output_dir`` atomically.
 
@@ -253,14 +298,14 @@ def run(args: ArenaArguments) -> Path:
 
     args.validate()
     start = time.perf_counter()
-    if not Path(args.data_dir).is_dir():
-        raise FileNotFoundError(f"data_dir {args.data_dir} not found; simulate one with recipes/make_data.py")
+    check_inputs(args)
     record = arena_stage_record(args)
     if up_to_date(args.output_dir, record, args.overwrite):
         return Path(args.output_dir)
     for model_dir, sid_dir in args.generative_models().values():
         check_lineage(data_dir=args.data_dir, sid_dir=sid_dir or args.sid_dir, model_dir=model_dir)
     log = SearchLog.load(args.data_dir)
+    split_rows(args, log)  # an empty split is refused before the oracle and the indexes are built
     oracle = Oracle.from_data_dir(args.data_dir, log)
     ranker = None
     if "learned" in args.ranking_stages:
@@ -280,6 +325,9 @@ def run(args: ArenaArguments) -> Path:
 
 # Folder arguments are recorded as inputs (by content), not as paths in the config.
 _INPUT_KEYS = ("data_dir", "sid_dir", "ranker_dir", "index_dir", "encoder_cache_dir", "generative")
+# Settings that change how fast the arena runs, not what it writes: the requests per channel call
+# set the measured latency only (every figure is per request).
+_NON_CONTENT_KEYS = ("batch_size",)
 
 
 def arena_stage_record(args: ArenaArguments) -> dict:
@@ -290,5 +338,8 @@ def arena_stage_record(args: ArenaArguments) -> dict:
         inputs[f"model:{name}"] = model_dir
         if sid_dir:
             inputs[f"sids:{name}"] = sid_dir
-    config = {**content_config(args, drop=_INPUT_KEYS), "generative": sorted(args.generative_models())}
+    config = {
+        **content_config(args, drop=_INPUT_KEYS + _NON_CONTENT_KEYS),
+        "generative": sorted(args.generative_models()),
+    }
     return stage_record("arena", config, inputs)

@@ -148,3 +148,30 @@ def test_request_batch_carries_profiles_when_the_data_has_them(oracle):
     batch = RequestBatch.from_log(log, rows)
     assert batch.profiles == ["power=mid"] * 4
     assert batch.slice(1, 3).profiles == ["power=mid"] * 2
+
+
+def test_faiss_import_notes_are_silenced_but_warnings_pass(tmp_path, monkeypatch, caplog):
+    import logging
+    import sys
+
+    from eg_grpo.arena.channels import import_faiss
+
+    # A stand-in faiss whose loader speaks as the real one does on a CPU without AVX2.
+    package = tmp_path / "fake" / "faiss"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("from .loader import *  # noqa\n")
+    (package / "loader.py").write_text(
+        "import logging\nlogger = logging.getLogger(__name__)\n"
+        "logger.info('Could not load library with AVX2 support')\nlogger.warning('a real problem')\n"
+    )
+    for name in ("faiss", "faiss.loader"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.syspath_prepend(str(package.parent))
+    loader = logging.getLogger("faiss.loader")
+    before = loader.level
+    with caplog.at_level(logging.INFO):
+        module = import_faiss()
+    assert module.__file__.startswith(str(package))
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "faiss.loader"]
+    assert said == [(logging.WARNING, "a real problem")]
+    assert loader.level == before

@@ -92,3 +92,14 @@ def test_a_data_folder_without_ground_truth_gives_a_clear_error(sim_data_dir, tm
         Oracle(no_gt, SimulatorConfig.preset("tiny"))
     with pytest.raises(ValueError, match="catalogue rebuilt"):
         Oracle(log, SimulatorConfig.preset("tiny", seed=1))
+
+
+def test_an_edited_click_model_in_stage_json_is_refused(sim_data_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(sim_data_dir, data)
+    Oracle.from_data_dir(data)  # the copy as simulated is accepted
+    record = json.loads((data / "stage.json").read_text())
+    record["config"]["simulator"]["click_bias"] += 1.5  # more clicks than the log holds
+    (data / "stage.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="does not reproduce the logged gt_click_prob.*re-simulate"):
+        Oracle.from_data_dir(data)

@@ -1,3 +1,5 @@
+import dataclasses
+import importlib
 import json
 
 import numpy as np
@@ -52,6 +54,70 @@ def test_missing_folders_give_clear_errors(sim_data_dir, tmp_path):
         run(
             _args(sim_data_dir, tmp_path, generative=["sft=" + str(tmp_path / "none")], sid_dir=str(tmp_path))
         )
+
+
+def _nothing_may_be_loaded(monkeypatch):
+    """Makes loading the log or building a channel fail the test: inputs are checked before either."""
+    arena_run = importlib.import_module("eg_grpo.arena.run")  # the package exports `run`, the function
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the arena loaded data before refusing a bad input")
+
+    monkeypatch.setattr(arena_run.SearchLog, "load", loaded)
+    monkeypatch.setattr(arena_run, "build_channels", loaded)
+
+
+def test_a_misspelt_split_is_one_line_and_exit_2_naming_the_splits(
+    sim_data_dir, tmp_path, monkeypatch, capsys
+):
+    from eg_grpo.cli import run_recipe
+    from recipes.arena import main
+
+    _nothing_may_be_loaded(monkeypatch)
+    argv = ["--config", "recipes/configs/tiny/arena.yaml", "--data_dir", str(sim_data_dir), "--output_dir",
+            str(tmp_path / "arena"), "--split", "tset"]  # fmt: skip
+    assert run_recipe("arena", main, argv=argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown split 'tset'" in err, err
+    assert all(f"'{split}'" in err for split in ("train", "rl", "valid", "test")), err
+    assert not (tmp_path / "arena").exists()
+
+
+def test_missing_inputs_are_refused_before_anything_is_loaded(
+    sim_data_dir, tiny_sft_dir, tiny_sid_dir, tmp_path, monkeypatch
+):
+    _nothing_may_be_loaded(monkeypatch)
+    nowhere = str(tmp_path / "nowhere")
+    cases = [
+        ({"generative": [f"sft={nowhere}"], "sid_dir": str(tiny_sid_dir)}, "'sft': .*holds no model"),
+        ({"generative": [f"sft={tiny_sft_dir}", f"late={nowhere}"], "sid_dir": str(tiny_sid_dir)},
+         "'late': .*holds no model"),
+        ({"generative": [f"sft={tiny_sft_dir},{nowhere}"]}, "SID folder .*nowhere not found"),
+        ({"ranking_stages": ["learned"], "ranker_dir": nowhere}, "holds no ranker.pkl.*train_ranker.py"),
+        ({"channels": ["dense:16"], "dense_encoder": nowhere + ".npz"}, "no such lookup table"),
+    ]  # fmt: skip
+    for overrides, message in cases:
+        with pytest.raises(FileNotFoundError, match=message):
+            run(_args(sim_data_dir, tmp_path, **overrides))
+    assert not (tmp_path / "arena").exists() and not (tmp_path / "arena_index").exists()
+
+
+def test_batch_size_is_not_part_of_the_fingerprint(sim_data_dir, tmp_path, capsys):
+    from eg_grpo.arena.run import arena_stage_record
+
+    small = _args(sim_data_dir, tmp_path, max_requests=20, budget_modes=["supplement"], batch_size=8)
+    large = dataclasses.replace(small, batch_size=64)
+    assert arena_stage_record(small)["fingerprint"] == arena_stage_record(large)["fingerprint"]
+    assert "batch_size" not in arena_stage_record(small)["config"]
+    # a setting that changes the figures still changes it
+    assert (
+        arena_stage_record(dataclasses.replace(small, seed=1))["fingerprint"]
+        != arena_stage_record(small)["fingerprint"]
+    )
+    run(small)
+    capsys.readouterr()
+    run(large)  # only the latency would differ: nothing to redo
+    assert "is up to date; nothing to do" in capsys.readouterr().out
 
 
 def test_parse_quotas_keeps_the_order():
