@@ -17,12 +17,13 @@ def __getattr__(name: str):
     if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     # Loaded on first use (the modules import torch), so `--help` answers at once.
+    from eg_grpo.sid.build import SIDConfig
     from eg_grpo.stages import sids
 
-    return {"BuildSidsArguments": sids.BuildSidsArguments, "main": sids.run}[name]
+    return {"BuildSidsArguments": sids.BuildSidsArguments, "SIDConfig": SIDConfig, "main": sids.run}[name]
 
 
-__all__ = ["BuildSidsArguments", "main"]  # noqa: F822  (module __getattr__)
+__all__ = ["BuildSidsArguments", "SIDConfig", "main"]  # noqa: F822  (module __getattr__)
 
 if __name__ == "__main__":
     from eg_grpo.cli import run_recipe
