@@ -20,13 +20,17 @@ snapshot once, so a refresh while other threads recall never mixes two versions 
 As a service boundary it checks its inputs: a query must be ``str`` (bytes, None or numbers are a
 ``TypeError``; text that is not valid Unicode a ``ValueError``), and it is cut to
 ``max_query_tokens`` tokens, characters first, so a 1M-character query costs what a 64-token one
-does. Only the newest ``4 * max_history`` history entries are read.
+does. Text that would tokenise to an added token (a SID token like ``<a_1>``, or a special token
+like the end token) is refused with a ``ValueError``: a query is text, never SID or control tokens
+of the prompt. ``beam`` and ``max_items`` must be ``int``; ``beam`` is at most ``max_beam``. Only
+the newest ``4 * max_history`` history entries are read.
 """
 
 from __future__ import annotations
 
 import logging
 import numbers
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +49,8 @@ from eg_grpo.modeling import load_model_and_tokenizer
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_QUERY_TOKENS = 64
+# Beam search costs O(beam) rows per prompt; a caller-chosen beam of 10,000 must be an error, not a stall.
+DEFAULT_MAX_BEAM = 256
 # A query is cut to this many characters per allowed token before it is tokenised: BPE tokens of
 # text are far shorter, so the token cap still decides, but tokenising costs O(cap), not O(query).
 _CHARS_PER_TOKEN = 16
@@ -82,6 +88,17 @@ def _check_history(history, tail: int) -> list[int]:
     return [int(i) for i in recent]
 
 
+def _check_count(name: str, value, high: int | None = None) -> int:
+    # bool is an int subclass and 2.5 or "3" would reach torch as a beam count: only true ints pass.
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be int, got {value!r} ({type(value).__name__})")
+    if value < 1 or (high is not None and value > high):
+        raise ValueError(
+            f"{name} must be in [1, {high}], got {value}" if high else f"{name} must be >= 1, got {value}"
+        )
+    return int(value)
+
+
 @dataclass(frozen=True)
 class _Catalogue:
     """One SID version as the channel serves it: built whole, never changed, replaced by :meth:`refresh`.
@@ -115,6 +132,7 @@ class RecallChannel:
             training prompts hold far fewer).
         item_order: ``"clicks"`` (by ``item_scores``, an unscored item last) or ``"prior"`` (an
             unscored item at its cluster's mean score), see :data:`ITEM_ORDERS`.
+        max_beam: the largest ``beam`` a request may ask for (a larger one is a ``ValueError``).
 
     Raises:
         ValueError: the model's tokenizer lacks the codebook's SID tokens, or the model was trained
@@ -133,13 +151,14 @@ class RecallChannel:
         batch_size: int = 16,
         max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS,
         item_order: str = "clicks",
+        max_beam: int = DEFAULT_MAX_BEAM,
     ):
         check_lineage(sid_dir=sid_dir, model_dir=model_dir)
         model, tokenizer = load_model_and_tokenizer(str(model_dir))
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self._attach(model.to(device), tokenizer, load_codebook(sid_dir), item_scores, item_titles, max_history,
-                     use_titles, batch_size, max_query_tokens, item_order, Path(sid_dir))  # fmt: skip
+                     use_titles, batch_size, max_query_tokens, item_order, Path(sid_dir), max_beam)  # fmt: skip
         self.model_dir = Path(model_dir)
 
     @classmethod
@@ -155,24 +174,31 @@ class RecallChannel:
         batch_size: int = 16,
         max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS,
         item_order: str = "clicks",
+        max_beam: int = DEFAULT_MAX_BEAM,
     ) -> RecallChannel:
         """The channel over a model already in memory (the policy while it trains): nothing is loaded
         or moved, the trie goes to the model's device. Arguments as for the constructor, ``codebook``
         an :class:`~eg_grpo.sid.codebook.SIDCodebook`."""
         channel = cls.__new__(cls)
         channel._attach(model, tokenizer, codebook, item_scores, item_titles, max_history, use_titles, batch_size,
-                        max_query_tokens, item_order)  # fmt: skip
+                        max_query_tokens, item_order, max_beam=max_beam)  # fmt: skip
         return channel
 
     def _attach(self, model, tokenizer, codebook, item_scores, item_titles, max_history, use_titles, batch_size,
-                max_query_tokens, item_order="clicks", sid_dir=None) -> None:  # fmt: skip
+                max_query_tokens, item_order="clicks", sid_dir=None, max_beam=DEFAULT_MAX_BEAM) -> None:  # fmt: skip
         if max_query_tokens < 1:
             raise ValueError(f"max_query_tokens must be >= 1, got {max_query_tokens}")
+        self.max_beam = _check_count("max_beam", max_beam)
         if use_titles and item_titles is None:
             raise ValueError("use_titles=True needs item_titles (item id -> title)")
         self.max_query_tokens = max_query_tokens
         self.model, self.tokenizer = model, tokenizer
         self.vocab = check_tokenizer_has_sids(tokenizer, codebook)
+        # Added tokens (SID and special tokens) are matched in raw text by the tokenizer, so a query
+        # holding their text would put SID or control tokens into the prompt; longest first, so a
+        # token that is a prefix of another never hides it.
+        added = sorted(tokenizer.get_added_vocab(), key=len, reverse=True)
+        self._added_tokens = re.compile("|".join(map(re.escape, added))) if added else None
         self.item_titles, self.use_titles = item_titles, use_titles
         self.max_history, self.batch_size = max_history, batch_size
         self.model_dir: Path | None = None
@@ -236,11 +262,40 @@ class RecallChannel:
             head.encode("utf-8")
         except UnicodeEncodeError as err:
             raise ValueError(f"query is not valid text: {err.reason} at character {err.start}") from None
-        if len(head) <= self.max_query_tokens:  # never more tokens than characters
-            return head
         cap = self.max_query_tokens
-        ids = self.tokenizer(head, add_special_tokens=False, truncation=True, max_length=cap + 1)["input_ids"]
-        return self.tokenizer.decode(ids[:cap], skip_special_tokens=True) if len(ids) > cap else head
+        if len(head) > cap:  # never more tokens than characters: a short query needs no tokenising
+            ids = self.tokenizer(
+                head, add_special_tokens=False, truncation=True, max_length=cap + 1
+            ).input_ids
+            head = self.tokenizer.decode(ids[:cap], skip_special_tokens=True) if len(ids) > cap else head
+        if self._added_tokens is not None and (found := self._added_tokens.search(head)):
+            raise ValueError(
+                f"query holds the token text {found.group()!r} (a SID or special token); a query is plain text"
+            )
+        return head
+
+    def check_request(self, query: str, history: Sequence[int] = (), beam: int = 20, max_items: int = 200,
+                      profile=None, known_history: bool = False) -> None:  # fmt: skip
+        """Raises what :meth:`recall` would raise for this request, without running the model (a
+        service checks a request before it queues it).
+
+        Args:
+            known_history: also refuse history item ids unknown to the served SID version
+                (:meth:`recall` leaves them out of the prompt instead).
+
+        Raises:
+            TypeError: an argument of the wrong type.
+            ValueError: an argument out of range, a query holding token text, or (``known_history``)
+                unknown item ids.
+        """
+        _check_count("beam", beam, self.max_beam)
+        _check_count("max_items", max_items)
+        catalogue = self._catalogue
+        if known_history:
+            unknown = [i for i in _check_history(history, 4 * self.max_history) if i not in catalogue.sid_of]
+            if unknown:
+                raise ValueError(f"history holds {len(unknown)} unknown item id(s), e.g. {unknown[:5]}")
+        self._prompt(query, history, profile, catalogue)
 
     def _prompt(self, query: str, history: Sequence[int], profile=None, catalogue=None) -> str:
         sid_of = (catalogue or self._catalogue).sid_of
@@ -277,13 +332,15 @@ class RecallChannel:
         self, sids: Sequence[tuple[int, ...]], max_items: int, catalogue: _Catalogue | None = None
     ) -> list[int]:
         """Items of ``sids`` in order, cut at ``max_items`` (an item in two clusters appears once)."""
-        catalogue = catalogue or self._catalogue
+        return [item for item, _ in self._expand(sids, max_items, catalogue or self._catalogue)]
+
+    def _expand(self, sids, max_items: int, catalogue: _Catalogue) -> list[tuple[int, tuple[int, ...]]]:
         out, seen = [], set()
         for sid in sids:
             for item in self._items(sid, catalogue).tolist():
                 if item not in seen:
                     seen.add(item)
-                    out.append(item)
+                    out.append((item, sid))
                     if len(out) >= max_items:
                         return out
         return out
@@ -291,15 +348,27 @@ class RecallChannel:
     def recall_sids(self, queries: Sequence[str], histories: Sequence[Sequence[int]], beam: int, profiles=None,
                     catalogue: _Catalogue | None = None):  # fmt: skip
         """Per request, the ``beam`` best SIDs (code tuples), best first (``catalogue``: the snapshot to use)."""
+        return [
+            [sid for sid, _ in found]
+            for found in self._scored_sids(queries, histories, beam, profiles, catalogue)
+        ]
+
+    def _scored_sids(self, queries, histories, beam, profiles=None, catalogue=None):
         catalogue = catalogue or self._catalogue
+        beam = _check_count("beam", beam, self.max_beam)
         profiles = [None] * len(queries) if profiles is None else profiles
         prompts = [self._prompt(q, h, p, catalogue) for q, h, p in zip(queries, histories, profiles)]
-        trie = catalogue.trie
         candidates = generate_sids(
-            self.model, self.tokenizer, prompts, trie, mode="beam", num=beam, batch_size=self.batch_size
+            self.model,
+            self.tokenizer,
+            prompts,
+            catalogue.trie,
+            mode="beam",
+            num=beam,
+            batch_size=self.batch_size,
         )
         return [
-            [sid for c in cands if (sid := self.vocab.decode(c.token_ids)) is not None]
+            [(sid, float(c.score)) for c in cands if (sid := self.vocab.decode(c.token_ids)) is not None]
             for cands in candidates
         ]
 
@@ -313,6 +382,19 @@ class RecallChannel:
     ) -> list[list[int]]:
         """:meth:`recall` for many requests at once (batched beam search); ``profiles``: one per
         request (or None for none)."""
+        return [[item for item, _, _ in found] for found in
+                self.recall_scored_batch(queries, histories, beam, max_items, profiles)]  # fmt: skip
+
+    def recall_scored_batch(
+        self,
+        queries: Sequence[str],
+        histories: Sequence[Sequence[int]],
+        beam: int = 20,
+        max_items: int = 200,
+        profiles: Sequence | None = None,
+    ) -> list[list[tuple[int, tuple[int, ...], float]]]:
+        """:meth:`recall_batch` with each item's SID (its cluster) and that SID's beam score
+        (``log p(sid, eos | prompt)``): per request, ``(item, sid, score)`` in recall order."""
         if isinstance(queries, str | bytes) or isinstance(histories, str | bytes):
             raise TypeError(
                 "recall_batch takes a list of queries and a list of histories; use recall() for one"
@@ -323,11 +405,15 @@ class RecallChannel:
             raise ValueError(
                 f"profiles must be a list of one profile (or None) per query, got {profiles!r:.80}"
             )
-        if beam < 1 or max_items < 1:
-            raise ValueError(f"beam and max_items must be >= 1, got beam={beam}, max_items={max_items}")
+        _check_count("beam", beam, self.max_beam)
+        max_items = _check_count("max_items", max_items)
         catalogue = self._catalogue  # read once: the whole batch is answered from one SID version
-        found = self.recall_sids(queries, histories, beam, profiles, catalogue)
-        return [self.expand(sids, max_items, catalogue) for sids in found]
+        out = []
+        for found in self._scored_sids(queries, histories, beam, profiles, catalogue):
+            score_of = dict(found)
+            pairs = self._expand(list(score_of), max_items, catalogue)
+            out.append([(item, sid, score_of[sid]) for item, sid in pairs])
+        return out
 
     def recall(
         self, query: str, history: Sequence[int] = (), beam: int = 20, max_items: int = 200, profile=None

@@ -39,7 +39,7 @@ def test_batch_unknown_history_and_bad_arguments(channel, tiny_log):
     assert batch == single
     # an item the codebook has never seen (new in the catalogue) is left out of the prompt, not an error
     assert channel._prompt("pen", [10**9]) == channel._prompt("pen", [])
-    with pytest.raises(ValueError, match="beam and max_items"):
+    with pytest.raises(ValueError, match=r"beam must be in \[1, 256\], got 0"):
         channel.recall("pen", [], beam=0)
     with pytest.raises(ValueError, match="histories"):
         channel.recall_batch(["a", "b"], [[]], beam=2)

@@ -1,0 +1,32 @@
+"""The recall channel as an HTTP service on Ray Serve.
+
+    python -m eg_grpo.serve --model_dir outputs/demo/sft --sid_dir outputs/demo/sids --port 8000
+    curl -s 127.0.0.1:8000/recall -d '{"query": "red pen", "history": [12, 873], "beam": 20}'
+
+One :class:`~eg_grpo.eval.recall.RecallChannel` per replica answers ``POST /recall``; requests are
+batched by Ray Serve's ``@serve.batch`` into one ``recall_scored_batch`` call. See ``docs/serving.md``
+for the API, the status codes and the measured latency. Ray is an optional dependency (the ``serve``
+extra): this module imports without it, :func:`start` needs it.
+"""
+
+from eg_grpo.serve.config import ServeConfig
+
+__all__ = ["ServeConfig", "start", "stop"]
+
+
+def start(config: ServeConfig) -> str:
+    """Starts Ray (if needed), Serve's HTTP proxy and the recall app; returns the base URL.
+
+    Raises:
+        ImportError: Ray Serve is not installed (``pip install -e ".[serve]"``).
+    """
+    from eg_grpo.serve.app import start as _start
+
+    return _start(config)
+
+
+def stop() -> None:
+    """Shuts the Serve app and proxy down (Ray itself stays up when the caller started it)."""
+    from eg_grpo.serve.app import stop as _stop
+
+    _stop()
