@@ -1,13 +1,14 @@
-"""The README's "Use from Python" example runs as written (on the tiny artifacts instead of `runs/`)."""
+"""The Python example the README points to (docs/python.md, "Train and recall") runs as written (on the
+tiny artifacts instead of `runs/`)."""
 
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "python.md"
 
 
 def _python_example() -> str:
-    section = README.read_text().split("## Use from Python", 1)[1]
+    section = README.read_text().split("## Train and recall", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -19,7 +20,7 @@ def test_the_python_example_trains_and_recalls(tiny_data_dir, tiny_sid_dir, tiny
                                f"{str(tiny_sft_dir)!r}, {str(tmp_path / 'eg_grpo')!r}")  # fmt: skip
     code = code.replace("max_steps=20", "max_steps=2")
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)  # the README's own code, nothing else
+    exec(compile(code, "docs/python.md", "exec"), namespace)  # the doc's own code, nothing else
     assert namespace["trainer"].state.global_step == 2
     items = eval(capsys.readouterr().out.strip().splitlines()[-1])
     assert 0 < len(items) <= 200 and len(set(items)) == len(items)
