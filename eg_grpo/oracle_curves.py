@@ -9,8 +9,15 @@ the simulator's legacy ranking stage and scored by the oracle (:mod:`eg_grpo.are
 - ``eg/oracle_clicks``, ``eg/oracle_purchases``, ``eg/oracle_gmv``: expected per request;
 - ``eg/oracle_clicks_lift``, ``eg/oracle_purchases_lift``, ``eg/oracle_gmv_lift``: relative lift over the
   control-only funnel (played once, at start, on the same requests);
-- ``eg/learned_reward``: the weighted sum of the trainer's own reward functions over the same beam SIDs,
-  ``eg/learned_reward/<name>`` per function: what RL believes it is improving.
+- ``eg/learned_reward``: the weighted sum of the trainer's own reward functions, ``eg/learned_reward/<name>``
+  per function: what RL believes it is improving, scored on what reaches the oracle. Of the ``beam`` SIDs only
+  the leading ones bring items within the quota, and of those items only the ranked-in ones are exposed, so
+  each exposed item the policy brought counts its SID's reward, weighted by the examination probability of
+  its position (the oracle's position weight); SIDs the oracle never sees do not count.
+
+The requests are a fixed hash slice of ``sid_eval_split`` (:mod:`eg_grpo.eval.slices`), which the held-out
+SID metrics leave out, so the curves never share a request with what a run is watched and tuned on; the
+split may not be the training split.
 
 A run whose learned reward rises while the oracle lifts fall is optimising the simulator's errors.
 Real data (no ``gt_`` columns, no simulator record in ``stage.json``) has no oracle: nothing is logged.
@@ -34,6 +41,7 @@ from eg_grpo.callbacks import PeriodicPolicyEvaluation
 from eg_grpo.data.ground_truth import has_ground_truth
 from eg_grpo.data.rl_dataset import build_rl_dataset
 from eg_grpo.eval.recall import RecallChannel
+from eg_grpo.eval.slices import in_oracle_slice
 from eg_grpo.io import STAGE_FILE
 
 logger = logging.getLogger(__name__)
@@ -55,8 +63,9 @@ class OracleEvalSettings:
     """The held-out funnel the policy's beam is played in.
 
     Args:
-        split: the held-out requests' split.
-        num_requests: size of the seeded sample (requests with impressions; fewer when the split is smaller).
+        split: the held-out requests' split (its oracle slice, :func:`eg_grpo.eval.slices.in_oracle_slice`).
+        num_requests: size of the seeded sample (requests of the slice with impressions; fewer when the slice
+            is smaller).
         beam: SIDs the policy writes per request (the arena's ``beam``).
         control_quota: items of the legacy retrieval (the arena's control ``logged:48``).
         generative_quota: items the policy's SIDs bring (the arena's ``generative_quota``).
@@ -128,12 +137,29 @@ class OracleFunnel:
             {POLICY: channel}, self.quotas, self.batch, self.oracle, self.settings.batch_size
         )
         self.last_items = recalled[POLICY]  # (B,) item rows per request, as the arena's channel brought them
-        arm = self._play({CONTROL: self.control_items, **recalled}, self.quotas)
+        outcome = play(merge({CONTROL: self.control_items, **recalled}, self.quotas, self.bits), self.rows,
+                       self.n_exposed, self.oracle, self.ranking, self.bits)  # fmt: skip
+        arm, shown = outcome.per_request, outcome.exposed
+        mine = (shown["sources"] & (np.uint64(1) << np.uint64(self.bits[POLICY]))) != 0
+        # (slot, item row, P(examine)) of every exposed item the policy brought: what the oracle saw of it
+        self.last_exposed = {k: shown[k][mine] for k in ("slot", "item", "examine")}
         out = {}
         for fig in ORACLE_FIGURES:
             lift = paired_lift(arm[fig], self.control[fig])
             out[f"eg/oracle_{fig}"], out[f"eg/oracle_{fig}_lift"] = lift["treatment"], lift["lift"]
         return out
+
+    def exposed_sids(self, codebook) -> tuple[list[list[tuple]], list[list[float]]]:
+        """Per request of the last :meth:`score`, the SID of every exposed item the policy brought and its
+        position weight (P(examine) at its position), in exposure order."""
+        sids, weights = [[] for _ in self.rows], [[] for _ in self.rows]
+        shown = self.last_exposed
+        item_ids = self.oracle.log.items["item_id"].to_numpy()[shown["item"]]
+        codes = codebook.sids_of(item_ids).tolist() if len(item_ids) else []
+        for slot, sid, w in zip(shown["slot"].tolist(), codes, shown["examine"].tolist()):
+            sids[slot].append(tuple(map(int, sid)))
+            weights[slot].append(float(w))
+        return sids, weights
 
 
 class LearnedView:
@@ -180,13 +206,33 @@ class LearnedView:
                 out[:, j] = [np.nan if v is None else float(v) for v in values]
         return out
 
-    def score(self, sids_per_request: list[list[tuple]], trainer_state=None) -> dict[str, float]:
+    def score(
+        self,
+        sids_per_request: list[list[tuple]],
+        trainer_state=None,
+        weights: list[list[float]] | None = None,
+    ) -> dict[str, float]:
         """``eg/learned_reward``: the mean over completions of TRL's weighted sum (NaN-skipping, NaN when no
-        function applies), and ``eg/learned_reward/<name>`` per function."""
+        function applies), and ``eg/learned_reward/<name>`` per function.
+
+        Args:
+            sids_per_request: per request, the SIDs to score (a SID may repeat: one entry per exposed item).
+            trainer_state: handed to the reward functions.
+            weights: per request, one weight per SID (the position weights of the exposed items); None: 1.
+        """
         per_func = self.per_completion(sids_per_request, trainer_state)  # (C, F)
+        w = (
+            np.ones(len(per_func))
+            if weights is None
+            else np.asarray([x for ws in weights for x in ws], float)
+        )
+        if len(w) != len(per_func):
+            raise ValueError(f"{len(w)} weights for {len(per_func)} SIDs")
         weighted = np.where(np.isnan(per_func).all(1), np.nan, np.nansum(per_func * self.weights, axis=1))
-        out = {LEARNED_KEY: _nanmean(weighted)}
-        out |= {f"{LEARNED_KEY}/{name}": _nanmean(per_func[:, j]) for j, name in enumerate(self.names)}
+        out = {LEARNED_KEY: _weighted_nanmean(weighted, w)}
+        out |= {
+            f"{LEARNED_KEY}/{name}": _weighted_nanmean(per_func[:, j], w) for j, name in enumerate(self.names)
+        }
         return out
 
 
@@ -194,8 +240,10 @@ def _ignore(*args, **kwargs) -> None:
     return None
 
 
-def _nanmean(x: np.ndarray) -> float:
-    return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
+def _weighted_nanmean(x: np.ndarray, w: np.ndarray) -> float:
+    """``sum(w x) / sum(w)`` over the finite ``x``; NaN when none is."""
+    ok = np.isfinite(x) & (w > 0)
+    return float(np.sum(w[ok] * x[ok]) / np.sum(w[ok])) if ok.any() else float("nan")
 
 
 class PolicyRecall(RecallChannel):
@@ -204,10 +252,13 @@ class PolicyRecall(RecallChannel):
 
     recorded: list[list[tuple]]
 
-    def recall_sids(self, queries, histories, beam, profiles=None):
-        sids = super().recall_sids(queries, histories, beam, profiles)
+    def _scored_sids(self, queries, histories, beam, profiles=None, catalogue=None):
+        # The one path every recall takes (recall_sids, recall_batch, recall_scored_batch), so each beam
+        # is recorded once; ``catalogue`` (the snapshot the caller read) is passed on unchanged.
+        found = super()._scored_sids(queries, histories, beam, profiles, catalogue)
+        sids = [[sid for sid, _ in pairs] for pairs in found]
         self.recorded = getattr(self, "recorded", []) + sids  # from_model skips __init__: set on first use
-        return sids
+        return found
 
 
 class OracleCurves(PeriodicPolicyEvaluation):
@@ -232,22 +283,42 @@ class OracleCurves(PeriodicPolicyEvaluation):
                                          item_titles=self.funnel.item_titles, use_titles=s.use_titles,
                                          batch_size=16)  # fmt: skip
         figures = self.funnel.score(GenerativeChannel.from_recall_channel(POLICY, recall, beam=s.beam))
-        return figures | (self.learned.score(recall.recorded, state) if self.learned else {})
+        if not self.learned:
+            return figures
+        sids, weights = self.funnel.exposed_sids(trainer.codebook)
+        return figures | self.learned.score(sids, state, weights)
 
 
 def oracle_curves_callback(
-    trainer, log, data_dir, vocab, max_history: int, use_titles: bool, args=None
+    trainer,
+    log,
+    data_dir,
+    vocab,
+    max_history: int,
+    use_titles: bool,
+    args=None,
+    train_split: str | None = None,
 ) -> OracleCurves | None:
     """The callback for ``trainer`` as its config asks (``oracle_eval_*``), or None when it is off or the data
     has no oracle (real data: nothing is logged).
 
+    Args:
+        train_split: the split the run trains on; the curves' split must be another.
+
     Raises:
-        ValueError: the held-out split has fewer than 2 requests with impressions.
+        ValueError: ``sid_eval_split`` is the training split, or its oracle slice has fewer than 2 requests with
+            impressions.
     """
     args = args or trainer.args  # the RL config (the supervised control's trainer holds an SFTConfig)
     every = args.sid_eval_steps if args.oracle_eval_steps is None else args.oracle_eval_steps
     if not every:
         return None
+    if train_split is not None and args.sid_eval_split == train_split:
+        raise ValueError(
+            f"sid_eval_split {args.sid_eval_split!r} is the training split: the oracle curves (and the held-out SID "
+            "metrics) would score requests the policy trains on; set sid_eval_split: valid (or another split than "
+            "train_split), or oracle_eval_steps: 0"
+        )
     oracle = load_oracle(data_dir, log)
     if oracle is None:
         logger.info("oracle curves off: %s holds real data (no simulator ground truth)", data_dir)
@@ -258,9 +329,12 @@ def oracle_curves_callback(
     rows = build_rl_dataset(log, trainer.codebook, vocab, trainer.processing_class, split=settings.split,
                             expert_source=args.expert_source, require_expert=False, max_history=max_history,
                             use_titles=use_titles).to_list()  # fmt: skip
+    # only the split's oracle slice: the held-out SID metrics leave it out (EvalSettings.exclude_oracle_slice)
+    rows = [row for row, mine in zip(rows, in_oracle_slice([r["request_id"] for r in rows])) if mine]
     if len(rows) < 2:
-        raise ValueError(f"oracle curves need >= 2 {settings.split!r} requests with impressions, found "
-                         f"{len(rows)}; set sid_eval_split to another split or oracle_eval_steps: 0")  # fmt: skip
+        raise ValueError(f"oracle curves need >= 2 {settings.split!r} requests with impressions in the split's "
+                         f"oracle slice (eg_grpo.eval.slices), found {len(rows)}; set sid_eval_split to a larger "
+                         "split or oracle_eval_steps: 0")  # fmt: skip
     rng = np.random.default_rng(settings.seed)
     keep = np.sort(rng.choice(len(rows), size=min(settings.num_requests, len(rows)), replace=False))
     rows = [rows[i] for i in keep]

@@ -18,6 +18,7 @@ from eg_grpo.callbacks import console_line
 from eg_grpo.data.rl_dataset import build_rl_dataset
 from eg_grpo.data.schema import SearchLog
 from eg_grpo.data.sft_dataset import check_tokenizer_has_sids
+from eg_grpo.eval.slices import in_oracle_slice
 from eg_grpo.modeling import load_model_and_tokenizer
 from eg_grpo.oracle_curves import (
     LEARNED_KEY,
@@ -324,7 +325,9 @@ def test_the_sample_and_period_follow_the_config_not_the_training_seed(sim_data_
 
     first, other_seed = callback(), callback(seed=7)
     assert first.every == 3  # None follows sid_eval_steps
-    assert len(first.funnel.rows) == 30 and np.array_equal(first.funnel.rows, other_seed.funnel.rows)
+    # the valid split's oracle slice has 22 requests on the tiny data: all of them, not 30
+    assert len(first.funnel.rows) == 22 and np.array_equal(first.funnel.rows, other_seed.funnel.rows)
+    assert in_oracle_slice(log.requests["request_id"].to_numpy()[first.funnel.rows]).all()
     assert np.all(np.diff(first.funnel.rows) > 0)  # in time order, as the arena plays them
     assert callback(oracle_eval_steps=5).every == 5
     assert callback(oracle_eval_steps=0) is None and callback(sid_eval_steps=0) is None
@@ -346,3 +349,77 @@ def test_a_reward_that_reads_the_beam_order_is_left_out_of_the_learned_view(tiny
     alone = LearnedView(rows, funcs[:1], weights[:1], [funcs[0].__name__], vocab, tokenizer).score(sids)
     assert np.isnan(got[f"{LEARNED_KEY}/rank_aware"])
     assert got[LEARNED_KEY] == pytest.approx(alone[LEARNED_KEY], rel=1e-12)
+
+
+def test_the_oracle_slice_is_disjoint_from_held_out_evaluation_and_not_the_training_split(
+    sim_data_dir, tiny_codebook, policy
+):
+    import torch
+
+    from eg_grpo.eval.evaluator import EvalSettings, evaluate_model
+    from eg_grpo.oracle_curves import oracle_curves_callback
+
+    model, tokenizer, vocab = policy
+    log = SearchLog.load(sim_data_dir)
+    settings = {"sid_eval_steps": 3, "oracle_eval_steps": None, "sid_eval_split": "train", "seed": 0,
+                "oracle_eval_requests": 30, "oracle_eval_beam": 4, "expert_source": ["purchased", "clicked"]}  # fmt: skip
+    trainer = SimpleNamespace(args=SimpleNamespace(**settings), codebook=tiny_codebook, processing_class=tokenizer,
+                              reward_funcs=[], reward_weights=torch.ones(0), reward_func_names=[])  # fmt: skip
+    with pytest.raises(
+        ValueError, match="sid_eval_split 'train' is the training split.*sid_eval_split: valid"
+    ):
+        oracle_curves_callback(trainer, log, sim_data_dir, vocab, 10, False, train_split="train")
+    trainer.args.sid_eval_split = "valid"
+    curves = oracle_curves_callback(trainer, log, sim_data_dir, vocab, 10, False, train_split="train")
+    oracle_ids = set(log.requests["request_id"].to_numpy()[curves.funnel.rows].tolist())
+    # the held-out SID metrics' requests (as rl.py sets them) leave the slice out
+    held_out = evaluate_model(model, tokenizer, log, tiny_codebook,
+                              EvalSettings(split="valid", num_beams=4, ks=[1], beam_sizes=[4], rerun_beam_sizes=False,
+                                           recall_num_items=[10], item_budgets=[], exclude_oracle_slice=True))  # fmt: skip
+    ids = set(held_out["per_request"]["request_id"])
+    assert ids and not ids & oracle_ids
+    assert ids == set(_valid_clicked(log)[~in_oracle_slice(_valid_clicked(log))].tolist())
+    # the slice is a pure function of the request id: about a tenth of the ids
+    share = in_oracle_slice(np.arange(100_000)).mean()
+    assert 0.09 < share < 0.11
+
+
+def _valid_clicked(log):
+    valid = log.split("valid")["request_id"]
+    clicked = log.impressions.loc[log.impressions["clicked"].astype(bool), "request_id"]
+    return valid[valid.isin(clicked)].to_numpy()
+
+
+def test_the_learned_reward_counts_what_reaches_the_oracle_weighted_by_position(
+    tiny_log, tiny_codebook, policy
+):
+    _, tokenizer, vocab = policy
+    rows = _valid_rows(tiny_log, tiny_codebook, vocab, tokenizer)[:2]
+    rows = [{**r, "request_id": 2 * i} for i, r in enumerate(rows)]  # even ids: _Reward applies
+    view = LearnedView(rows, [_Reward(vocab)], [2.0], ["first_code"], vocab, tokenizer)
+    # request 0: SID (3, ...) exposed at weight 1.0 and SID (1, ...) at 0.5; request 1: (5, ...) at 0.25
+    sids = [[(3, 0, 0), (1, 0, 0)], [(5, 0, 0)]]
+    got = view.score(sids, weights=[[1.0, 0.5], [0.25]])
+    # first codes 3, 1, 5 weighted 1, 0.5, 0.25: (3 + 0.5 + 1.25) / 1.75; the sum is weighted by 2
+    assert got[f"{LEARNED_KEY}/first_code"] == pytest.approx(4.75 / 1.75)
+    assert got[LEARNED_KEY] == pytest.approx(2 * 4.75 / 1.75)
+    # unweighted, as before: the plain mean
+    assert view.score(sids)[f"{LEARNED_KEY}/first_code"] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="2 weights for 3 SIDs"):
+        view.score(sids, weights=[[1.0], [1.0]])
+
+
+def test_the_curves_score_the_exposed_policy_items_sids_at_their_examination_weight(oracle, tiny_codebook):
+    ids = oracle.log.split("valid")["request_id"].to_numpy()[:40]
+    funnel = OracleFunnel(oracle, ids, OracleEvalSettings())
+    funnel.score(OracleChannel(oracle))
+    sids, weights = funnel.exposed_sids(tiny_codebook)
+    shown = funnel.last_exposed
+    item_ids = oracle.log.items["item_id"].to_numpy()
+    assert sum(map(len, sids)) == len(shown["item"]) > 0
+    for b in range(len(ids)):
+        mine = shown["slot"] == b
+        # only exposed items, each at P(examine) = (position + 1) ** -0.7 of the simulator
+        assert len(sids[b]) == int(mine.sum()) <= funnel.n_exposed[b]
+        assert [tiny_codebook.sid_of(int(i)) for i in item_ids[shown["item"][mine]]] == sids[b]
+        assert all(0 < w <= 1 for w in weights[b])

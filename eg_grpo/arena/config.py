@@ -31,7 +31,7 @@ class ArenaArguments:
         ranker_dir: the learned ranking simulator (``recipes/train_ranker.py``); needed by ``learned``.
         index_dir: where channel indexes are cached (``None``: ``OUTPUT_DIR`` + ``_index``).
         split: the requests the arms are played on: ``train``, ``rl``, ``valid`` or ``test``.
-        max_requests: the first (by time) requests of the split used; 0 = all.
+        max_requests: a random sample of this many requests of the split (seeded by ``seed``); 0 = all.
         control: the control system's channels, ``name:quota``.
         channels: the added classical channels, one treatment arm each, ``name:quota``; ``oracle`` is
             the ceiling (the truly best items of the request).
@@ -41,7 +41,8 @@ class ArenaArguments:
         beam: SIDs generated per request (each expanded into its items until the quota).
         ranking_stages: ``legacy`` (the simulator's own ranker) and/or ``learned`` (``ranker_dir``).
         budget_modes: ``supplement`` (the added channel brings its own quota) and/or
-            ``fixed_budget`` (the total stays the control's; the added quota is taken pro rata).
+            ``fixed_budget`` (the added quota is taken pro rata, and each request gets exactly the control's
+            count of candidates: :func:`eg_grpo.arena.funnel.merge` with a budget).
         dense_encoder: text encoder of the ``dense`` channel (the SID stage's ``encoder``).
         dense_description_chars: description characters in the item text (the SID stage's value).
         encoder_cache_dir: the encoders' vector cache (``None``: the SID stage's default), so the
@@ -50,7 +51,8 @@ class ArenaArguments:
         use_titles: whether the generative prompt carries titles (as in training).
         device: ``auto``, ``cpu`` or ``cuda`` for the generative models.
         batch_size: requests per channel call; latency per request = call time / batch size.
-        seed: seed of the ranking noise (common to all arms per (request, item)) and of ``logged``.
+        seed: seed of the ranking noise (common to all arms per (request, item)), of ``logged`` and of the
+            ``max_requests`` sample.
     """
 
     data_dir: str = field(default="outputs/tiny/data", metadata={"help": "Simulated data folder."})
@@ -63,7 +65,7 @@ class ArenaArguments:
         default=None, metadata={"help": "Channel index cache (default OUTPUT_DIR_index)."}
     )
     split: str = field(default="test", metadata={"help": "Split the arms are played on."})
-    max_requests: int = field(default=0, metadata={"help": "First N requests of the split (0 = all)."})
+    max_requests: int = field(default=0, metadata={"help": "Random N requests of the split (0 = all)."})
     control: list[str] = field(default_factory=lambda: ["logged:48"], metadata={"help": "Control channels."})
     channels: list[str] = field(
         default_factory=lambda: ["bm25:24", "dense:24", "item_cf:24", "oracle:24"],
@@ -155,10 +157,12 @@ class ArenaArguments:
             raise ValueError("ranking stage 'learned' needs ranker_dir (recipes/train_ranker.py output)")
         if "fixed_budget" in self.budget_modes:
             total = sum(control.values())
-            if too_big := {n: q for n, q in added.items() if q >= total}:
+            # Every control channel keeps at least one slot: the added quota must leave one per channel.
+            if too_big := {n: q for n, q in added.items() if total - q < len(control)}:
                 raise ValueError(
-                    f"fixed_budget: quota(s) {too_big} leave nothing of the control's {total} candidates; "
-                    "lower them or use budget_modes: [supplement]"
+                    f"fixed_budget: quota(s) {too_big} leave fewer than one slot for each of the {len(control)} "
+                    f"control channel(s) in the control's {total} candidates; lower them or use "
+                    "budget_modes: [supplement]"
                 )
         for name in ("beam", "batch_size"):
             if getattr(self, name) < 1:
@@ -202,9 +206,16 @@ def fixed_budget_quotas(control: dict[str, int], added_quota: int) -> dict[str, 
     """Control quotas scaled so that they plus ``added_quota`` equal the control's total.
 
     Largest-remainder rounding keeps the sum exact; a channel keeps at least one slot.
+
+    Raises:
+        ValueError: ``added_quota`` leaves fewer slots than control channels (the budget would be exceeded).
     """
     total = sum(control.values())
     target = total - added_quota
+    if target < len(control):
+        raise ValueError(f"fixed_budget: an added quota of {added_quota} leaves {target} of the control's {total} "
+                         f"slots for {len(control)} channel(s), each of which keeps one: the budget would be "
+                         "exceeded")  # fmt: skip
     exact = {n: q * target / total for n, q in control.items()}
     quotas = {n: max(int(v), 1) for n, v in exact.items()}
     by_remainder = sorted(control, key=lambda n: exact[n] - int(exact[n]), reverse=True)

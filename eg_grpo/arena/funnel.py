@@ -35,7 +35,10 @@ class Candidates:
 
 
 def merge(
-    recalled: Mapping[str, Sequence[np.ndarray]], quotas: Mapping[str, int], bits: Mapping[str, int]
+    recalled: Mapping[str, Sequence[np.ndarray]],
+    quotas: Mapping[str, int],
+    bits: Mapping[str, int],
+    budget: np.ndarray | None = None,
 ) -> Candidates:
     """Takes each channel's first ``quota`` items per request and merges them.
 
@@ -43,15 +46,24 @@ def merge(
         recalled: channel -> per request an array of item rows, best first.
         quotas: channel -> how many of its items the arm takes.
         bits: channel -> its bit in ``Candidates.sources``.
+        budget: ``(B,)`` exact number of distinct candidates per request (the ``fixed_budget`` arms: the
+            control's own count), or None to take every channel's quota as it comes (``supplement``).
+            With a budget, every channel's quota is scaled by one common factor per request until the
+            merged list holds ``budget[b]`` items: the item at rank ``r`` (from 0) of a channel with
+            quota ``q`` is taken in the order of ``(r + 1) / q`` (ties: channel order, then rank), so
+            each channel keeps its share of the list and none is cut first. A channel's whole recalled
+            list is eligible, so a request whose channels under-deliver their quotas is topped up from
+            the channels that have more; it falls short only if all of them run out.
 
     Returns:
         [`Candidates`], deduplicated per request; an item brought by several channels keeps all
         their bits and its first arrival.
     """
-    slots, items, masks, arrivals = [], [], [], []
+    slots, items, masks, arrivals, fills = [], [], [], [], []
     offset = 0
     for name, quota in quotas.items():
-        lists = [np.asarray(found[:quota], dtype=np.int64) for found in recalled[name]]
+        take = None if budget is not None else quota
+        lists = [np.asarray(found[:take], dtype=np.int64) for found in recalled[name]]
         lengths = np.array([len(x) for x in lists], dtype=np.int64)
         slots.append(np.repeat(np.arange(len(lists)), lengths))
         items.append(np.concatenate(lists) if lists else np.empty(0, np.int64))
@@ -59,9 +71,12 @@ def merge(
         # within a request: channel order first, then the channel's own rank
         rank = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         arrivals.append(offset + rank)
+        fills.append((rank + 1) / quota)
         offset += max(int(lengths.max(initial=0)), 1)
     slot, item = np.concatenate(slots), np.concatenate(items)
     mask, arrival = np.concatenate(masks), np.concatenate(arrivals)
+    if budget is not None:
+        slot, item, mask, arrival = _within_budget(slot, item, mask, arrival, np.concatenate(fills), budget)
     order = np.lexsort((arrival, item, slot))
     slot, item, mask, arrival = slot[order], item[order], mask[order], arrival[order]
     first = np.ones(len(slot), dtype=bool)
@@ -69,6 +84,26 @@ def merge(
     starts = np.flatnonzero(first)
     sources = np.bitwise_or.reduceat(mask, starts) if len(starts) else mask[:0]
     return Candidates(slot=slot[starts], item=item[starts], sources=sources, arrival=arrival[starts])
+
+
+def _within_budget(slot, item, mask, arrival, fill, budget):
+    """The (channel, rank) entries a common quota scale keeps: per request, in the order of ``fill``
+    (then arrival), every entry up to and including the one that brings the ``budget``-th distinct item.
+
+    A later entry that repeats a kept item is dropped too: the channel's scaled quota did not reach it,
+    so it adds no source bit.
+    """
+    order = np.lexsort((arrival, fill, slot))
+    slot, item, mask, arrival = slot[order], item[order], mask[order], arrival[order]
+    # new: the entry's item has not appeared earlier in its request's order
+    seen = np.lexsort((np.arange(len(slot)), item, slot))
+    new = np.ones(len(slot), dtype=bool)
+    new[seen[1:]] = (slot[seen][1:] != slot[seen][:-1]) | (item[seen][1:] != item[seen][:-1])
+    new_before = np.cumsum(new) - new  # distinct items before the entry, over the whole batch
+    starts = np.searchsorted(slot, np.arange(len(budget)))
+    at_start = np.concatenate([new_before, [int(new.sum())]])[starts]  # ... before each request's first entry
+    keep = new_before - at_start[slot] < np.asarray(budget)[slot]
+    return slot[keep], item[keep], mask[keep], arrival[keep]
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -129,6 +164,8 @@ class ArmOutcome:
 
     per_request: dict[str, np.ndarray]
     by_channel: dict[str, dict[str, dict[str, float]]]
+    # the exposed items, all (E,): slot, item row, position, sources (bit mask) and P(examine) at the position
+    exposed: dict[str, np.ndarray] | None = None
 
 
 def play(
@@ -188,4 +225,5 @@ def play(
             way: {what: float(values[mask].sum()) for what, values in counted.items()}
             for way, mask in ways.items()
         }
-    return ArmOutcome(per_request=outcome, by_channel=by_channel)
+    exposed = {"slot": slot, "item": item, "position": position, "sources": sources, "examine": probs.examine}
+    return ArmOutcome(per_request=outcome, by_channel=by_channel, exposed=exposed)

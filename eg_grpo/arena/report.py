@@ -21,9 +21,13 @@ def _pct(x: float) -> str:
 
 
 def _lift_cell(lift: dict) -> str:
-    """``+1.23 ± 0.45`` (relative lift in %, 1.96 SE); ``*`` when the 95 % interval excludes 0."""
+    """``+1.23 ± 0.45`` (relative lift in %, 1.96 SE); ``*`` when significant after Holm's correction over
+    the run's comparisons (results written before the correction: when the 95 % interval excludes 0)."""
     lo, hi = lift["lift_ci95"]
-    star = "*" if np.isfinite(lo) and (lo > 0 or hi < 0) else ""
+    if "significant" in lift:
+        star = "*" if lift["significant"] else ""
+    else:
+        star = "*" if np.isfinite(lo) and (lo > 0 or hi < 0) else ""
     if not np.isfinite(lift["lift"]):
         return "n/a"
     return f"{100 * lift['lift']:+.2f} ± {100 * 1.96 * lift['lift_se']:.2f}{star}"
@@ -37,13 +41,29 @@ def render_arena_section(results: dict, heading: str = "##") -> str:
         heading: the markdown heading level of the section.
     """
     paper = results["paper"]
+    comparisons = results.get("comparisons")
+    if comparisons:
+        stars = (
+            f"* = significant after {comparisons['method'].capitalize()}'s correction over the "
+            f"{len(comparisons['family'])} comparisons listed below at a family-wise error of "
+            f"{100 * comparisons['alpha']:g} %"
+        )
+    else:
+        stars = "* = the 95 % interval excludes 0, uncorrected"
+    clustered = (
+        f" in {results['num_users']} users, standard errors clustered by user"
+        if "num_users" in results
+        else ""
+    )
     lines = [
         f"{heading} Search-funnel arena (simulated online A/B)",
         "",
-        f"Simulated: {results['num_requests']} {results['split']} requests of `{results['data_dir']}`, "
+        f"Simulated: {results['num_requests']} {results['split']} requests{clustered} of "
+        f"`{results['data_dir']}` ({results.get('sample', 'first')} sample), "
         f"{results['mean_exposed']:.1f} items exposed per request; every figure is an expectation under the "
         "simulator's click and purchase model. Lifts are relative to control in %, ± 1.96 paired standard "
-        "errors over requests (* = the 95 % interval excludes 0). Shares are the added channel's share of "
+        f"errors ({stars}). `cand` = mean candidates per request the arm sends to ranking (in `fixed_budget` "
+        "exactly the control's, request by request). Shares are the added channel's share of "
         "the arm's exposures / clicks / purchases, counted over items only it brought (only) and items it "
         f"brought at all (any). Paper ({paper['source']}): shares {100 * paper['exposure_share']:.2f} / "
         f"{100 * paper['click_share']:.2f} / {100 * paper['purchase_share']:.2f} %, GMV "
@@ -53,15 +73,18 @@ def render_arena_section(results: dict, heading: str = "##") -> str:
     for stage, modes in results["stages"].items():
         for mode, out in modes.items():
             c = out["control"]
+            cand = out.get("control_mean_candidates")
             lines += [
                 f"**Ranking stage `{stage}`, budget `{mode}`** (control: CTR {c['ctr']:.4f}, CTCVR "
                 f"{c['ctcvr']:.5f}, GMV {c['gmv']:.3f} per request, relevance {c['relevance']:.3f}, "
-                f"grade-3 {100 * c['grade3_share']:.1f} %)",
+                f"grade-3 {100 * c['grade3_share']:.1f} %"
+                + ("" if cand is None else f", {cand:.1f} candidates per request")
+                + ")",
                 "",
-                "| arm | "
+                "| arm | cand | "
                 + " | ".join(f"{label} %" for _, label in LIFT_FIGURES)
                 + " | share only exp/clk/pur % | share any exp/clk/pur % |",
-                "|---|" + "---:|" * (len(LIFT_FIGURES) + 2),
+                "|---|" + "---:|" * (len(LIFT_FIGURES) + 3),
             ]
             for arm, res in out["arms"].items():
                 cells = [_lift_cell(res["lifts"][fig]) for fig, _ in LIFT_FIGURES]
@@ -69,6 +92,8 @@ def render_arena_section(results: dict, heading: str = "##") -> str:
                     " / ".join(f"{100 * res['shares'][way][what]:.1f}" for what, _ in SHARES)
                     for way in ("only", "any")
                 ]
+                n_cand = res.get("mean_candidates")
+                cells = ["n/a" if n_cand is None else f"{n_cand:.1f}"] + cells
                 lines.append(f"| {arm} | " + " | ".join(cells + shares) + " |")
             lines.append("")
             if versus := out.get("versus_first_generative"):
@@ -98,6 +123,16 @@ def render_arena_section(results: dict, heading: str = "##") -> str:
         "Recall of logged clicks favours `logged`: the clicks were drawn from what the legacy system showed.",
         "",
     ]
+    if comparisons:
+        lines += [
+            f"Comparisons named from the configuration before play ({comparisons['method'].capitalize()}, "
+            f"family-wise error {100 * comparisons['alpha']:g} %; {comparisons['num_significant']} of "
+            f"{len(comparisons['family'])} significant): every treatment arm against control on every figure, "
+            "in every ranking stage and budget mode, and every later generative arm against the first.",
+            "",
+            ", ".join(f"`{name}`" for name in comparisons["family"]),
+            "",
+        ]
     return "\n".join(lines)
 
 

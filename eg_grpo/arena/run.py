@@ -29,7 +29,7 @@ from eg_grpo.arena.channels import (
 from eg_grpo.arena.config import GENERATIVE_PREFIX, ArenaArguments, build_arms
 from eg_grpo.arena.funnel import learned_ranking_stage, legacy_ranking_stage, merge, play
 from eg_grpo.arena.oracle import Oracle
-from eg_grpo.arena.stats import paired_lift
+from eg_grpo.arena.stats import ALPHA, holm, paired_lift
 from eg_grpo.data.schema import SearchLog
 from eg_grpo.io import (
     atomic_dir,
@@ -146,10 +146,18 @@ def recall_of_clicks(recalled: list[np.ndarray], request_rows: np.ndarray, oracl
     return float(np.mean([(s, i) in found for s, i in zip(slots.tolist(), items.tolist())]))
 
 
-def arm_result(outcome, control, arm) -> dict:
-    """Lifts of one arm over control and, for a treatment, the added channel's shares."""
-    lifts = {fig: paired_lift(outcome.per_request[m], control.per_request[m]) for fig, m in METRICS.items()}
-    result = {"quotas": arm.quotas, "added": arm.added, "lifts": lifts}
+def arm_result(outcome, control, arm, candidates: np.ndarray, users: np.ndarray | None = None) -> dict:
+    """Lifts of one arm over control (standard errors clustered by ``users``), its mean candidates per
+    request (``candidates``: ``(B,)`` its merged count) and, for a treatment, the added channel's shares."""
+    lifts = {
+        fig: paired_lift(outcome.per_request[m], control.per_request[m], users) for fig, m in METRICS.items()
+    }
+    result = {
+        "quotas": arm.quotas,
+        "added": arm.added,
+        "mean_candidates": float(np.mean(candidates)),
+        "lifts": lifts,
+    }
     if arm.added is not None:
         totals = {
             what: float(outcome.per_request[what].sum()) for what in ("exposures", "clicks", "purchases")
@@ -162,14 +170,19 @@ def arm_result(outcome, control, arm) -> dict:
 
 
 def split_rows(args: ArenaArguments, log: SearchLog) -> np.ndarray:
-    """The request rows the arms are played on: the split's first ``max_requests`` (by time).
+    """The request rows the arms are played on: a random sample of ``max_requests`` of the split (seeded by
+    ``seed``, in time order), or all of it.
+
+    A sample, not the first requests by time: those are the split's earliest sessions only, so their lifts
+    would estimate the split's with a bias of unknown size and sign.
 
     Raises:
         ValueError: fewer than 2 requests (a paired lift needs at least two).
     """
     rows = np.flatnonzero((log.requests["split"] == args.split).to_numpy())
-    if args.max_requests:
-        rows = rows[: args.max_requests]
+    if args.max_requests and args.max_requests < len(rows):
+        rng = np.random.default_rng(args.seed)
+        rows = np.sort(rng.choice(rows, size=args.max_requests, replace=False))
     if len(rows) < 2:
         raise ValueError(f"split {args.split!r} has {len(rows)} request(s); the arena needs at least 2")
     return rows
@@ -179,9 +192,11 @@ def play_arena(args: ArenaArguments, oracle: Oracle, channels: Mapping[str, Chan
     """Plays every arm; returns the ``arena_results.json`` dict (see docs/arena.md)."""
     log = oracle.log
     rows = split_rows(args, log)
+    family = comparison_family(args)  # named before any arm is played
     batch = RequestBatch.from_log(log, rows)
     shown = log.impressions.groupby("request_id").size()
     n_exposed = shown.reindex(batch.request_ids, fill_value=0).to_numpy()
+    users = log.requests["user_id"].to_numpy()[rows]  # the clusters of the standard errors
     control, added = args.control_quotas(), args.added_quotas()
     quotas = {**control, **added}
     recalled, latency = recall_all(channels, quotas, batch, oracle, args.batch_size)
@@ -191,6 +206,8 @@ def play_arena(args: ArenaArguments, oracle: Oracle, channels: Mapping[str, Chan
         "data_dir": str(args.data_dir),
         "split": args.split,
         "num_requests": len(rows),
+        "num_users": len(np.unique(users)),
+        "sample": "all" if len(rows) == int((log.requests["split"] == args.split).sum()) else "random",
         "mean_exposed": float(n_exposed.mean()),
         "paper": PAPER,
         "channels": {
@@ -213,20 +230,26 @@ def play_arena(args: ArenaArguments, oracle: Oracle, channels: Mapping[str, Chan
             if stage == "legacy"
             else learned_ranking_stage(ranker, oracle)
         )
-        base = play(merge(recalled, control, bits), rows, n_exposed, oracle, ranking, bits)
+        base_candidates = merge(recalled, control, bits)
+        # the control's own candidates per request: the exact budget of a fixed-budget arm (the control's
+        # channels may return fewer than their quotas, so the quotas alone would not fix it)
+        n_control = np.bincount(base_candidates.slot, minlength=len(rows))
+        base = play(base_candidates, rows, n_exposed, oracle, ranking, bits)
         results["stages"][stage] = {}
         for mode in args.budget_modes:
             arms = build_arms(control, added, mode)
+            budget = n_control if mode == "fixed_budget" else None
             out = {
                 "control": {fig: float(base.per_request[m].mean()) for fig, m in METRICS.items()},
+                "control_mean_candidates": float(n_control.mean()),
                 "arms": {},
             }
             outcomes = {}
             for arm in arms[1:]:
-                outcomes[arm.name] = play(
-                    merge(recalled, arm.quotas, bits), rows, n_exposed, oracle, ranking, bits
-                )
-                out["arms"][arm.name] = arm_result(outcomes[arm.name], base, arm)
+                candidates = merge(recalled, arm.quotas, bits, budget)
+                outcomes[arm.name] = play(candidates, rows, n_exposed, oracle, ranking, bits)
+                n_arm = np.bincount(candidates.slot, minlength=len(rows))
+                out["arms"][arm.name] = arm_result(outcomes[arm.name], base, arm, n_arm, users)
             # An RL model against its SFT start, paired by request: far sharper than comparing two
             # lifts over control (the control-side noise cancels).
             generative = [a.name for a in arms[1:] if a.added.startswith(GENERATIVE_PREFIX)]
@@ -236,14 +259,52 @@ def play_arena(args: ArenaArguments, oracle: Oracle, channels: Mapping[str, Chan
                     "baseline": generative[0],
                     "arms": {
                         name: {
-                            fig: paired_lift(outcomes[name].per_request[m], first.per_request[m])
+                            fig: paired_lift(outcomes[name].per_request[m], first.per_request[m], users)
                             for fig, m in METRICS.items()
                         }
                         for name in generative[1:]
                     },
                 }
             results["stages"][stage][mode] = out
+    results["comparisons"] = correct_for_multiplicity(results, family)
     return results
+
+
+def comparison_family(args: ArenaArguments) -> list[str]:
+    """The comparisons an arena run makes, named from its configuration before anything is played:
+    ``stage/mode/arm/figure`` for every treatment arm against control, and ``stage/mode/arm vs first/figure``
+    for every later generative arm against the first. Their stars are corrected together (Holm)."""
+    names = []
+    for stage in args.ranking_stages:
+        for mode in args.budget_modes:
+            arms = [a.name for a in build_arms(args.control_quotas(), args.added_quotas(), mode)[1:]]
+            names += [f"{stage}/{mode}/{arm}/{fig}" for arm in arms for fig in METRICS]
+            generative = [a for a in arms if a.startswith("+" + GENERATIVE_PREFIX)]
+            names += [
+                f"{stage}/{mode}/{arm} vs {generative[0]}/{fig}" for arm in generative[1:] for fig in METRICS
+            ]
+    return names
+
+
+def correct_for_multiplicity(results: dict, family: list[str]) -> dict:
+    """Holm's correction over :func:`comparison_family`: marks each lift ``significant`` (family-wise error
+    5 %) in place and returns the ``comparisons`` record (method, alpha, the family in order)."""
+    lifts = {}
+    for stage, modes in results["stages"].items():
+        for mode, out in modes.items():
+            for arm, res in out["arms"].items():
+                lifts |= {f"{stage}/{mode}/{arm}/{fig}": lift for fig, lift in res["lifts"].items()}
+            if versus := out.get("versus_first_generative"):
+                for arm, figs in versus["arms"].items():
+                    lifts |= {f"{stage}/{mode}/{arm} vs {versus['baseline']}/{f}": v for f, v in figs.items()}
+    if set(lifts) != set(family):
+        raise RuntimeError(
+            f"the comparisons played differ from those named in advance: {sorted(set(lifts) ^ set(family))}"
+        )
+    significant = holm({name: lifts[name]["p"] for name in family}, ALPHA)
+    for name, lift in lifts.items():
+        lift["significant"] = significant[name]
+    return {"method": "holm", "alpha": ALPHA, "family": family, "num_significant": sum(significant.values())}
 
 
 def check_inputs(args: ArenaArguments) -> None:
@@ -341,5 +402,12 @@ def arena_stage_record(args: ArenaArguments) -> dict:
     config = {
         **content_config(args, drop=_INPUT_KEYS + _NON_CONTENT_KEYS),
         "generative": sorted(args.generative_models()),
+        # how requests are drawn and lifts are read: results of an older method are not up to date
+        "method": {
+            "sample": "seeded_random",
+            "se": "clustered_by_user",
+            "stars": "holm",
+            "fixed_budget": "control_count_per_request",
+        },
     }
     return stage_record("arena", config, inputs)

@@ -67,6 +67,8 @@ class EvalSettings:
         max_history: history items in the prompt (as in training).
         use_titles: titles in the prompt (as in training).
         seed: subsample seed.
+        exclude_oracle_slice: leave out the requests the oracle curves use (:mod:`eg_grpo.eval.slices`), so
+            what a run is watched and tuned on never shares a request with them.
     """
 
     split: str = "test"
@@ -82,6 +84,7 @@ class EvalSettings:
     max_history: int = 10
     use_titles: bool = False
     seed: int = 0
+    exclude_oracle_slice: bool = False
 
     def __post_init__(self):
         if max(self.ks) > self.num_beams:
@@ -198,6 +201,10 @@ def evaluate_model(
     requests = log.split(settings.split)
     targets = target_items(log, requests["request_id"])
     requests = requests[requests["request_id"].isin(targets.index)]
+    if settings.exclude_oracle_slice:
+        from eg_grpo.eval.slices import in_oracle_slice
+
+        requests = requests[~in_oracle_slice(requests["request_id"].to_numpy())]
     if len(requests) == 0:
         raise ValueError(f"split '{settings.split}' has no request with a clicked item; nothing to evaluate")
     if settings.max_examples is not None and len(requests) > settings.max_examples:

@@ -4,8 +4,9 @@ import pytest
 from eg_grpo.arena.channels import Channel
 from eg_grpo.arena.config import ArenaArguments, build_arms, fixed_budget_quotas
 from eg_grpo.arena.funnel import legacy_ranking_stage, merge, pair_normal, play
-from eg_grpo.arena.run import build_channels, play_arena
-from eg_grpo.arena.stats import Z95, paired_lift
+from eg_grpo.arena.report import render_arena_section
+from eg_grpo.arena.run import build_channels, play_arena, split_rows
+from eg_grpo.arena.stats import Z95, clustered_se, holm, paired_lift
 
 
 def test_merge_attribution_on_a_hand_made_case():
@@ -51,6 +52,46 @@ def test_paired_standard_error_against_a_hand_computation():
     assert out["lift_se"] == pytest.approx(np.sqrt(10 / 27 / 4) / 1.5)
     with pytest.raises(ValueError, match="aligned"):
         paired_lift(t, c[:3])
+
+
+def test_clustered_standard_error_against_a_hand_computation():
+    t = np.array([1.0, 2.0, 4.0, 3.0])
+    c = np.array([1.0, 1.0, 2.0, 2.0])
+    users = np.array([7, 7, 3, 9])  # the first two requests are one user's
+    out = paired_lift(t, c, users)
+    # d - mean(d) = [-1, 0, 1, 0]; per-user sums: 7 -> -1, 3 -> 1, 9 -> 0; G = 3
+    # SE = sqrt(G / (G - 1) * (1 + 1 + 0)) / n = sqrt(3) / 4
+    assert out["diff"] == pytest.approx(1.0)
+    assert out["diff_se"] == pytest.approx(np.sqrt(3) / 4)
+    # t - R c = [-2/3, 1/3, 2/3, -1/3]; per-user sums -1/3, 2/3, -1/3: sum of squares 2/3
+    # lift SE = sqrt(3/2 * 2/3) / 4 / mean(c) = (1/4) / 1.5 = 1/6; z = (2/3) / (1/6) = 4
+    assert out["lift_se"] == pytest.approx(1 / 6)
+    assert out["p"] == pytest.approx(6.334248366623996e-05, rel=1e-9)  # erfc(4 / sqrt(2))
+    # one request per user: the unclustered formula
+    assert clustered_se(t - c - 1, np.arange(4)) == pytest.approx(np.sqrt(2 / 3 / 4))
+    assert paired_lift(t, c, np.arange(4))["lift_se"] == pytest.approx(paired_lift(t, c)["lift_se"])
+
+
+def test_holm_steps_down_and_stops_at_the_first_failure():
+    # m = 4: d 0.005 <= 0.05/4, a 0.015 <= 0.05/3 (Bonferroni's 0.0125 would refuse it), c 0.03 > 0.05/2: stop,
+    # so b (0.04, below 0.05 uncorrected) is not significant either
+    got = holm({"a": 0.015, "b": 0.04, "c": 0.03, "d": 0.005})
+    assert got == {"a": True, "b": False, "c": False, "d": True}
+    assert holm({"a": float("nan"), "b": 0.001}) == {"a": False, "b": True}  # 0.001 <= 0.05 / 2
+
+
+def test_max_requests_is_a_seeded_random_sample_of_the_split(oracle, sim_data_dir):
+    log = oracle.log
+    split = np.flatnonzero((log.requests["split"] == "test").to_numpy())
+    args = ArenaArguments(data_dir=str(sim_data_dir), max_requests=30, seed=5)
+    rows = split_rows(args, log)
+    expected = np.sort(np.random.default_rng(5).choice(split, size=30, replace=False))
+    assert np.array_equal(rows, expected) and not np.array_equal(rows, split[:30])
+    assert np.array_equal(rows, split_rows(args, log))  # the same seed, the same sample
+    assert not np.array_equal(
+        rows, split_rows(ArenaArguments(data_dir=str(sim_data_dir), max_requests=30), log)
+    )
+    assert np.array_equal(split_rows(ArenaArguments(data_dir=str(sim_data_dir)), log), split)  # 0 = all
 
 
 def test_fixed_budget_takes_the_added_quota_pro_rata():
@@ -124,3 +165,92 @@ def test_the_oracle_arm_beats_control_on_every_figure(oracle, sim_data_dir, mode
     for fig, lift in arm["lifts"].items():
         assert lift["lift"] > 0 and lift["lift_ci95"][0] > 0, fig
     assert arm["shares"]["any"]["purchases"] > arm["shares"]["any"]["exposures"]  # it brings what sells
+
+
+def test_a_fixed_budget_arm_gets_exactly_the_controls_count_per_request():
+    # control a:4 brings 3 items for request 0 (under its quota) and 4 for request 1: budget [3, 4].
+    # The fixed-budget arm takes a:2 + b:2; entries are taken in the order of (rank + 1) / quota, ties by
+    # channel order. Request 0: a1 (.5), b5 (.5), a2 (1), b6 (1), a3 (1.5) -> the first 3 items {1, 5, 2}
+    # (the quotas alone would give 4). Request 1: a1, b2, a2 (repeat), b7, a3 (1.5), a4 (2) -> {1, 2, 7, 3}:
+    # the quotas alone give {1, 2, 7}, one short, so a's next item tops it up.
+    recalled = {
+        "a": [np.array([1, 2, 3]), np.array([1, 2, 3, 4])],
+        "b": [np.array([5, 6]), np.array([2, 7])],
+    }
+    bits = {"a": 0, "b": 1}
+    control = merge(recalled, {"a": 4}, bits)
+    budget = np.bincount(control.slot, minlength=2)
+    assert budget.tolist() == [3, 4]
+    assert np.bincount(merge(recalled, {"a": 2, "b": 2}, bits).slot).tolist() == [4, 3]  # without the budget
+    arm = merge(recalled, {"a": 2, "b": 2}, bits, budget)
+    got = {(int(s), int(i)): int(m) for s, i, m in zip(arm.slot, arm.item, arm.sources)}
+    assert got == {
+        (0, 1): 0b01,
+        (0, 5): 0b10,
+        (0, 2): 0b01,
+        (1, 1): 0b01,
+        (1, 2): 0b11,
+        (1, 7): 0b10,
+        (1, 3): 0b01,
+    }
+    # the control under its own budget is itself
+    same = merge(recalled, {"a": 4}, bits, budget)
+    assert np.array_equal(same.item, control.item) and np.array_equal(same.sources, control.sources)
+
+
+class ShortLogged(Channel):
+    """Hand-built control channel: 5 items (rows 0..4) for even slots, 3 for odd ones, whatever the quota."""
+
+    name = "logged"
+
+    def recall(self, batch, quota):
+        return [np.arange(5 if i % 2 == 0 else 3, dtype=np.int64)[:quota] for i in range(len(batch))]
+
+
+class Shifted(Channel):
+    """Hand-built added channel: rows 10, 11, ... up to its quota."""
+
+    name = "bm25"
+
+    def recall(self, batch, quota):
+        return [np.arange(10, 10 + quota, dtype=np.int64) for _ in range(len(batch))]
+
+
+def test_arena_reports_every_arms_candidates_and_fixes_the_budget(oracle, sim_data_dir):
+    # control logged:8 delivers 5 / 3 items (mean 4); +bm25:4 in fixed_budget gets logged:4 + bm25:4 = up to 8
+    # by quota, cut to 5 / 3 per request; in supplement it brings 5 + 4 / 3 + 4 (mean 8)
+    args = ArenaArguments(
+        data_dir=str(sim_data_dir), control=["logged:8"], channels=["bm25:4"], max_requests=40
+    )
+    item_ids = oracle.log.items["item_id"].to_numpy()
+
+    class ById(Channel):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def recall(self, batch, quota):
+            return [item_ids[r] for r in self.inner.recall(batch, quota)]
+
+    results = play_arena(args, oracle, {"logged": ById(ShortLogged()), "bm25": ById(Shifted())})
+    fixed, supplement = (results["stages"]["legacy"][m] for m in ("fixed_budget", "supplement"))
+    assert fixed["control_mean_candidates"] == supplement["control_mean_candidates"] == 4.0
+    assert fixed["arms"]["+bm25"]["mean_candidates"] == 4.0
+    assert supplement["arms"]["+bm25"]["mean_candidates"] == 8.0
+    assert results["num_requests"] == 40 and results["sample"] == "random"
+    # the comparisons are named before play and corrected together: 2 modes x 1 arm x 5 figures
+    assert results["comparisons"]["method"] == "holm" and len(results["comparisons"]["family"]) == 10
+    assert "legacy/fixed_budget/+bm25/ctr" in results["comparisons"]["family"]
+    md = render_arena_section(results)
+    assert "| arm | cand |" in md and "| +bm25 | 4.0 |" in md and "| +bm25 | 8.0 |" in md
+    assert "Holm's correction over the 10 comparisons" in md and "`legacy/supplement/+bm25/gmv`" in md
+
+
+def test_a_channel_that_returns_nothing_leaves_a_fixed_budget_arm_equal_to_control(oracle, sim_data_dir):
+    args = ArenaArguments(data_dir=str(sim_data_dir), channels=["bm25:20"], budget_modes=["fixed_budget"])
+    channels = {"logged": build_channels(ArenaArguments(data_dir=str(sim_data_dir), channels=[]), oracle)["logged"],
+                "bm25": EmptyChannel()}  # fmt: skip
+    res = play_arena(args, oracle, channels)["stages"]["legacy"]["fixed_budget"]
+    # logged:28 by quota, topped up to the control's own count from logged's list: control's candidates
+    assert res["arms"]["+bm25"]["mean_candidates"] == res["control_mean_candidates"]
+    for fig, lift in res["arms"]["+bm25"]["lifts"].items():
+        assert lift["treatment"] == lift["control"] and lift["significant"] is False, fig
