@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eg_grpo.arena.oracle import Oracle
+from eg_grpo.eval.slices import splitmix64
 
 PER_REQUEST_METRICS = ("clicks", "purchases", "gmv", "relevance", "grade3_share", "exposures")
 COUNTED = ("exposures", "clicks", "purchases")
@@ -106,22 +107,14 @@ def _within_budget(slot, item, mask, arrival, fill, budget):
     return slot[keep], item[keep], mask[keep], arrival[keep]
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        x = x + np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
-
-
 def pair_normal(seed: int, request_ids, item_ids) -> np.ndarray:
     """A standard normal draw per (request, item) pair, a pure function of ``(seed, request, item)``
     (splitmix64 hashes + Box-Muller): the common random numbers of the ranking stage."""
     r = np.asarray(request_ids).astype(np.uint64)
     i = np.asarray(item_ids).astype(np.uint64)
-    h = _splitmix64(_splitmix64(_splitmix64(np.uint64(seed) + r)) ^ i)
+    h = splitmix64(splitmix64(splitmix64(np.uint64(seed) + r)) ^ i)
     u1 = ((h >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
-    u2 = ((_splitmix64(h) >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
+    u2 = ((splitmix64(h) >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
 
 

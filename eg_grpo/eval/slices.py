@@ -18,7 +18,9 @@ ORACLE_SLICE_BUCKET = 0
 _SALT = np.uint64(0x0A5C1E)  # any fixed value: the buckets are a pure function of the request id
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser on uint64 arrays: a fixed, well-mixed hash (slices here, the arena's
+    common random numbers)."""
     with np.errstate(over="ignore"):
         x = x + np.uint64(0x9E3779B97F4A7C15)
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -29,4 +31,4 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 def in_oracle_slice(request_ids) -> np.ndarray:
     """``(n,)`` bool: which requests are the oracle curves' (``splitmix64(id ^ salt) % 10 == 0``)."""
     ids = np.asarray(request_ids).astype(np.uint64)
-    return (_splitmix64(ids ^ _SALT) % np.uint64(ORACLE_SLICE_BUCKETS)) == np.uint64(ORACLE_SLICE_BUCKET)
+    return (splitmix64(ids ^ _SALT) % np.uint64(ORACLE_SLICE_BUCKETS)) == np.uint64(ORACLE_SLICE_BUCKET)
