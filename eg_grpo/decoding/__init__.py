@@ -1,4 +1,5 @@
-"""SID-trie constrained decoding: the tensor trie, its logits processor, and SID generation helpers."""
+"""SID-trie constrained decoding: the tensor trie, its logits processor, the SID beam search, and the SID
+generation helpers."""
 
 from eg_grpo.decoding.generate import (
     SIDCandidate,
@@ -8,6 +9,7 @@ from eg_grpo.decoding.generate import (
     sid_generation_config,
 )
 from eg_grpo.decoding.processor import SIDTrieLogitsProcessor
+from eg_grpo.decoding.sid_beam import sid_beam_search
 from eg_grpo.decoding.trie import DEAD, SIDTrie, sid_token_ids_from_codes
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "generate_sids",
     "isolated_generation_config",
     "logits_width",
+    "sid_beam_search",
     "sid_generation_config",
     "sid_token_ids_from_codes",
 ]

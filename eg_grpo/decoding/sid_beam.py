@@ -1,4 +1,4 @@
-"""A beam search made for SIDs: one prefill per prompt, then ``L + 1`` steps over the trie's continuations only.
+"""A beam search made for SIDs: one prefill per prompt, then ``L + 1`` steps over the trie's continuations.
 
 ``model.generate`` pays for generality that SIDs do not need: every step reorders and re-concatenates a
 KV cache that holds each prompt once per beam, scores the whole vocabulary of every beam, and builds a
@@ -10,100 +10,35 @@ padding mask. A SID is only ``L + 1`` tokens long, so those costs, not the model
 - at every step the candidates are the trie's allowed ids of each beam (``SIDTrie.allowed_token_ids``,
   a tensor gather, no loop over rows), and the top beams of a request are chosen over the flattened
   ``beams × allowed`` candidates, never over ``beams × V``;
-- the prompt's keys and values stay at one copy per request: the beams' attention reads them
-  broadcast over the beams, and only the ``≤ L`` generated tokens live in a per-beam cache that is
-  reordered in place (see :func:`_shared_prefix_attention`). Models outside the supported families
-  fall back to repeating the prompt cache once per beam, as ``generate`` does.
+- for the supported families the model's modules run directly, the prompt's keys and values stay at
+  one copy per request, and only the ``≤ L`` generated tokens live in a per-beam cache
+  (:class:`~eg_grpo.decoding.shared_prefix.SharedPrefixDecoder`). Other models fall back to their
+  own forward with the prompt cache repeated once per beam, as ``generate`` does.
 
 ``score="model"`` ranks by ``log p(sid, eos | prompt)`` under the full model (``generate``'s beam search
 with the trie processor: ``log_softmax`` over the vocabulary, then the mask). ``score="constrained"``
 ranks by the constrained policy RL trains, ``log π_c = Σ_t z_{y_t} - logsumexp_{a ∈ A(y_<t)} z_a``
-(:mod:`eg_grpo.constrained`); its eos step is certain (``log π_c = 0``), so it is not even run.
+(:mod:`eg_grpo.constrained`): only the allowed ids' logits are computed, and its eos step is certain
+(``log π_c = 0``), so the forward that would score it is not run.
+
+Every search keeps its state in its own objects and changes nothing on the model (bar ``eval()`` for a
+model in training mode), so threads may search one model at once.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import inspect
 from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AttentionInterface, DynamicCache
+from transformers import DynamicCache
 
 from eg_grpo.decoding.generate import SIDCandidate
+from eg_grpo.decoding.shared_prefix import SharedPrefixDecoder, supports_shared_prefix
 from eg_grpo.decoding.trie import SIDTrie
 
-# Model families whose attention calls the registered attention interface once per layer with the
-# rotated (rows, heads, q, d) query and the cache's keys/values (full attention, no soft-capping).
-SHARED_PREFIX_MODEL_TYPES = frozenset({"qwen2", "qwen3", "llama", "mistral"})
-_ATTN_NAME = "eg_grpo_sid_shared_prefix"
-# The prompt's keys/values per layer and its padding mask, set only around the beam steps' forwards.
-_PREFIX: contextvars.ContextVar = contextvars.ContextVar("eg_grpo_sid_prefix", default=None)
-
-
-def _shared_prefix_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """Attention of one new token per beam over its request's prompt (shared) and its own suffix.
-
-    ``query`` is ``(B * k, H, 1, d)``; ``key``/``value`` are the suffix cache's ``(B * k, H_kv, t, d)``; the
-    prompt's ``(B, H_kv, P, d)`` keys/values and ``(B, P)`` padding mask come from the active
-    :data:`_PREFIX`. The prompt part is one batched matmul per request over all its beams, so the
-    prompt is neither copied per beam nor reordered.
-
-    Returns:
-        ``((B * k, 1, H, d), None)``, the layout of transformers' attention functions.
-    """
-    prompt_keys, prompt_values, prompt_mask = _PREFIX.get()
-    prompt_k, prompt_v = prompt_keys[module.layer_idx], prompt_values[module.layer_idx]  # (B, H_kv, P, d)
-    rows, heads, q_len, dim = query.shape
-    if q_len != 1:
-        raise ValueError(f"shared-prefix attention decodes one token per beam, got {q_len}")
-    B, kv_heads, P, _ = prompt_k.shape
-    k, g, t = rows // B, heads // kv_heads, key.shape[2]
-    scaling = dim**-0.5 if scaling is None else scaling
-    # Queries of a request, grouped by kv head: (B, H_kv, k * g, d); rows are request-major.
-    q = query.view(B, k, kv_heads, g, dim).permute(0, 2, 1, 3, 4).reshape(B, kv_heads, k * g, dim).float()
-    prompt_scores = (q @ prompt_k.float().transpose(-1, -2)) * scaling  # (B, H_kv, k * g, P)
-    prompt_scores.masked_fill_(~prompt_mask[:, None, None, :], float("-inf"))
-    q_rows = query.view(rows, kv_heads, g, dim).float()  # (B * k, H_kv, g, d)
-    own_scores = (q_rows @ key.float().transpose(-1, -2)) * scaling  # (B * k, H_kv, g, t)
-    own_scores = own_scores.view(B, k, kv_heads, g, t).permute(0, 2, 1, 3, 4).reshape(B, kv_heads, k * g, t)
-    probs = torch.softmax(torch.cat([prompt_scores, own_scores], dim=-1), dim=-1)  # (B, H_kv, k * g, P + t)
-    out = probs[..., :P] @ prompt_v.float()  # (B, H_kv, k * g, d)
-    own_probs = (
-        probs[..., P:].reshape(B, kv_heads, k, g, t).permute(0, 2, 1, 3, 4).reshape(rows, kv_heads, g, t)
-    )
-    own = own_probs @ value.float()  # (B * k, H_kv, g, d)
-    out = out.view(B, kv_heads, k, g, dim).permute(0, 2, 1, 3, 4).reshape(rows, kv_heads, g, dim) + own
-    return out.reshape(rows, 1, heads, dim).to(query.dtype), None
-
-
-AttentionInterface.register(_ATTN_NAME, _shared_prefix_attention)
-
-
-def supports_shared_prefix(model) -> bool:
-    """Whether :func:`_shared_prefix_attention` can stand in for ``model``'s attention (exactly)."""
-    config = model.config
-    layer_types = getattr(config, "layer_types", None) or ["full_attention"]
-    return (
-        getattr(config, "model_type", None) in SHARED_PREFIX_MODEL_TYPES
-        and getattr(config, "_attn_implementation", None) in ("sdpa", "eager")
-        and all(kind == "full_attention" for kind in layer_types)
-    )
-
-
-@contextlib.contextmanager
-def _attention(model, prefix):
-    """Within the block, the model's attention is :func:`_shared_prefix_attention` over ``prefix``."""
-    config, saved = model.config, model.config._attn_implementation
-    token = _PREFIX.set(prefix)
-    config._attn_implementation = _ATTN_NAME
-    try:
-        yield
-    finally:
-        config._attn_implementation = saved
-        _PREFIX.reset(token)
+__all__ = ["beam_search_batch", "sid_beam_search", "supports_shared_prefix"]
 
 
 def _cache_kwarg(model) -> str:
@@ -112,21 +47,63 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
-def _step_logprobs(logits: torch.Tensor, ids: torch.Tensor, real: torch.Tensor, score: str) -> torch.Tensor:
+class _RepeatedPromptDecoder:
+    """The fallback for models outside :data:`~eg_grpo.decoding.shared_prefix.SHARED_PREFIX_MODEL_TYPES`:
+    ``model.forward`` over a cache holding each prompt once per beam (``generate``'s layout).
+
+    Same interface as :class:`~eg_grpo.decoding.shared_prefix.SharedPrefixDecoder`; its "hidden states"
+    are already logits.
+    """
+
+    def __init__(self, model):
+        self.model, self.cache_name = model, _cache_kwarg(model)
+        self.cache = DynamicCache(config=model.config)  # filled in place by the forwards
+
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        self.mask = attention_mask.long()  # (B, P)
+        position_ids = (self.mask.cumsum(-1) - 1).masked_fill(self.mask == 0, 0)  # generate's rule, pads at 0
+        out = self.model(input_ids=input_ids, attention_mask=self.mask, position_ids=position_ids,
+                         use_cache=True, logits_to_keep=1, **{self.cache_name: self.cache})  # fmt: skip
+        self.next_position = self.mask.sum(-1)  # (B,)
+        return out.logits[:, -1]  # (B, V)
+
+    def step(self, tokens: torch.Tensor, parents: torch.Tensor, step: int) -> torch.Tensor:
+        B = self.mask.shape[0]
+        k = tokens.shape[0] // B
+        if step == 0:
+            self.cache.batch_repeat_interleave(k)  # each prompt's cache, once per beam: (B * k, ...)
+        else:
+            self.cache.reorder_cache(parents)
+        step_mask = torch.cat([self.mask, self.mask.new_ones(B, step + 1)], dim=1).repeat_interleave(k, dim=0)
+        positions = (self.next_position + step).repeat_interleave(k)[:, None]  # (B * k, 1)
+        out = self.model(input_ids=tokens[:, None], attention_mask=step_mask, position_ids=positions,
+                         use_cache=True, **{self.cache_name: self.cache})  # fmt: skip
+        return out.logits[:, -1]  # (B * k, V)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden
+
+    def allowed_logits(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return hidden.gather(1, ids)
+
+
+def _step_logprobs(decoder, hidden: torch.Tensor, ids: torch.Tensor, real: torch.Tensor, score: str):
     """``(rows, W)`` log-probs of the allowed ids ``ids`` (``-inf`` where ``real`` is False).
 
-    ``"model"``: the full-vocabulary ``log_softmax`` gathered at ``ids`` (transformers' beam search).
-    ``"constrained"``: renormalised over the allowed ids (``log π_c``).
+    ``"model"``: the full-vocabulary log-softmax at ``ids`` (transformers' beam search; one fused kernel,
+    twice as fast as ``logsumexp`` on a CPU). ``"constrained"``: the allowed ids' logits only,
+    renormalised over them (``log π_c``).
     """
-    logits = logits.float()  # (rows, V)
     if score == "model":
+        logits = decoder.logits(hidden).float()  # (rows, V)
         picked = torch.log_softmax(logits, dim=-1).gather(1, ids)
         return picked.masked_fill(~real, float("-inf"))
-    return logits.gather(1, ids).masked_fill(~real, float("-inf")).log_softmax(dim=-1)
+    picked = decoder.allowed_logits(hidden, ids).float()  # (rows, W)
+    return picked.masked_fill(~real, float("-inf")).log_softmax(dim=-1)
 
 
 def _allowed(trie: SIDTrie, generated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(ids, real)``, each ``(rows, W)``: the trie's allowed ids after ``generated`` and which slots are real.
+    """``(ids, real)``, each ``(rows, W)``: the allowed ids after ``generated`` and which slots are real.
 
     ``allowed_token_ids`` pads a row's list by repeating its last (largest) child; the children are
     distinct and sorted, so a slot is a repeat exactly when it equals the slot before it.
@@ -158,7 +135,9 @@ def beam_search_batch(
         num_beams: beam width (default ``num``; at least ``num``).
         score: ``"model"`` (``log p`` of the full model, ``generate``'s ranking) or ``"constrained"``
             (``log π_c``, the trie-renormalised policy).
-        shared_prefix: keep one copy of each prompt's cache (default: when :func:`supports_shared_prefix`).
+        shared_prefix: run the model's modules directly with one copy of each prompt's cache (default:
+            when :func:`~eg_grpo.decoding.shared_prefix.supports_shared_prefix`); False: ``model.forward``
+            with the prompt cache repeated per beam.
 
     Returns:
         ``(sequences, scores)``: ``(B, n, L + 1)`` token ids ending with eos and ``(B, n)`` float scores, best
@@ -170,65 +149,36 @@ def beam_search_batch(
     if score not in ("model", "constrained"):
         raise ValueError(f"score={score!r}: use 'model' or 'constrained'")
     shared_prefix = supports_shared_prefix(model) if shared_prefix is None else shared_prefix
-    L, device = trie.num_levels, input_ids.device
+    decoder = SharedPrefixDecoder(model) if shared_prefix else _RepeatedPromptDecoder(model)
+    L, eos, device = trie.num_levels, trie.eos_token_id, input_ids.device
     B = input_ids.shape[0]
-    cache_name = _cache_kwarg(model)
+    request_row = torch.arange(B, device=device)[:, None]  # (B, 1)
 
-    # Prefill, one row per prompt. Positions follow generate's rule for left padding (pads at 0).
-    mask = attention_mask.long()
-    position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # (B, P)
-    prompt_cache = DynamicCache(config=model.config)  # filled in place by the forward
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
-                logits_to_keep=1, **{cache_name: prompt_cache})  # fmt: skip
-    next_position = mask.sum(-1)  # (B,) position of the first generated token
-    logits = out.logits[:, -1]  # (B, V)
-    del out
-
+    hidden = decoder.prefill(input_ids, attention_mask)  # (B, D): scores the first token
     tokens = torch.empty(B, 1, 0, dtype=torch.long, device=device)  # (B, k, t) generated so far
     scores = torch.zeros(B, 1, device=device)  # (B, k) running scores
-    cache = prefix = None
     for t in range(L + 1):
         k = tokens.shape[1]
         if t < L:
             ids, real = _allowed(trie, tokens.view(B * k, t))  # (B * k, W)
         else:  # after the last level only eos may follow
-            ids = torch.full((B * k, 1), trie.eos_token_id, dtype=torch.long, device=device)
+            ids = torch.full((B * k, 1), eos, dtype=torch.long, device=device)
             real = torch.ones_like(ids, dtype=torch.bool)
-            if score == "constrained":  # log π_c(eos) = 0: no forward needed
-                tokens = torch.cat([tokens, ids.view(B, k, 1)], dim=2)
-                break
         W = ids.shape[1]
-        cand = scores[:, :, None] + _step_logprobs(logits, ids, real, score).view(B, k, W)  # (B, k, W)
+        logprobs = _step_logprobs(decoder, hidden, ids, real, score).view(B, k, W)
+        cand = scores[:, :, None] + logprobs  # (B, k, W)
         width = min(num_beams, k * W) if t < L else k
         scores, flat = torch.topk(cand.view(B, k * W), width, dim=1)  # (B, width), best first
         parent = torch.div(flat, W, rounding_mode="floor")  # (B, width) beam each candidate extends
         chosen = ids.view(B, k * W).gather(1, flat)  # (B, width)
-        tokens = torch.cat(
-            [tokens.gather(1, parent[:, :, None].expand(-1, -1, t)), chosen[:, :, None]], dim=2
-        )
-        if t == L:
-            break
+        history = tokens.gather(1, parent[:, :, None].expand(-1, -1, t))  # (B, width, t) the parents' tokens
+        tokens = torch.cat([history, chosen[:, :, None]], dim=2)
+        if t == L or (t == L - 1 and score == "constrained"):
+            break  # constrained: log π_c(eos) = 0 after a complete SID, so the eos step needs no forward
         # Beam b of request r is row r * width + b; parents index rows of the previous step.
-        rows = (parent + torch.arange(B, device=device)[:, None] * k).view(-1)  # (B * width,)
-        if t == 0:
-            if shared_prefix:
-                prefix = ([layer.keys for layer in prompt_cache.layers],
-                          [layer.values for layer in prompt_cache.layers], mask.bool())  # fmt: skip
-                cache = DynamicCache(config=model.config)  # the generated tokens' keys/values only
-            else:
-                cache = prompt_cache
-                cache.batch_select_indices(rows)  # each prompt's cache, once per beam: (B * width, ...)
-        elif cache.get_seq_length() > 0:
-            cache.reorder_cache(rows)
-        step_mask = None
-        if not shared_prefix:
-            step_mask = torch.cat([mask, mask.new_ones(B, t + 1)], dim=1).repeat_interleave(width, dim=0)
-        positions = (next_position + t).repeat_interleave(width)[:, None]  # (B * width, 1)
-        with _attention(model, prefix) if shared_prefix else contextlib.nullcontext():
-            out = model(input_ids=chosen.view(-1, 1), attention_mask=step_mask, position_ids=positions,
-                        use_cache=True, **{cache_name: cache})  # fmt: skip
-        logits = out.logits[:, -1]  # (B * width, V)
-        del out
+        hidden = decoder.step(chosen.view(-1), (parent + request_row * k).view(-1), t)  # (B * width, ·)
+    if tokens.shape[2] == L:  # constrained: every complete SID ends with eos
+        tokens = torch.cat([tokens, tokens.new_full((B, tokens.shape[1], 1), eos)], dim=2)
     return tokens[:, :num], scores[:, :num]  # topk keeps them best first
 
 
@@ -264,7 +214,8 @@ def sid_beam_search(
         raise ValueError(f"num must be >= 1, got {num}")
     if tokenizer.eos_token_id != trie.eos_token_id:
         raise ValueError(
-            f"the trie's SIDs end with token {trie.eos_token_id} but the tokenizer's eos is {tokenizer.eos_token_id}"
+            f"the trie's SIDs end with token {trie.eos_token_id} "
+            f"but the tokenizer's eos is {tokenizer.eos_token_id}"
         )
     device = next(model.parameters()).device
     trie = trie.to(device)
@@ -272,8 +223,11 @@ def sid_beam_search(
     # Batches of prompts of similar length: less padding to prefill. Each prompt's result does not depend
     # on its batch (up to float rounding), and results go back in the callers' order.
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    # Only a model in training mode is switched (and back): switching walks every module, and threads
+    # sharing a served model in eval mode must not write to it.
     was_training = model.training
-    model.eval()
+    if was_training:
+        model.eval()
     results: list[list[SIDCandidate]] = [[] for _ in encoded]
     try:
         starts = range(0, len(order), batch_size)
@@ -287,7 +241,8 @@ def sid_beam_search(
                     SIDCandidate(tuple(s), v) for s, v in zip(row_seqs, row_scores) if v != float("-inf")
                 ]
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     return results
 
 

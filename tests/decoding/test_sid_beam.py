@@ -146,3 +146,54 @@ def test_generate_sids_routes_beam_search_to_the_sid_engine(tiny_lm, catalogue):
         generate_sids(model, tokenizer, prompts, trie, mode="sample", score="constrained")
     with pytest.raises(ValueError, match="num_beams"):
         sid_beam_search(model, tokenizer, prompts, trie, num=4, num_beams=2)
+
+
+@pytest.mark.parametrize("score", ["model", "constrained"])
+@pytest.mark.parametrize("shared_prefix", [True, False])
+def test_concurrent_searches_on_one_model_match_the_single_threaded_results(tiny_lm, catalogue, score,
+                                                                            shared_prefix):  # fmt: skip
+    import threading
+
+    model, tokenizer, vocab = tiny_lm
+    trie = trie_for(model, vocab, catalogue)
+    n_threads, rounds = 4, 5
+    # Each thread has its own prompts (different lengths, so different prompt caches) and batch size 1
+    # or 3, so the searches' steps interleave with different shapes.
+    work = [(random_prompts(3, seed=40 + i), 1 + 2 * (i % 2)) for i in range(n_threads)]
+
+    def search(prompts, batch_size):
+        return sid_beam_search(model, tokenizer, prompts, trie, num=4, num_beams=6, batch_size=batch_size,
+                               score=score, shared_prefix=shared_prefix)  # fmt: skip
+
+    want = [search(*w) for w in work]
+    got, errors = [[] for _ in work], []
+    start = threading.Barrier(n_threads)
+
+    def client(i):
+        try:
+            start.wait()
+            for _ in range(rounds):
+                got[i].append(search(*work[i]))
+        except Exception as err:  # noqa: BLE001 (reported below)
+            errors.append(err)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for i in range(n_threads):
+        assert got[i] == [want[i]] * rounds  # exactly: the same computation as alone
+    assert model.config._attn_implementation == "sdpa" and not model.training  # the model is unchanged
+
+
+def test_a_single_prompt_batch_matches_the_batched_search(tiny_lm, catalogue):
+    model, tokenizer, vocab = tiny_lm
+    trie = trie_for(model, vocab, catalogue)
+    prompts = random_prompts(5, seed=11)
+    for score in ("model", "constrained"):
+        batched = sid_beam_search(model, tokenizer, prompts, trie, num=5, num_beams=12, score=score)
+        for prompt, want in zip(prompts, batched):
+            (alone,) = sid_beam_search(model, tokenizer, [prompt], trie, num=5, num_beams=12, score=score)
+            assert_same_ranking(alone, want)
