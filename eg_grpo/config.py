@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -10,7 +11,17 @@ from trl import GRPOConfig
 EXPERT_SOURCES = ("purchased", "clicked", "exposed")
 EXPERT_SCHEDULES = ("always", "no_positive", "decay")
 ROLLOUT_MODES = ("sample", "beam")
-TRAINING_OBJECTIVES = ("grpo", "continued_sft")
+# The reward-aware supervised controls (eg_grpo.rejection_sft): EG-GRPO's rollouts and rewards, an NLL loss.
+REWARD_SFT_OBJECTIVES = ("rejection_sft", "reward_weighted_sft")
+TRAINING_OBJECTIVES = ("grpo", "continued_sft", *REWARD_SFT_OBJECTIVES)
+REJECTION_SELECTIONS = ("best", "above_mean")
+SFT_LOG_PROBS = ("constrained", "full")
+# The fields that shape each objective beyond GRPO's; the RL stage record leaves out those of other objectives,
+# so adding one never changes the record (and the fingerprint) of a run that cannot read it.
+OBJECTIVE_FIELDS = {
+    "rejection_sft": ("rejection_selection", "sft_log_probs"),
+    "reward_weighted_sft": ("reward_weight_temperature", "sft_log_probs"),
+}
 
 
 @dataclass
@@ -50,7 +61,9 @@ class EGGRPOConfig(GRPOConfig):
             renormalised over the trie's allowed tokens (`eg_grpo.constrained`). Required for
             `rollout_mode="beam"`. With `use_vllm=True` the trie runs as a vLLM logits processor
             (`eg_grpo.vllm_rollouts`), whose `processed_logprobs` are of the same constrained distribution,
-            so TRL's importance-sampling correction compares like with like and may stay on.
+            so TRL's importance-sampling correction compares like with like and may stay on. Truncated sampling
+            (`top_k`, `top_p` < 1, `min_p`) is refused: the loss uses the untruncated constrained policy. With
+            `cast_lm_head_to_fp32`, the constrained logits are computed from fp32 hidden states and head rows.
         sid_eval_steps (`int`, *optional*, defaults to `0`):
             Every this many steps (and after the last), log `valid/hr@K` and `valid/ndcg@K` from a
             constrained beam search over a fixed valid subsample. `0` turns it off.
@@ -76,6 +89,20 @@ class EGGRPOConfig(GRPOConfig):
             control (`eg_grpo.continued_sft`): the start model is trained by next-token loss on the same RL
             prompts with the same `num_expert_samples` expert SIDs per prompt as targets, for the same optimizer
             steps, prompts per step, learning rate, schedule, optimizer and seed; the rewards are not used.
+            `"rejection_sft"` and `"reward_weighted_sft"`: the reward-aware controls (`eg_grpo.rejection_sft`): the
+            same rollouts as EG-GRPO (samples plus spliced experts), scored by the same reward functions and
+            weights, then a negative log-likelihood loss on the rows of each group that `rejection_selection`
+            keeps, or on every row weighted by `softmax(r / reward_weight_temperature)` within its group; no
+            negatives, no group baseline. The KL term (`beta`) is EG-GRPO's, on the policy's own samples.
+        rejection_selection (`str`, *optional*, defaults to `"best"`):
+            Rows `rejection_sft` trains on: `"best"`, the highest-reward row of each group (the first one on a
+            tie; none in a group whose rewards are all equal); `"above_mean"`, every row above its group's mean.
+        reward_weight_temperature (`float`, *optional*, defaults to `1.0`):
+            `τ` of `reward_weighted_sft`'s weights `softmax(r / τ)` within each group. Must be > 0.
+        sft_log_probs (`str`, *optional*, defaults to `"constrained"`):
+            Log-probs of the reward-aware controls' loss: `"constrained"`, those of the trie-constrained policy
+            the rollouts are sampled from (log π_c, as EG-GRPO's loss; needs `constrained_decoding`); `"full"`,
+            the full-vocabulary softmax (log π, as SFT and `continued_sft`).
         expert_advantage_weight (`float`, *optional*, defaults to `1.0`):
             Multiplies the advantage of every expert row after the group baseline is computed (the baseline
             still counts the experts' rewards), so it scales the experts' share of the policy-gradient update
@@ -128,7 +155,20 @@ class EGGRPOConfig(GRPOConfig):
     )
     training_objective: str = field(
         default="grpo",
-        metadata={"help": "grpo | continued_sft (supervised control on the same prompts and expert SIDs)."},
+        metadata={
+            "help": "grpo | continued_sft (supervised control on the expert SIDs) | rejection_sft | "
+            "reward_weighted_sft (supervised controls on EG-GRPO's rollouts, selected or weighted by reward)."
+        },
+    )
+    rejection_selection: str = field(
+        default="best", metadata={"help": "rejection_sft keeps: best (top-1 of each group) | above_mean."}
+    )
+    reward_weight_temperature: float = field(
+        default=1.0, metadata={"help": "τ of reward_weighted_sft's weights softmax(r / τ) per group."}
+    )
+    sft_log_probs: str = field(
+        default="constrained",
+        metadata={"help": "Log-probs of the reward-aware SFT loss: constrained (log π_c) | full (log π)."},
     )
     expert_advantage_weight: float = field(
         default=1.0, metadata={"help": "Factor on the expert rows' advantages (1.0: unweighted)."}
@@ -170,6 +210,7 @@ class EGGRPOConfig(GRPOConfig):
             raise ValueError(
                 "rollout_mode='beam' runs on the transformers path; set use_vllm=False or use sample"
             )
+        self._check_unsupported_backends()
         self._check_training_objective()
         self._check_expert_rows_on_policy()
         self._check_trie_generation_settings()
@@ -204,6 +245,8 @@ class EGGRPOConfig(GRPOConfig):
             raise ValueError(
                 f"training_objective='{self.training_objective}' must be one of {TRAINING_OBJECTIVES}"
             )
+        if self.training_objective in REWARD_SFT_OBJECTIVES:
+            self._check_reward_sft()
         if self.training_objective != "continued_sft":
             return
         if self.num_expert_samples == 0:
@@ -222,6 +265,24 @@ class EGGRPOConfig(GRPOConfig):
                              f"{self.per_device_train_batch_size} × {self.gradient_accumulation_steps} / "
                              f"{self.num_generations}, which must be whole")  # fmt: skip
 
+    def _check_reward_sft(self) -> None:
+        objective = self.training_objective
+        if self.rejection_selection not in REJECTION_SELECTIONS:
+            raise ValueError(
+                f"rejection_selection='{self.rejection_selection}' must be one of {REJECTION_SELECTIONS}"
+            )
+        if not self.reward_weight_temperature > 0:  # also refuses NaN
+            raise ValueError(f"reward_weight_temperature={self.reward_weight_temperature} must be > 0")
+        if self.sft_log_probs not in SFT_LOG_PROBS:
+            raise ValueError(f"sft_log_probs='{self.sft_log_probs}' must be one of {SFT_LOG_PROBS}")
+        if self.sft_log_probs == "constrained" and not self.constrained_decoding:
+            raise ValueError(f"training_objective='{objective}' with sft_log_probs='constrained' trains log π_c of the "
+                             "trie, which constrained_decoding=False does not use; set sft_log_probs: full")  # fmt: skip
+        if self.expert_advantage_weight != 1.0:
+            # It scales GRPO advantages, which the supervised loss never reads: refused rather than ignored.
+            raise ValueError(f"expert_advantage_weight={self.expert_advantage_weight} scales GRPO's advantages, which "
+                             f"training_objective='{objective}' does not use; leave it at 1.0")  # fmt: skip
+
     def _check_expert_rows_on_policy(self) -> None:
         # With GA % (steps_per_generation × num_iterations) == 0, TRL computes no old log-probs and the PPO
         # ratio is exactly 1, so nothing is clipped. Otherwise the old log-probs of an expert row are those of
@@ -236,9 +297,33 @@ class EGGRPOConfig(GRPOConfig):
                 "gradient_accumulation_steps (a divisor of it), or num_expert_samples=0"
             )
 
+    def _check_unsupported_backends(self) -> None:
+        # The constrained log-probs read the backbone's hidden states in a forward hook and the LM head's
+        # weight (gathered as TRL gathers it under ZeRO-3); under FSDP that weight is a flat shard and nothing
+        # here has been checked against it, so the run is refused rather than trained on untested maths.
+        fsdp = bool(self.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
+        if fsdp:
+            raise ValueError("FSDP is not supported by EGGRPOTrainer (the constrained head reads the LM head's "
+                             "weight, which FSDP shards); use DeepSpeed ZeRO-2 or ZeRO-3 instead "
+                             "(accelerate_configs/zero2.yaml, zero3.yaml)")  # fmt: skip
+
     def _check_trie_generation_settings(self) -> None:
         if not self.constrained_decoding:
             return
+        # The loss, the KL and the importance ratio use the untruncated π_c (eg_grpo.constrained): sampling from a
+        # top-k/top-p/min-p truncation of it would train on log-probs of a distribution the rollouts were not
+        # drawn from (off-policy without correction), on every path, vLLM included.
+        truncating = {
+            "top_k": self.top_k not in (None, 0, -1),
+            "top_p": self.top_p is not None and self.top_p != 1.0,
+            "min_p": self.min_p not in (None, 0.0),
+        }
+        if truncating := [name for name, is_set in truncating.items() if is_set]:
+            raise ValueError(
+                f"{truncating} truncate the sampling distribution, while with constrained_decoding the loss uses "
+                "the untruncated trie-constrained policy (its log-probs would not be those of the sampler); unset "
+                "them (top_k: 0 or null, top_p: 1.0, min_p: null) or set constrained_decoding=false"
+            )
         if self.use_transformers_continuous_batching:
             raise ValueError("constrained_decoding cannot use use_transformers_continuous_batching (it takes no logits "
                              "processor, so rollouts would leave the SID trie); set it to false")  # fmt: skip
@@ -247,7 +332,6 @@ class EGGRPOConfig(GRPOConfig):
         # The transformers trie path builds its own generation config: these would be silently ignored.
         ignored = {
             "generation_kwargs": self.generation_kwargs not in (None, {}),
-            "min_p": self.min_p is not None,
             "repetition_penalty": self.repetition_penalty != 1.0,
             "cache_implementation": self.cache_implementation is not None,
         }
@@ -255,5 +339,5 @@ class EGGRPOConfig(GRPOConfig):
         if ignored:
             raise ValueError(
                 f"{ignored} cannot be honoured by trie-constrained generation on the transformers path (it honours "
-                "temperature, top_k and top_p); unset them, or use use_vllm=true"
+                "temperature); unset them, or use use_vllm=true"
             )

@@ -9,7 +9,8 @@ finished run (``overwrite``, or the chain after a config change) trains in a sib
 swapped in only when complete (:func:`eg_grpo.io.claim_stage_folder`), so a stopped rebuild keeps the
 old model. With
 ``training_objective: continued_sft`` the same stage, on the same rows and record, trains the
-supervised control instead (:mod:`eg_grpo.continued_sft`).
+supervised control instead (:mod:`eg_grpo.continued_sft`); with ``rejection_sft`` or
+``reward_weighted_sft``, the reward-aware control on EG-GRPO's own rollouts (:mod:`eg_grpo.rejection_sft`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from trl import ModelConfig
 
 from eg_grpo.callbacks import HeldOutSIDMetrics, use_compact_console
 from eg_grpo.checkpoints import ResumeHint, resolve_checkpoint, resume_command
-from eg_grpo.config import EGGRPOConfig
+from eg_grpo.completions_log import ClusterTitles
+from eg_grpo.config import OBJECTIVE_FIELDS, REWARD_SFT_OBJECTIVES, EGGRPOConfig
 from eg_grpo.data.prompts import DEFAULT_MAX_HISTORY
 from eg_grpo.data.rl_dataset import build_rl_dataset
 from eg_grpo.data.schema import SearchLog
@@ -46,7 +48,7 @@ from eg_grpo.io import (
 from eg_grpo.oracle_curves import ORACLE_EVAL_FIELDS, oracle_curves_callback
 from eg_grpo.sft import lora_config
 from eg_grpo.sid.tokens import SIDVocab
-from eg_grpo.tracking import LineageToTracker, configure_tracking
+from eg_grpo.tracking import LineageToTracker, configure_tracking, run_tags
 from eg_grpo.trainer import EGGRPOTrainer
 
 logger = logging.getLogger(__name__)
@@ -151,7 +153,9 @@ def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfi
     """Everything `train` needs, assembled but not run (tests and benchmarks use it directly).
 
     Returns the `EGGRPOTrainer`, or with ``training_objective: continued_sft`` the supervised control's
-    ``SFTTrainer`` (:func:`eg_grpo.continued_sft.build_continued_sft_trainer`).
+    ``SFTTrainer`` (:func:`eg_grpo.continued_sft.build_continued_sft_trainer`), or with ``rejection_sft`` /
+    ``reward_weighted_sft`` the reward-aware control (:class:`eg_grpo.rejection_sft.RejectionSFTTrainer`,
+    built here exactly as the `EGGRPOTrainer`: same rows, rewards, weights and callbacks).
     """
     from reward_models import RewardContext, build_reward_funcs
 
@@ -169,11 +173,18 @@ def build_trainer(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfi
         **(training_args.model_init_kwargs or {}),
         "dtype": model_args.dtype or "auto",
     }
-    trainer = EGGRPOTrainer(
+    titles = ClusterTitles.from_log(inputs.codebook, inputs.log) if training_args.log_completions else None
+    trainer_class = EGGRPOTrainer
+    if training_args.training_objective in REWARD_SFT_OBJECTIVES:
+        from eg_grpo.rejection_sft import RejectionSFTTrainer
+
+        trainer_class = RejectionSFTTrainer
+    trainer = trainer_class(
         model=model_args.model_name_or_path, reward_funcs=reward_funcs, args=training_args,
         train_dataset=inputs.dataset, processing_class=inputs.tokenizer, peft_config=lora_config(model_args),
         codebook=inputs.codebook,
     )  # fmt: skip
+    trainer.cluster_titles = titles  # the items behind each SID in the completions tables
     add_run_callbacks(trainer, inputs, script_args, training_args)
     return trainer
 
@@ -209,10 +220,11 @@ def add_run_callbacks(trainer, inputs: RLInputs, script_args: EGGRPOScriptArgume
                                 beam_sizes=[training_args.sid_eval_beams], rerun_beam_sizes=False,
                                 recall_num_items=[10], max_examples=training_args.sid_eval_examples,
                                 max_history=script_args.max_history, use_titles=script_args.use_titles,
-                                seed=training_args.seed)  # fmt: skip
+                                seed=training_args.seed, exclude_oracle_slice=True)  # fmt: skip
         trainer.add_callback(HeldOutSIDMetrics(trainer, inputs.log, training_args.sid_eval_steps, settings))
     oracle_curves = oracle_curves_callback(trainer, inputs.log, script_args.data_dir, inputs.vocab,
-                                           script_args.max_history, script_args.use_titles, training_args)  # fmt: skip
+                                           script_args.max_history, script_args.use_titles, training_args,
+                                           train_split=script_args.train_split)  # fmt: skip
     if oracle_curves is not None:
         trainer.add_callback(oracle_curves)
     specs = script_args.rewards or DEFAULT_REWARDS
@@ -221,7 +233,9 @@ def add_run_callbacks(trainer, inputs: RLInputs, script_args: EGGRPOScriptArgume
                "inputs": {k: v["fingerprint"] for k, v in record["inputs"].items()},
                # the continued-SFT control's run config is an SFTConfig: it would not say what it controls
                "training_objective": training_args.training_objective,
-               "num_expert_samples": training_args.num_expert_samples}  # fmt: skip
+               "num_expert_samples": training_args.num_expert_samples,
+               # trackio runs have no tags of their own: the config carries W&B's
+               "tags": run_tags(training_args, script_args.data_dir)}  # fmt: skip
     trainer.add_callback(LineageToTracker(lineage))
     use_compact_console(trainer)  # one short line per step; the full dict goes to the trackers
 
@@ -244,7 +258,10 @@ def rl_stage_record(
     if isinstance(script.get("rewards"), str):
         script["rewards"] = json.loads(script["rewards"])
     # The oracle curves only watch: they leave the model as it would be without them.
-    training = content_config(training_args.to_dict(), drop=("sid_dir", *ORACLE_EVAL_FIELDS))
+    # Fields of another objective than this run's do not shape it (see eg_grpo.config.OBJECTIVE_FIELDS).
+    used = OBJECTIVE_FIELDS.get(training_args.training_objective, ())
+    unused = {f for fields in OBJECTIVE_FIELDS.values() for f in fields} - set(used)
+    training = content_config(training_args.to_dict(), drop=("sid_dir", *ORACLE_EVAL_FIELDS, *sorted(unused)))
     config = {"script": script, "training": training,
               "model": content_config(model_args, drop=("model_name_or_path",))}  # fmt: skip
     return stage_record("rl", config, {"data": data, "sids": sids, "ranker": ranker, "model": model})

@@ -42,21 +42,35 @@ def configure_tracking(training_args, data_dir: str | Path | None = None) -> Non
     os.environ.setdefault("WANDB_DIR", str(root))
     root.mkdir(parents=True, exist_ok=True)
     if "WANDB_TAGS" not in os.environ:
-        os.environ["WANDB_TAGS"] = f"{run_variant(training_args)},{dataset_name(data_dir)}"
+        os.environ["WANDB_TAGS"] = ",".join(run_tags(training_args, data_dir))
+
+
+def run_tags(training_args, data_dir: str | Path | None = None) -> list[str]:
+    """The run's tags: ``WANDB_TAGS`` when set (by the user or :func:`configure_tracking`), else the variant
+    (:func:`run_variant`) and the dataset. trackio has no tags: they go into its run config instead."""
+    tags = os.environ.get("WANDB_TAGS")
+    if tags:
+        return [tag.strip() for tag in tags.split(",") if tag.strip()]
+    return [run_variant(training_args), dataset_name(data_dir)]
 
 
 def run_variant(training_args) -> str:
-    """``continued_sft`` (the supervised control), ``eg`` (experts spliced in) or ``vanilla``."""
-    if getattr(training_args, "training_objective", "grpo") == "continued_sft":
-        return "continued_sft"
+    """The objective of a control (``continued_sft``, ``rejection_sft``, ``reward_weighted_sft``), else ``eg``
+    (GRPO with experts spliced in) or ``vanilla``."""
+    objective = getattr(training_args, "training_objective", "grpo")
+    if objective != "grpo":
+        return objective
     return "eg" if getattr(training_args, "num_expert_samples", 0) else "vanilla"
 
 
 class LineageToTracker(TrainerCallback):
-    """Adds ``eg_grpo/*`` to the W&B run config at the start of training (after ``WandbCallback`` set it up).
+    """Adds ``eg_grpo/*`` to the W&B and trackio run configs at the start of training.
+
+    Callbacks added to a trainer run after those of ``report_to``, so ``WandbCallback`` and
+    ``TrackioCallback`` have started their runs by then.
 
     Args:
-        lineage: JSON data, e.g. ``{"rewards": [...], "stage": {...}, "inputs": {...}}``.
+        lineage: JSON data, e.g. ``{"rewards": [...], "stage_fingerprint": ..., "inputs": {...}, "tags": [...]}``.
     """
 
     def __init__(self, lineage: dict):
@@ -64,13 +78,21 @@ class LineageToTracker(TrainerCallback):
         self.run_info: dict | None = None  # the run's id etc., recorded in stage.json for evaluation
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero or "wandb" not in (args.report_to or []):
+        if not state.is_world_process_zero:
             return
-        import wandb
+        report_to = args.report_to or []
+        if "wandb" in report_to:
+            import wandb
 
-        if wandb.run is not None:
-            wandb.run.config.update({"eg_grpo": self.lineage}, allow_val_change=True)
-            self.run_info = tracked_run()
+            if wandb.run is not None:
+                wandb.run.config.update({"eg_grpo": self.lineage}, allow_val_change=True)
+                self.run_info = tracked_run()
+        if "trackio" in report_to:
+            import trackio
+
+            # `trackio.config` is the started run's config (a dict), sent with the run's first logged step,
+            # which comes after this; a dict's update takes no `allow_val_change`.
+            trackio.config.update({"eg_grpo": self.lineage})
 
 
 def tracked_run() -> dict | None:

@@ -30,6 +30,8 @@ CHAIN_HEADER = re.compile(r"^# .*run_chain\('([^']+)'\)")
 # one recipe.
 PAIR_KEYS = {"num_expert_samples", "output_dir", "run_name"}
 CONTROL_KEYS = {"training_objective", "output_dir", "run_name"}
+# The reward-aware control (rejection SFT) may also choose its selection rule: same rollouts, rewards, budget.
+REWARD_CONTROL_KEYS = CONTROL_KEYS | {"rejection_selection", "reward_weight_temperature", "sft_log_probs"}
 
 
 def _relative(path: Path) -> str:
@@ -149,6 +151,43 @@ def test_continued_sft_is_its_eg_config_with_the_supervised_objective(folder):
         yaml.safe_load((folder / f"{n}.yaml").read_text())["output_dir"] for n in ("eg_grpo", "vanilla_grpo")
     }
     assert control["output_dir"] not in outputs and control["run_name"] != eg["run_name"]
+
+
+REWARD_CONTROLS = sorted(p.parent for p in CONFIGS.rglob("rejection_sft.yaml"))
+
+
+def test_every_paired_folder_has_its_reward_aware_control():
+    assert [p.name for p in PAIRS] == [p.name for p in REWARD_CONTROLS], (
+        "a vanilla/EG pair without rejection_sft.yaml"
+    )
+
+
+@pytest.mark.parametrize("folder", REWARD_CONTROLS, ids=lambda p: p.name)
+def test_rejection_sft_is_its_eg_config_with_the_reward_aware_objective(folder):
+    eg = yaml.safe_load((folder / "eg_grpo.yaml").read_text())
+    control = yaml.safe_load((folder / "rejection_sft.yaml").read_text())
+    differ = {k for k in eg.keys() | control.keys() if eg.get(k, "<absent>") != control.get(k, "<absent>")}
+    assert differ <= REWARD_CONTROL_KEYS, (
+        f"{folder.name}: rejection_sft.yaml drifted from eg_grpo.yaml in {sorted(differ - REWARD_CONTROL_KEYS)}"
+    )
+    assert control["training_objective"] == "rejection_sft" and eg.get("training_objective", "grpo") == "grpo"
+    others = {yaml.safe_load((folder / f"{n}.yaml").read_text())["output_dir"]
+              for n in ("eg_grpo", "vanilla_grpo", "continued_sft")}  # fmt: skip
+    assert control["output_dir"] not in others and control["run_name"] != eg["run_name"]
+
+
+def test_reward_control_check_catches_a_drift(tmp_path):
+    folder = tmp_path / "quad"
+    folder.mkdir()
+    for name in ("eg_grpo", "vanilla_grpo", "continued_sft"):
+        (folder / f"{name}.yaml").write_text((CONFIGS / "tiny" / f"{name}.yaml").read_text())
+    (folder / "rejection_sft.yaml").write_text(
+        (CONFIGS / "tiny" / "rejection_sft.yaml")
+        .read_text()
+        .replace("num_generations:", "num_generations: 4\n#")
+    )
+    with pytest.raises(AssertionError, match="drifted from eg_grpo.yaml in \\['num_generations'\\]"):
+        test_rejection_sft_is_its_eg_config_with_the_reward_aware_objective(folder)
 
 
 def test_pair_check_catches_a_drift(tmp_path):
