@@ -4,6 +4,14 @@ Evaluations are paired (Δ ± paired standard error on the requests both scored)
 comparable: the same data (by fingerprint, see :mod:`eg_grpo.io`) and the same split. Two
 evaluations of different datasets share request ids 0..N-1 and would otherwise "pair" on rows that
 are different requests.
+
+RL arms put side by side (the run folders, and the models of the evaluation folders) must hold
+equal what an arm comparison holds equal (:mod:`eg_grpo.eval.comparability`: steps, prompts per
+step, learning rate and schedule, RL rows, data / SID / start-model fingerprints, and the same seeds
+in every arm); they may differ in ``training_objective`` and ``num_expert_samples``, and the SFT model
+is not an arm. By default a difference is refused (:class:`~eg_grpo.eval.comparability.ComparabilityError`
+naming the key and both values); with ``allow_incomparable`` the comparison is written with a
+warning line above the tables instead: a table people read later must carry the caveat with it.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eg_grpo.eval.comparability import ComparabilityError, differences, label_problem, name_label, run_facts
 from eg_grpo.io import read_stage
 
 
@@ -24,6 +33,8 @@ class CompareArguments:
         eval_dirs: evaluation folders (``eval_results.json``; ``per_request.csv`` pairs them with the first).
         output_dir: where ``comparison.md``, ``curves.png`` and (when the runs logged the oracle curves)
             ``reward_hacking.png`` go.
+        allow_incomparable: write the comparison of RL arms that differ in what it holds equal, with a
+            warning line, instead of refusing it.
     """
 
     run_dirs: list[str] = field(default_factory=list, metadata={"help": "RL output folders."})
@@ -33,6 +44,29 @@ class CompareArguments:
     output_dir: str = field(
         default="outputs/compare", metadata={"help": "Where comparison.md and curves.png go."}
     )
+    allow_incomparable: bool = field(
+        default=False, metadata={"help": "Compare RL arms of other steps, lr, rows, ... with a warning line."}
+    )
+
+
+def arm_differences(run_dirs: list[str], eval_dirs: list[str]) -> tuple[list[str], list[str]]:
+    """What the RL arms among the run folders, and among the evaluated models, do not hold equal.
+
+    A folder named as the chain names runs (``eg_grpo``, ``vanilla_grpo_s1``, ``continued_sft``) must
+    also hold (or evaluate) that kind of model (:func:`~eg_grpo.eval.comparability.name_label`).
+
+    Returns:
+        ``(differences, notes)``: ``key: value (runs) vs value (runs)`` lines, and the folders that
+        could not be checked (listed only when some RL arm could be, so plain evaluations stay quiet).
+    """
+    out, notes = [], []
+    for what, dirs in (("RL runs", run_dirs), ("evaluated models", eval_dirs)):
+        facts = [run_facts(d) for d in dirs]
+        out += [p for f in facts if (label := name_label(f.name)) and (p := label_problem(label, f))]
+        out += [f"{what}: {d}" for d in differences(facts)]
+        if any(f.stage == "rl" for f in facts):
+            notes += [f"{f.name}: comparability not checked: {f.note}" for f in facts if f.note]
+    return out, notes
 
 
 def evaluation_lineage(eval_dir: str | Path) -> tuple[str | None, str | None]:
@@ -102,9 +136,18 @@ def run(args: CompareArguments) -> str:
         raise SystemExit("compare.py: give RL run folders, --eval_dirs, or both")
     _check_dirs(args.run_dirs, "RL run", ("log_history.json",))
     _check_eval_dirs(args.eval_dirs)
+    diffs, unchecked = arm_differences(args.run_dirs, args.eval_dirs)
+    if diffs and not args.allow_incomparable:
+        raise ComparabilityError(
+            "compare.py: the RL arms are not comparable:\n" + "\n".join(f"  - {d}" for d in diffs)
+            + "\nFix: compare runs that differ only in training_objective and num_expert_samples (and in seed "
+            "within one arm: every arm with the same seeds); retrain the odd run with the others' settings, or "
+            "pass --allow_incomparable true to write the comparison with a warning line."
+        )  # fmt: skip
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    parts = [training_table(args.run_dirs)] if args.run_dirs else []
+    parts = [f"**WARNING: not comparable** (allow_incomparable): {d}" for d in diffs]
+    parts += [training_table(args.run_dirs)] if args.run_dirs else []
     if hacking := args.run_dirs and reward_hacking_table(args.run_dirs):
         parts.append(
             "Learned reward vs the oracle (held-out requests, simulated; first → last):\n\n" + hacking
@@ -119,6 +162,8 @@ def run(args: CompareArguments) -> str:
             )
         if notes:
             parts.append("\n".join(f"- {n}" for n in notes))
+    if unchecked:
+        parts.append("\n".join(f"- {n}" for n in unchecked))
     table = "\n\n".join(parts)
     (out / "comparison.md").write_text(table + "\n")
     written = [out / "comparison.md"]

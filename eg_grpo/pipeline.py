@@ -13,8 +13,12 @@ whose config or inputs changed is rebuilt, and so is everything after it. A fold
 build (by hand, by a recipe, another chain) is never replaced: the chain stops and names what
 differs and the ``rebuild`` option. The RL stages resume from their newest intact checkpoint.
 
-With ``jobs: N`` in the chain file, the steps after SFT (each RL run followed by its evaluation, and
-the SFT model's evaluation) run N at a time, each with ``cores // N`` torch threads and its console
+After the RL runs the chain checks that they are comparable arms (same steps, prompts per step,
+learning rate and schedule, RL rows, inputs and seed; each what its name says) and stops, naming
+each difference, before any of them is evaluated (:func:`check_rl_runs`).
+
+With ``jobs: N`` in the chain file, the steps after SFT (the RL runs and the SFT model's evaluation,
+then the RL runs' evaluations) run N at a time, each with ``cores // N`` torch threads and its console
 output in ``OUTPUT_ROOT/logs/<step>.log``: the tiny models of the demo keep one core busy better
 than they share two, so two single-threaded runs side by side finish sooner than one after the other.
 
@@ -38,6 +42,7 @@ from pathlib import Path
 
 import yaml
 
+from eg_grpo.eval.comparability import ComparabilityError, differences, label_problem, run_facts
 from eg_grpo.io import OWNER_ENV, PENDING_FILE, StageConflict, check_stage_folder, read_stage
 from eg_grpo.stages import get_stage
 
@@ -258,12 +263,12 @@ def run_chain(chain_path: str | Path = "demo", output_root: str | Path | None = 
         step(f"eval_{run}", "evaluate", s["evaluate"], root / "eval" / run,
              {**sid_args, "model_dir": models[run].output_dir}, shared=True)  # fmt: skip
 
-    if chain.jobs == 1:  # every RL run, then every evaluation, their output on the console
-        tasks = [*(lambda r=r: train(r) for r in chain.rl_runs), lambda: evaluate("sft"),
-                 *(lambda r=r: evaluate(r) for r in chain.rl_runs)]  # fmt: skip
-    else:  # each RL run and then its evaluation, in the file's order; the SFT model's evaluation fills a gap
-        tasks = [*(lambda r=r: (train(r), evaluate(r)) for r in chain.rl_runs), lambda: evaluate("sft")]
-    _run_all(tasks, chain.jobs)
+    # Every RL run (the SFT model's evaluation after them, filling a gap when jobs > 1), then the check that
+    # the runs are comparable arms, then their evaluations: nothing is evaluated or played in the arena
+    # beside runs of other steps, learning rate, rows or inputs.
+    _run_all([*(lambda r=r: train(r) for r in chain.rl_runs), lambda: evaluate("sft")], chain.jobs)
+    check_rl_runs(root, chain, owner)
+    _run_all([lambda r=r: evaluate(r) for r in chain.rl_runs], chain.jobs)
     models = {run: models[run] for run in ("sft", *chain.rl_runs)}
     order = ["data", "sids", "ranker", *models, *(f"eval_{run}" for run in models)]
     done = {name: done[name] for name in order}
@@ -281,6 +286,34 @@ def run_chain(chain_path: str | Path = "demo", output_root: str | Path | None = 
     )
     _print_summary(done, report, time.perf_counter() - t0)
     return done
+
+
+def check_rl_runs(root: Path, chain: ChainConfig, owner: str) -> None:
+    """Refuses to go on when the chain's RL runs are not comparable arms (:mod:`eg_grpo.eval.comparability`).
+
+    Each run must be what its name says (``vanilla_grpo``: GRPO with ``num_expert_samples: 0``,
+    ``continued_sft``: the continued-SFT objective, ...) and all must hold equal steps, prompts per
+    step, learning rate and schedule, RL rows, inputs and seed. A run folder without a record (a
+    stage that wrote none) is not checked.
+
+    Raises:
+        ComparabilityError: naming each differing key with both values, the runs' config files and
+            the fix (make the configs agree; ``--rebuild NAME`` for a run this chain did not build).
+    """
+    facts = [run_facts(root / run, name=run) for run in chain.rl_runs]
+    problems = [p for f in facts if (p := label_problem(f.name, f))] + differences(facts)
+    if not problems:
+        return
+    foreign = [run for run in chain.rl_runs if (read_stage(root / run) or {}).get("built_by") != owner]
+    configs = ", ".join(f"{run}: {chain.stages[run]}" for run in chain.rl_runs)
+    rebuild = (f" The chain did not build {', '.join(foreign)}: re-run with `--rebuild {' '.join(foreign)}` so "
+               "it may replace them." if foreign else "")  # fmt: skip
+    raise ComparabilityError(
+        "[chain] the RL runs are not comparable, so nothing is evaluated:\n"
+        + "\n".join(f"  - {p}" for p in problems)
+        + f"\nFix: make their stage configs agree ({configs}) and re-run the chain: it rebuilds the runs whose "
+        f"config changed.{rebuild}"
+    )
 
 
 def _cores() -> int:

@@ -4,7 +4,10 @@
 
 The YAML maps each table's rows (named as the paper's) to evaluation folders written by
 ``recipes/evaluate.py``; Table 4 rows may list several folders (seeds). Writes ``output`` (markdown)
-and prints it. See :mod:`eg_grpo.eval.paper_tables` and docs/paper.md.
+and prints it. Table 4's rows must be comparable arms (their models what the labels say, trained
+with the same budget, rows, inputs and seeds): otherwise it stops, naming each difference, unless
+``--allow_incomparable true`` (or ``allow_incomparable: true`` in the YAML), which builds the tables
+under a warning banner. See :mod:`eg_grpo.eval.paper_tables` and docs/paper.md.
 """
 
 import argparse
@@ -17,7 +20,7 @@ import yaml
 from eg_grpo.cli import guarded
 from eg_grpo.eval.paper_tables import PaperTables
 
-KEYS = ("table1", "table2", "table3", "table4", "beams", "item_budget", "output")
+KEYS = ("table1", "table2", "table3", "table4", "beams", "item_budget", "allow_incomparable", "output")
 
 
 def main(config: dict) -> str:
@@ -44,12 +47,16 @@ if __name__ == "__main__":
         "--config", required=True, help="YAML with table1..table4, beams, item_budget, output"
     )
     parser.add_argument("--output", help="markdown file (overrides the config's)")
+    parser.add_argument("--allow_incomparable", choices=("true", "false"), default=None,
+                        help="build Table 4 even when its rows are not comparable arms, under a warning")  # fmt: skip
     args = parser.parse_args()
 
     def _run():
         config = yaml.safe_load(Path(args.config).read_text()) or {}
         if args.output:
             config["output"] = args.output
+        if args.allow_incomparable is not None:
+            config["allow_incomparable"] = args.allow_incomparable == "true"
         main(config)
 
     sys.exit(guarded("paper_tables", _run))

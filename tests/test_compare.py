@@ -58,3 +58,57 @@ def test_a_training_folder_given_as_an_evaluation_is_refused(tmp_path):
     assert "training output" in message and "without eval_results.json" in message
     assert "recipes/evaluate.py --model_dir" in message
     assert not (tmp_path / "c" / "comparison.md").exists()
+
+
+def _rl_run(path, **training):
+    """An RL run folder as compare.py reads it: a hand-made stage.json and a short log."""
+    from conftest import write_rl_stage
+
+    write_rl_stage(path, **training)
+    (path / "log_history.json").write_text(json.dumps([{"step": 1, "loss": 0.1, "reward": 0.2}]))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("eg_training", "expected"),
+    [({"max_steps": 8}, "RL runs: max_steps: 6 (vanilla_grpo) vs 8 (eg_grpo)"),
+     ({"learning_rate": 1e-4}, "RL runs: learning_rate: 0.0005 (vanilla_grpo) vs 0.0001 (eg_grpo)"),
+     ({"training_objective": "continued_sft"}, 'training_objective "continued_sft" (the label needs "grpo")')],
+)  # fmt: skip
+def test_rl_arms_that_differ_in_what_is_held_equal_are_refused(tmp_path, eg_training, expected):
+    from eg_grpo.eval.comparability import ComparabilityError
+
+    runs = [
+        _rl_run(tmp_path / "vanilla_grpo", num_expert_samples=0),
+        _rl_run(tmp_path / "eg_grpo", **eg_training),
+    ]
+    with pytest.raises(ComparabilityError) as err:
+        run(CompareArguments(run_dirs=runs, output_dir=str(tmp_path / "c")))
+    assert expected in str(err.value) and "--allow_incomparable true" in str(err.value)
+    assert not (tmp_path / "c" / "comparison.md").exists()
+
+
+def test_evaluations_of_incomparable_arms_are_refused_unless_allowed(tmp_path):
+    from conftest import write_eval_stage
+
+    from eg_grpo.eval.comparability import ComparabilityError
+
+    vanilla = write_eval_stage(
+        tmp_path / "eval" / "vanilla", _rl_run(tmp_path / "v", num_expert_samples=0), hr=0.1
+    )
+    control = write_eval_stage(
+        tmp_path / "eval" / "control", _rl_run(tmp_path / "c", training_objective="continued_sft")
+    )
+    eg = write_eval_stage(tmp_path / "eval" / "eg", _rl_run(tmp_path / "e", max_steps=8))
+    # vanilla GRPO beside the continued-SFT control: other objective and k, the rest equal: comparable
+    assert "WARNING" not in run(
+        CompareArguments(eval_dirs=[str(vanilla), str(control)], output_dir=str(tmp_path / "o"))
+    )
+    args = CompareArguments(eval_dirs=[str(vanilla), str(control), str(eg)], output_dir=str(tmp_path / "o"))
+    with pytest.raises(
+        ComparabilityError, match=r"evaluated models: max_steps: 6 \(control, vanilla\) vs 8 \(eg\)"
+    ):
+        run(args)
+    args.allow_incomparable = True
+    text = run(args)
+    assert text.startswith("**WARNING: not comparable** (allow_incomparable): evaluated models: max_steps: 6")

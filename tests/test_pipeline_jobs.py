@@ -117,3 +117,71 @@ def test_a_logged_stage_writes_its_output_to_the_log_and_shows_the_error_tail(tm
         run_stage("bad", "data", bad, tmp_path / "bad", log=tmp_path / "logs" / "bad.log", threads=1)
     tail = capsys.readouterr().out
     assert "[chain] bad failed; the end of" in tail and "n_items" in tail
+
+
+@pytest.fixture
+def recorded_rl_stages(fake_stages, monkeypatch):
+    """``fake_stages`` whose RL steps write a hand-made stage.json (the tiny settings, or ``settings[name]``)."""
+    from conftest import write_rl_stage
+
+    settings, fake = {}, pipeline.run_stage
+
+    def run_stage(name, stage, config, output_dir, args=None, owner=None, **kw):
+        if stage == "rl":
+            defaults = {
+                "vanilla_grpo": {"num_expert_samples": 0},
+                "continued_sft": {"training_objective": "continued_sft"},
+            }
+            write_rl_stage(output_dir, built_by=owner, **{**defaults.get(name, {}), **settings.get(name, {})})
+        return fake(name, stage, config, output_dir, args, owner=owner, **kw)
+
+    monkeypatch.setattr(pipeline, "run_stage", run_stage)
+    return settings
+
+
+@pytest.mark.parametrize(
+    ("run", "training", "expected"),
+    [("eg_grpo", {"max_steps": 8}, "max_steps: 6 (continued_sft, vanilla_grpo) vs 8 (eg_grpo)"),
+     ("continued_sft", {"learning_rate": 1e-4}, "learning_rate: 0.0005 (eg_grpo, vanilla_grpo) vs 0.0001 (continued_sft)"),
+     ("continued_sft", {"training_objective": "grpo"}, 'training_objective "grpo" (the label needs "continued_sft")')],
+)  # fmt: skip
+def test_the_chain_refuses_to_evaluate_rl_runs_that_are_not_comparable(
+    recorded_rl_stages, fake_stages, tmp_path, run, training, expected
+):
+    from eg_grpo.eval.comparability import ComparabilityError
+
+    recorded_rl_stages[run] = training
+    with pytest.raises(ComparabilityError) as err:
+        run_chain(_chain_file(tmp_path))
+    message = str(err.value)
+    assert expected in message and "so nothing is evaluated" in message
+    assert f"{run}: {Path(ChainConfig.load('tiny').stages[run])}" in message  # the config to fix
+    assert "--rebuild" not in message  # the chain built them all: editing the config is enough
+    assert (
+        not any(n.startswith("eval_") and n != "eval_sft" for n in fake_stages) and "arena" not in fake_stages
+    )
+
+
+def test_the_chain_evaluates_comparable_rl_runs_and_names_runs_it_did_not_build(
+    recorded_rl_stages, fake_stages, tmp_path, monkeypatch
+):
+    from conftest import write_rl_stage
+
+    from eg_grpo.eval.comparability import ComparabilityError
+
+    done = run_chain(_chain_file(tmp_path))
+    assert "eval_eg_grpo" in done and "arena" in done
+    # a run folder the chain did not build (a hand-made record of other steps) is named with --rebuild
+    eg = tmp_path / "out" / "eg_grpo"
+    pipeline_run_stage = pipeline.run_stage
+
+    def keep_foreign(name, stage, config, output_dir, args=None, owner=None, **kw):
+        if name == "eg_grpo":
+            write_rl_stage(output_dir, built_by=None, max_steps=8)
+            return StageResult(name, Path(output_dir), "f", skipped=True)
+        return pipeline_run_stage(name, stage, config, output_dir, args, owner=owner, **kw)
+
+    monkeypatch.setattr(pipeline, "run_stage", keep_foreign)
+    with pytest.raises(ComparabilityError, match=r"max_steps: .* vs 8 \(eg_grpo\)(.|\n)*`--rebuild eg_grpo`"):
+        run_chain(_chain_file(tmp_path))
+    assert eg.is_dir()

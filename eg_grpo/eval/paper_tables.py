@@ -13,6 +13,13 @@ personalised test requests). Ours come from ``eval_results.json`` files (:mod:`e
 
 Relative gains are computed as the paper's: ``(row - baseline) / baseline`` in percent, the baseline
 being the table's first row.
+
+Table 4's rows are arms of one comparison, so they are checked before anything is written
+(:mod:`eg_grpo.eval.comparability`): each folder's model must be what its label says (``EG-GRPO
+(K=2)``: ``training_objective: grpo`` with ``num_expert_samples: 2``) and the rows must hold equal
+steps, prompts per step, learning rate and schedule, RL rows, inputs and seeds. A difference is a
+:class:`~eg_grpo.eval.comparability.ComparabilityError` naming the key and both values, unless
+``allow_incomparable``: then the tables are built under a warning banner.
 """
 
 from __future__ import annotations
@@ -20,8 +27,11 @@ from __future__ import annotations
 import json
 import math
 import shlex
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from eg_grpo.eval.comparability import ComparabilityError, check_rows
 
 PAPER = "arXiv 2605.14434"
 PAPER_TABLE1 = {  # click hit rate at beam 1 / 10 / 100
@@ -112,14 +122,17 @@ class PaperTables:
             (one per seed).
         beams: our beam sizes of Tables 1 and 3 (each must be in the evaluations' ``beam_sizes``).
         item_budget: the ``N`` of ``budget_hitrate@B_top{N}`` (in the evaluations' ``item_budgets``).
+        allow_incomparable: build Table 4 even when its rows are not comparable arms, under a warning.
 
     Raises:
         ValueError: a row name the paper's table does not have.
         FileNotFoundError: a folder without ``eval_results.json``.
+        ComparabilityError: (from :meth:`markdown`) Table 4's rows are not comparable arms.
     """
 
     def __init__(self, table1: Mapping, table2: Mapping | None = None, table3: Mapping | None = None,
-                 table4: Mapping | None = None, beams: Sequence[int] = (1, 10, 50), item_budget: int = 100):  # fmt: skip
+                 table4: Mapping | None = None, beams: Sequence[int] = (1, 10, 50), item_budget: int = 100,
+                 allow_incomparable: bool = False):  # fmt: skip
         for name, given, paper in (("table1", table1, PAPER_TABLE1), ("table2", table2 or {}, PAPER_TABLE1),
                                    ("table3", table3 or {}, PAPER_TABLE3), ("table4", table4 or {}, PAPER_TABLE4)):  # fmt: skip
             unknown = set(given) - set(paper)
@@ -132,7 +145,37 @@ class PaperTables:
         }
         self.table4 = {k: _folders(v) for k, v in (table4 or {}).items()}
         self.beams, self.item_budget = [int(b) for b in beams], int(item_budget)
+        self.allow_incomparable = bool(allow_incomparable)
         self._results: dict[str, dict] = {}
+        self._warning: str | None = None
+        self._unchecked: list[str] = []
+        self._checked = False
+
+    def check_comparable(self) -> None:
+        """Refuses Table 4 rows that are not comparable arms (see the module's docstring).
+
+        With ``allow_incomparable`` the reasons are printed to stderr and kept for the banner that
+        :meth:`markdown` puts above the tables. Folders whose model records nothing are listed under
+        Table 4 as not checked.
+        """
+        problems, self._unchecked = check_rows(self.table4)
+        self._checked = not problems or self.allow_incomparable
+        if not problems:
+            return
+        reasons = "\n".join(f"  - {p}" for p in problems)
+        if not self.allow_incomparable:
+            raise ComparabilityError(
+                f"Table 4's rows are not comparable:\n{reasons}\nFix: give each row evaluations of models that "
+                "are what its label says, trained with the same steps, prompts per step, learning rate and "
+                "schedule, RL rows, inputs and seeds as the other rows (retrain the odd runs with the others' "
+                "settings and re-evaluate them), or pass --allow_incomparable true to build the tables anyway, "
+                "marked as not comparable."
+            )
+        self._warning = reasons
+        print(
+            f"WARNING: Table 4's rows are NOT comparable (allow_incomparable is on):\n{reasons}",
+            file=sys.stderr,
+        )
 
     def results(self, folder: str) -> dict:
         if folder not in self._results:
@@ -212,6 +255,8 @@ class PaperTables:
         return {b: v for b, v in curve.items() if v is not None}
 
     def table_4(self) -> str:
+        if not self._checked:
+            self.check_comparable()
         paper_rows = [[k, *map(_fmt, v)] for k, v in PAPER_TABLE4.items()]
         base = PAPER_TABLE4["SFT"]
         paper_rows += [[f"{k} vs SFT", *(_gain(relative_gain(v, b)) for v, b in zip(vals, base))]
@@ -232,6 +277,11 @@ class PaperTables:
             f"Paper ({PAPER}):\n\n" + _table(header, paper_rows),
             "Ours (mean ± standard deviation over the runs given):\n\n" + _table(header, rows),
         ]
+        if self._warning:
+            parts.insert(1, "> **WARNING: these rows are NOT comparable** (built with allow_incomparable):\n"
+                         + "\n".join(f"> {line.strip()}" for line in self._warning.splitlines()))  # fmt: skip
+        if self._unchecked:
+            parts.append("Not checked for comparability:\n\n" + "\n".join(f"- {n}" for n in self._unchecked))
         paired = self._paired_rows()
         if paired:
             parts.append(f"Ours, each run minus {next(iter(self.table4))} on the same requests (Δ ± paired standard "
@@ -258,9 +308,14 @@ class PaperTables:
         return rows
 
     def markdown(self) -> str:
+        if self.table4:
+            self.check_comparable()  # before any folder is read: a refused table writes nothing
         parts = [self.table_1(), self.table_2(), self.table_3()]
         if self.table4:
             parts.append(self.table_4())
+        if self._warning:
+            parts.insert(0, "> **WARNING: NOT COMPARABLE.** Table 4's rows differ in what the comparison holds "
+                         "equal; see Table 4.")  # fmt: skip
         parts.append("### Commands of each row\n\n" + "\n".join(self.commands()))
         return "\n\n".join(parts) + "\n"
 

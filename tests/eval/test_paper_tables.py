@@ -139,3 +139,64 @@ def test_table4_paired_rows_from_per_request_columns(tmp_path):
             table4={"SFT": folders["sft"], "EG-GRPO (K=2)": [folders["eg0"]]},
         ).table_4()
     )
+
+
+def _arm(tmp_path, name, model_stage=None, **training):
+    """An evaluation folder (Table 4's metrics) of a hand-made model: an RL run of ``training``, or an SFT model."""
+    from conftest import write_eval_stage, write_rl_stage
+
+    from eg_grpo.io import stage_record, write_stage
+
+    model = tmp_path / "models" / name
+    if model_stage == "sft":
+        model.mkdir(parents=True)
+        write_stage(model, stage_record("sft", {"training": {"seed": 0}}))
+    else:
+        write_rl_stage(model, **training)
+    return write_eval_stage(tmp_path / "eval" / name, model, **dict(zip(TABLE4_METRICS, PAPER_TABLE4["SFT"])))
+
+
+def _table4(tmp_path, eg_training, **kwargs):
+    rows = {"SFT": _arm(tmp_path, "sft", model_stage="sft"),
+            "GRPO (K=0)": _arm(tmp_path, "vanilla", num_expert_samples=0),
+            "EG-GRPO (K=2)": _arm(tmp_path, "eg", **eg_training)}  # fmt: skip
+    return PaperTables(table1={"CQ-SID": rows["SFT"]}, table4=rows, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("eg_training", "expected"),
+    [({"max_steps": 8}, "max_steps: 6 (GRPO (K=0): vanilla) vs 8 (EG-GRPO (K=2): eg)"),
+     ({"learning_rate": 1e-4}, "learning_rate: 0.0005 (GRPO (K=0): vanilla) vs 0.0001 (EG-GRPO (K=2): eg)"),
+     ({"training_objective": "continued_sft"}, 'training_objective "continued_sft" (the label needs "grpo")'),
+     ({"num_expert_samples": 4}, 'num_expert_samples 4 (the label needs 2)')],
+)  # fmt: skip
+def test_table4_refuses_rows_that_are_not_comparable(tmp_path, eg_training, expected):
+    from eg_grpo.eval.comparability import ComparabilityError
+
+    with pytest.raises(ComparabilityError) as err:
+        _table4(tmp_path, eg_training).markdown()
+    assert expected in str(err.value) and "--allow_incomparable true" in str(err.value)
+
+
+def test_table4_of_comparable_seeds_is_built(tmp_path):
+    rows = {"SFT": _arm(tmp_path, "sft", model_stage="sft"),
+            "GRPO (K=0)": [_arm(tmp_path, f"v{s}", num_expert_samples=0, seed=s) for s in (0, 1)],
+            "EG-GRPO (K=2)": [_arm(tmp_path, f"eg{s}", seed=s) for s in (0, 1)]}  # fmt: skip
+    text = PaperTables(table1={"CQ-SID": rows["SFT"]}, table4=rows).markdown()
+    assert "| EG-GRPO (K=2) (2 runs) |" in text and "NOT comparable" not in text
+    # the seeds of one arm may differ, but not the seeds of the arms
+    rows["EG-GRPO (K=2)"] = [_arm(tmp_path, f"eg{s}", seed=s) for s in (2, 3)]
+    with pytest.raises(ValueError, match=r"seed: \[0, 1\] .* vs \[2, 3\]"):
+        PaperTables(table1={"CQ-SID": rows["SFT"]}, table4=rows).markdown()
+
+
+def test_allow_incomparable_builds_the_tables_under_a_warning(tmp_path, capsys):
+    from recipes.paper_tables import main
+
+    text = _table4(tmp_path, {"max_steps": 8}, allow_incomparable=True).markdown()
+    assert text.startswith("> **WARNING: NOT COMPARABLE.**")
+    assert "> - max_steps: 6 (GRPO (K=0): vanilla) vs 8 (EG-GRPO (K=2): eg)" in text
+    assert "Table 4's rows are NOT comparable" in capsys.readouterr().err
+    rows = {"GRPO (K=0)": str(tmp_path / "eval" / "vanilla"), "EG-GRPO (K=2)": str(tmp_path / "eval" / "eg")}
+    assert "NOT COMPARABLE" in main({"table1": {"CQ-SID": rows["GRPO (K=0)"]}, "table4": rows,
+                                     "allow_incomparable": True})  # fmt: skip
