@@ -61,3 +61,37 @@ def test_the_continued_sft_control_is_not_tagged_eg(tmp_path, monkeypatch):
                            training_objective="continued_sft")  # fmt: skip
     configure_tracking(args, tmp_path / "root" / "data")
     assert os.environ["WANDB_TAGS"] == "continued_sft,root"
+
+
+def test_trackio_gets_the_lineage_without_wandb(tmp_path, monkeypatch):
+    """trackio is optional (not a dependency): a stub module stands in for the run transformers started."""
+    import sys
+    import types
+
+    from eg_grpo.tracking import LineageToTracker, run_tags
+
+    _clean_env(monkeypatch)
+    stub = types.ModuleType("trackio")
+    stub.config = {"learning_rate": 1e-6}  # what TrackioCallback put there before
+    monkeypatch.setitem(sys.modules, "trackio", stub)
+    args = SimpleNamespace(report_to=["trackio"], output_dir=str(tmp_path / "root" / "rsft"), num_expert_samples=1,
+                           training_objective="rejection_sft")  # fmt: skip
+    lineage = {"rewards": [{"name": "sid_match", "weight": 1.0}], "stage_fingerprint": "f", "inputs": {"sids": "s"},
+               "training_objective": "rejection_sft", "num_expert_samples": 1,
+               "tags": run_tags(args, tmp_path / "root" / "data")}  # fmt: skip
+    callback = LineageToTracker(lineage)
+    callback.on_train_begin(args, SimpleNamespace(is_world_process_zero=False), None)
+    assert "eg_grpo" not in stub.config  # only the main process logs
+    callback.on_train_begin(args, SimpleNamespace(is_world_process_zero=True), None)
+    assert stub.config == {"learning_rate": 1e-6, "eg_grpo": lineage}
+    assert stub.config["eg_grpo"]["tags"] == ["rejection_sft", "root"] and callback.run_info is None
+
+
+def test_run_tags_follow_wandb_tags_when_set(tmp_path, monkeypatch):
+    from eg_grpo.tracking import run_tags
+
+    _clean_env(monkeypatch)
+    args = SimpleNamespace(report_to=["trackio"], output_dir=str(tmp_path / "eg"), num_expert_samples=0)
+    assert run_tags(args, tmp_path / "amazon_office") == ["vanilla", "amazon_office"]
+    monkeypatch.setenv("WANDB_TAGS", "mine, ablation")
+    assert run_tags(args, tmp_path / "amazon_office") == ["mine", "ablation"]
