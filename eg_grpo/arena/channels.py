@@ -108,7 +108,8 @@ def data_fingerprint(data_dir: str | Path) -> str:
 
 
 class LoggedChannel(Channel):
-    """The simulator's legacy retrieval, its source shares held by every prefix of the list.
+    """The simulator's legacy retrieval, its source shares held by every prefix of the list; with
+    launches, items not launched at the request's time are redrawn (then dropped), as in the log.
 
     The retrieval fills its slots from the leaf, mid category, brand and popularity sources in
     fixed shares; the slots are interleaved across sources, so a smaller quota (``fixed_budget``)
@@ -126,13 +127,18 @@ class LoggedChannel(Channel):
         config = dataclasses.replace(cfg, candidates_per_request=quota)
         requests = o.log.requests.iloc[batch.rows]
         cand = retrieve_candidates(config, o.taxonomy, o.catalogue, o.users, requests, rng)  # (B, quota) rows
+        if o.launches is not None:  # as the log's retrieval: draws by popularity x cold-start prior
+            launches = dataclasses.replace(o.launches, rng=rng)  # the channel's stream, not the oracle's
+            cand = launches.redraw_unlaunched(config, o.taxonomy, o.catalogue, o.users, requests, cand)
         cuts = np.cumsum([cfg.legacy_leaf_share, cfg.legacy_mid_share, cfg.legacy_brand_share])
         source = np.searchsorted(cuts * quota, np.arange(quota) + 0.5)
         rank_in_source = np.array([(source[:i] == s).sum() for i, s in enumerate(source)])
         spread = (rank_in_source + 0.5) / np.bincount(source)[source]
         cand = cand[:, np.argsort(spread, kind="stable")]
         ids = o.log.items["item_id"].to_numpy()
-        return [ids[unique_prefix(row, quota)] for row in cand]
+        # a slot whose leaf launches later in full still holds an unlaunched item: never offered
+        on_sale = o.on_sale(np.asarray(batch.rows)[:, None], cand)
+        return [ids[unique_prefix(row[ok], quota)] for row, ok in zip(cand, on_sale)]
 
 
 def bm25_item_texts(items: pd.DataFrame) -> list[str]:
@@ -344,8 +350,8 @@ def cluster_item_scores(log) -> dict[int, float]:
 
 class GenerativeChannel(Channel):
     """A trained SID generator (:class:`~eg_grpo.eval.recall.RecallChannel`): ``beam`` SIDs by
-    constrained beam search, each expanded into its items (most clicked in the train split first)
-    until the quota.
+    constrained beam search, each expanded into its items (most clicked in the train split first;
+    ``item_order="prior"``: an unclicked item at its cluster's mean score) until the quota.
 
     Raises:
         FileNotFoundError: ``model_dir`` holds no model.
@@ -353,7 +359,8 @@ class GenerativeChannel(Channel):
     """
 
     def __init__(self, name: str, model_dir, sid_dir, log, beam: int = 20, max_history: int = 10,
-                 use_titles: bool = False, device: str = "auto", batch_size: int = 16):  # fmt: skip
+                 use_titles: bool = False, device: str = "auto", batch_size: int = 16,
+                 item_order: str = "clicks"):  # fmt: skip
         from eg_grpo.eval.recall import RecallChannel
 
         if not (Path(model_dir) / "config.json").exists():
@@ -365,7 +372,7 @@ class GenerativeChannel(Channel):
         self.name, self.beam = name, beam
         self.inner = RecallChannel(
             model_dir, sid_dir, item_scores=cluster_item_scores(log), item_titles=titles, max_history=max_history,
-            use_titles=use_titles, device=device, batch_size=batch_size,
+            use_titles=use_titles, device=device, batch_size=batch_size, item_order=item_order,
         )  # fmt: skip
 
     @classmethod

@@ -16,6 +16,7 @@ CLASSICAL_CHANNELS = ("logged", "bm25", "dense", "item_cf", "oracle")
 RANKING_STAGES = ("legacy", "learned")
 BUDGET_MODES = ("supplement", "fixed_budget")
 GENERATIVE_PREFIX = "gen_"
+ITEM_ORDERS = ("clicks", "prior")
 
 
 @dataclass
@@ -53,6 +54,11 @@ class ArenaArguments:
         batch_size: requests per channel call; latency per request = call time / batch size.
         seed: seed of the ranking noise (common to all arms per (request, item)), of ``logged`` and of the
             ``max_requests`` sample.
+        launch_cutoff: on data with ``items.launch_time``, items launched at or after this time are *new*
+            in the new-item figures (:mod:`eg_grpo.arena.live`); ``None``: the cut-off of a generative
+            model's training data (a ``data_cutoff`` folder), else the split's first request.
+        item_order: the order inside a generative channel's cluster: ``clicks`` (train-split clicks, an
+            unclicked item last) or ``prior`` (an unclicked item at its cluster's mean score).
     """
 
     data_dir: str = field(default="outputs/tiny/data", metadata={"help": "Simulated data folder."})
@@ -91,6 +97,10 @@ class ArenaArguments:
     batch_size: int = field(default=64, metadata={"help": "Requests per channel call."})
     seed: int = field(default=0, metadata={"help": "Seed of the ranking noise and the logged channel."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an output folder of other settings."})
+    launch_cutoff: int | None = field(
+        default=None, metadata={"help": "New items: launched at or after this time (default: see docs)."}
+    )
+    item_order: str = field(default="clicks", metadata={"help": "Cluster order of generative channels."})
 
     def control_quotas(self) -> dict[str, int]:
         return parse_quotas(self.control, "control")
@@ -167,6 +177,8 @@ class ArenaArguments:
         for name in ("beam", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.item_order not in ITEM_ORDERS:
+            raise ValueError(f"item_order must be one of {ITEM_ORDERS}, got {self.item_order!r}")
         if self.max_requests < 0:
             raise ValueError(f"max_requests must be >= 0 (0 = all), got {self.max_requests}")
 

@@ -93,6 +93,10 @@ class Oracle:
             )
         self.log, self.config = log, config
         self.taxonomy, self.catalogue, self.users = world.taxonomy, cat, world.users
+        # A live catalogue (launch_share > 0): no item is on offer before its launch, and the legacy ranker
+        # scales a new item's popularity by its cold-start prior, as the simulated log did.
+        self.launches = world.launches
+        self.timestamp = log.requests["timestamp"].to_numpy()
         self.codes = encode(log.items, log.requests)
         self.user_of_request = log.requests["user_id"].to_numpy()
         self.price = log.items["price"].to_numpy(dtype=float)
@@ -154,18 +158,34 @@ class Oracle:
         )  # fmt: skip
 
     def legacy_score(self, req_rows, item_rows, noise) -> np.ndarray:
-        """The simulator's legacy ranking score (``noise``: standard normal draws, same shape)."""
-        return legacy_ranking_score(
+        """The simulator's legacy ranking score (``noise``: standard normal draws, same shape); with launches
+        plus the popularity weight times the log of the item's cold-start prior at the request's time
+        (``-inf`` before its launch), the term the simulated ranker adds."""
+        score = legacy_ranking_score(
             self.config, self.catalogue, item_rows, self.relevance(req_rows, item_rows), noise
         )
+        if self.launches is not None:
+            log_prior = self.launches.log_prior(np.asarray(item_rows), self.timestamp[np.asarray(req_rows)])
+            score = score + self.config.legacy_popularity_weight * log_prior
+        return score
+
+    def on_sale(self, req_rows, item_rows) -> np.ndarray:
+        """Whether each item (aligned rows, any shape) had launched at its request's time (all True without
+        launches)."""
+        item_rows = np.asarray(item_rows)
+        if self.launches is None:
+            return np.ones(item_rows.shape, dtype=bool)
+        # the simulator's own test (prior > 0), so the arena offers exactly what the log could have shown
+        return self.launches.prior(item_rows, self.timestamp[np.asarray(req_rows)]) > 0
 
     def best_items(self, req_row: int, k: int) -> np.ndarray:
-        """The ``k`` truly best item rows of a request: highest relevance, then highest P(click)
-        at the top position. Graded items (>= 1) share the request's leaf, or its brand when the
+        """The ``k`` truly best item rows of a request on sale at its time: highest relevance, then highest
+        P(click) at the top position. Graded items (>= 1) share the request's leaf, or its brand when the
         request names only a brand, so only those are scored."""
         leaf, brand = self.codes.req_leaf[req_row], self.codes.req_brand[req_row]
         empty = np.empty(0, dtype=np.int64)
         pool = self._leaf_items.get(leaf, empty) if leaf >= 0 else self._brand_items.get(brand, empty)
+        pool = pool[self.on_sale(np.full(len(pool), req_row), pool)]  # the best items on sale at the time
         if len(pool) == 0:
             return empty
         rows = np.full(len(pool), req_row)

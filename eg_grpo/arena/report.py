@@ -133,6 +133,9 @@ def render_arena_section(results: dict, heading: str = "##") -> str:
             ", ".join(f"`{name}`" for name in comparisons["family"]),
             "",
         ]
+    from eg_grpo.arena.live import render_new_items  # live imports the channels: kept out of this import
+
+    lines += render_new_items(results)
     return "\n".join(lines)
 
 

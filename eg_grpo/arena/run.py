@@ -28,6 +28,7 @@ from eg_grpo.arena.channels import (
 )
 from eg_grpo.arena.config import GENERATIVE_PREFIX, ArenaArguments, build_arms
 from eg_grpo.arena.funnel import learned_ranking_stage, legacy_ranking_stage, merge, play
+from eg_grpo.arena.live import NewItemFigures, lineage_data_dir, on_sale_channels
 from eg_grpo.arena.oracle import Oracle
 from eg_grpo.arena.stats import ALPHA, holm, paired_lift
 from eg_grpo.data.schema import SearchLog
@@ -90,8 +91,9 @@ def build_channels(args: ArenaArguments, oracle: Oracle) -> dict[str, Channel]:
             channels[name] = GenerativeChannel(
                 name, model_dir, sid_dir or args.sid_dir, log, beam=args.beam, max_history=args.max_history,
                 use_titles=args.use_titles, device=args.device, batch_size=min(args.batch_size, 16),
+                item_order=args.item_order,
             )  # fmt: skip
-    return channels
+    return on_sale_channels(channels, oracle)  # with launches: no item before its launch
 
 
 def recall_all(
@@ -200,6 +202,7 @@ def play_arena(args: ArenaArguments, oracle: Oracle, channels: Mapping[str, Chan
     control, added = args.control_quotas(), args.added_quotas()
     quotas = {**control, **added}
     recalled, latency = recall_all(channels, quotas, batch, oracle, args.batch_size)
+    newness = NewItemFigures.build(args, oracle, rows, users)  # None without launch times
     bits = {name: i for i, name in enumerate(quotas)}
     results = {
         "simulated": True,
@@ -224,6 +227,8 @@ def play_arena(args: ArenaArguments, oracle: Oracle, channels: Mapping[str, Chan
         },
         "stages": {},
     }
+    if newness is not None:
+        results["new_items"] = newness.summary(recalled)
     for stage in args.ranking_stages:
         ranking = (
             legacy_ranking_stage(oracle, args.seed)
@@ -235,6 +240,7 @@ def play_arena(args: ArenaArguments, oracle: Oracle, channels: Mapping[str, Chan
         # channels may return fewer than their quotas, so the quotas alone would not fix it)
         n_control = np.bincount(base_candidates.slot, minlength=len(rows))
         base = play(base_candidates, rows, n_exposed, oracle, ranking, bits)
+        base_new = newness.side(base, base_candidates) if newness is not None else None
         results["stages"][stage] = {}
         for mode in args.budget_modes:
             arms = build_arms(control, added, mode)
@@ -250,6 +256,9 @@ def play_arena(args: ArenaArguments, oracle: Oracle, channels: Mapping[str, Chan
                 outcomes[arm.name] = play(candidates, rows, n_exposed, oracle, ranking, bits)
                 n_arm = np.bincount(candidates.slot, minlength=len(rows))
                 out["arms"][arm.name] = arm_result(outcomes[arm.name], base, arm, n_arm, users)
+                if newness is not None:
+                    side = newness.side(outcomes[arm.name], candidates)
+                    out["arms"][arm.name]["new_items"] = newness.compare(side, base_new)
             # An RL model against its SFT start, paired by request: far sharper than comparing two
             # lifts over control (the control-side noise cancels).
             generative = [a.name for a in arms[1:] if a.added.startswith(GENERATIVE_PREFIX)]
@@ -364,7 +373,9 @@ def run(args: ArenaArguments) -> Path:
     if up_to_date(args.output_dir, record, args.overwrite):
         return Path(args.output_dir)
     for model_dir, sid_dir in args.generative_models().values():
-        check_lineage(data_dir=args.data_dir, sid_dir=sid_dir or args.sid_dir, model_dir=model_dir)
+        # SIDs built from a cut-off of this data (a model trained before the launches) are accepted
+        sids = sid_dir or args.sid_dir
+        check_lineage(data_dir=lineage_data_dir(args.data_dir, sids), sid_dir=sids, model_dir=model_dir)
     log = SearchLog.load(args.data_dir)
     split_rows(args, log)  # an empty split is refused before the oracle and the indexes are built
     oracle = Oracle.from_data_dir(args.data_dir, log)
@@ -389,6 +400,7 @@ _INPUT_KEYS = ("data_dir", "sid_dir", "ranker_dir", "index_dir", "encoder_cache_
 # Settings that change how fast the arena runs, not what it writes: the requests per channel call
 # set the measured latency only (every figure is per request).
 _NON_CONTENT_KEYS = ("batch_size",)
+_LATER_DEFAULTS = {"launch_cutoff": None, "item_order": "clicks"}
 
 
 def arena_stage_record(args: ArenaArguments) -> dict:
@@ -399,8 +411,11 @@ def arena_stage_record(args: ArenaArguments) -> dict:
         inputs[f"model:{name}"] = model_dir
         if sid_dir:
             inputs[f"sids:{name}"] = sid_dir
+    # Options added with the live catalogue leave the record when at their defaults (the results they give
+    # are the earlier ones), so an earlier run's output stays current.
+    unset = tuple(k for k, v in _LATER_DEFAULTS.items() if getattr(args, k) == v)
     config = {
-        **content_config(args, drop=_INPUT_KEYS + _NON_CONTENT_KEYS),
+        **content_config(args, drop=_INPUT_KEYS + _NON_CONTENT_KEYS + unset),
         "generative": sorted(args.generative_models()),
         # how requests are drawn and lifts are read: results of an older method are not up to date
         "method": {

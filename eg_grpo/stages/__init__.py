@@ -66,6 +66,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           "eg_grpo.stages.sids:sids_stage_record"),
     Stage("add_items", "eg_grpo.stages.add_items:stage_arguments", "eg_grpo.stages.add_items:run",
           "eg_grpo.stages.add_items:add_items_record"),
+    Stage("data_cutoff", "eg_grpo.stages.cutoff:stage_arguments", "eg_grpo.stages.cutoff:run",
+          "eg_grpo.stages.cutoff:cutoff_record"),
     Stage("ranker", "eg_grpo.stages.ranker:stage_arguments", "eg_grpo.stages.ranker:run",
           "eg_grpo.stages.ranker:ranker_record"),
     Stage("sft", "eg_grpo.sft:stage_arguments", "eg_grpo.sft:run", "eg_grpo.sft:sft_stage_record"),

@@ -103,15 +103,25 @@ def test_indexes_are_built_once_and_cached(classical, oracle, lookup_encoder):
     assert (index_dir / "bm25" / "stage.json").stat().st_mtime_ns != before  # another data folder: rebuilt
 
 
-def test_logged_channel_keeps_its_source_shares_in_every_prefix(oracle, test_batch):
-    # the legacy retrieval's leaf slots come first in the simulator; here they are spread so a
-    # smaller quota (fixed_budget) still draws from every source
-    found = LoggedChannel(oracle, seed=0).recall(test_batch, 20)
-    req_leaf = oracle.codes.req_leaf[test_batch.rows]
-    share_first_half = np.mean([
-        np.mean(oracle.codes.item_leaf[items[:6]] == leaf) for items, leaf in zip(found, req_leaf) if leaf >= 0
-    ])  # fmt: skip
-    assert 0.3 < share_first_half < 0.8  # the leaf source is half the slots, not all of the prefix
+def test_logged_channel_keeps_its_source_shares_in_every_prefix(oracle, test_batch, monkeypatch):
+    # The simulator fills slots source by source (leaf 0.5, mid 0.15, brand 0.15, popular 0.2 of 20: slots
+    # 0-9 leaf, 10-12 mid, 13-15 brand, 16-19 popular); the channel interleaves them by (rank + 0.5) / count,
+    # ties in slot order, so a smaller quota (fixed_budget) still draws from every source. A retrieval whose
+    # slot i holds item row i shows the order the channel puts the slots in.
+    import eg_grpo.arena.channels as channels
+
+    cfg = oracle.config
+    assert (cfg.legacy_leaf_share, cfg.legacy_mid_share, cfg.legacy_brand_share) == (0.5, 0.15, 0.15)
+    monkeypatch.setattr(channels, "retrieve_candidates",
+                        lambda config, *args: np.tile(np.arange(config.candidates_per_request), (len(args[3]), 1)))  # fmt: skip
+    found = LoggedChannel(oracle, seed=0).recall(test_batch.slice(0, 3), 20)
+    row_of = {item: row for row, item in enumerate(oracle.log.items["item_id"].tolist())}
+    # (rank + 0.5) / count: leaf .05 .15 .25 ..., mid and brand 1/6 1/2 5/6, popular .125 .375 .625 .875
+    expected = [0, 16, 1, 10, 13, 2, 3, 17, 4, 11, 14, 5, 18, 6, 7, 12, 15, 8, 19, 9]
+    for items in found:
+        assert [row_of[i] for i in items.tolist()] == expected
+    leaf = np.cumsum(np.array(expected) < 10)
+    assert (np.abs(leaf - 0.5 * np.arange(1, 21)) <= 1).all()  # every prefix holds half leaf slots, +- 1
 
 
 def test_generative_channel_returns_the_model_s_items(tiny_sft_dir, tiny_sid_dir, oracle, test_batch):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from eg_grpo.arena import ArenaArguments, render_arena_section, run
-from eg_grpo.arena.config import parse_quotas
+from eg_grpo.arena.config import fixed_budget_quotas, parse_quotas
 
 
 def _args(data_dir, tmp_path, **overrides):
@@ -28,7 +28,9 @@ def _args(data_dir, tmp_path, **overrides):
         ({"control": ["logged:10", "logged:20"]}, "appears twice"),
         ({"control": ["oracle:10"]}, "ceiling"),
         ({"channels": ["logged:10"]}, "both in control and added"),
-        ({"channels": ["bm25:48"]}, "leave nothing of the control's 48"),
+        ({"channels": ["bm25:48"]}, "fewer than one slot .* control's 48"),
+        # 3 - 2 = 1 slot for two control channels that keep one each: 4 candidates against a budget of 3
+        ({"control": ["logged:2", "dense:1"], "channels": ["bm25:2"]}, "fewer than one slot for each of the 2"),
         ({"generative": ["sft"]}, "must be name=model_dir"),
         ({"generative": ["sft=x"]}, "need sid_dir"),
         ({"generative": ["sft=x,"]}, "need sid_dir"),
@@ -124,6 +126,14 @@ def test_parse_quotas_keeps_the_order():
     assert list(parse_quotas(["b:2", "a:1"], "x").items()) == [("b", 2), ("a", 1)]
 
 
+def test_fixed_budget_quotas_keep_the_controls_total_or_refuse():
+    # 48 - 24 = 24 slots shared 30:18 -> 15 and 9 (exact); 20 left for 30:18 -> 12.5 and 7.5, rounded to 13 + 7
+    assert fixed_budget_quotas({"logged": 30, "dense": 18}, 24) == {"logged": 15, "dense": 9}
+    assert sum(fixed_budget_quotas({"logged": 30, "dense": 18}, 28).values()) + 28 == 48
+    with pytest.raises(ValueError, match="budget would be exceeded"):
+        fixed_budget_quotas({"logged": 2, "dense": 1}, 2)  # 1 slot for 2 channels that keep one each
+
+
 def test_the_tiny_recipe_writes_results_report_and_figures(
     parse_recipe, sim_data_dir, tiny_sft_dir, tiny_sid_dir, lookup_encoder, tmp_path
 ):
@@ -158,13 +168,20 @@ def test_the_tiny_recipe_writes_results_report_and_figures(
     assert versus["baseline"] == "+gen_sft"
     assert all(v["diff"] == 0 and v["diff_se"] == 0 for v in versus["arms"]["+gen_own_sids"].values())
     assert set(results["stages"]["legacy"]) == {"supplement", "fixed_budget"}
+    # supplement: the added channel's 24 come on top of the control's candidates (fewer where they repeat them)
+    control_mean = results["stages"]["legacy"]["supplement"]["control_mean_candidates"]
     for arm in arms.values():
-        for way in ("only", "any"):
-            assert all(0 <= v <= 1 for v in arm["shares"][way].values())
-        assert all(arm["shares"]["only"][k] <= arm["shares"]["any"][k] for k in arm["shares"]["any"])
+        assert arm["quotas"] == {"logged": 48, arm["added"]: 24}
+        assert control_mean < arm["mean_candidates"] <= control_mean + 24
         assert np.isfinite(arm["lifts"]["gmv"]["lift_se"])
-    for ch in results["channels"].values():
-        assert ch["latency_ms"]["p50"] <= ch["latency_ms"]["p99"]
+    # fixed_budget: the control's 48 slots shared 24 + 24, and exactly the control's candidates per request
+    fixed = results["stages"]["legacy"]["fixed_budget"]
+    assert fixed["control_mean_candidates"] == control_mean
+    for arm in fixed["arms"].values():
+        assert arm["quotas"] == {"logged": 24, arm["added"]: 24}
+        assert arm["mean_candidates"] == pytest.approx(control_mean, abs=1e-12)
+    # the oracle channel brings the items users want: its exposures are mostly its own, a random one's are not
+    assert arms["+oracle"]["shares"]["only"]["clicks"] > arms["+bm25"]["shares"]["only"]["clicks"]
     for name in ("arena.md", "arena_lifts.png", "arena_shares.png", "stage.json"):
         assert (out / name).stat().st_size > 0
     md = render_arena_section(results)
