@@ -19,7 +19,8 @@ METRIC_PREFIX = "valid/"
 
 class PeriodicPolicyEvaluation(TrainerCallback):
     """Every ``every`` optimizer steps (and after the last), evaluates the unwrapped policy in eval mode
-    and appends the figures :meth:`figures` returns to the trainer's metrics of that step.
+    and appends the figures :meth:`figures` returns to the trainer's metrics of that step, which is logged
+    then (whatever ``logging_steps`` is), so the figures are logged under the step they measured.
 
     Every process computes the same figures: with ZeRO-3 the weights gathering for generation is
     collective, and nothing here communicates otherwise.
@@ -58,6 +59,9 @@ class PeriodicPolicyEvaluation(TrainerCallback):
         metrics = trainer._metrics["train"]  # logged (and cleared) by the trainer's next log() call
         for key, value in figures.items():
             metrics[key].append(value)
+        # Log at this step: left to `logging_steps`, a period that is not a multiple of it would put the
+        # figures under the next logging step (the trainer logs right after `on_step_end`).
+        control.should_log = True
         return control
 
 

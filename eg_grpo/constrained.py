@@ -85,6 +85,7 @@ def constrained_log_probs(
     temperature: float = 1.0,
     logit_scale: float = 1.0,
     softcap: float | None = None,
+    fp32_head: bool = False,
 ) -> ConstrainedLogProbs:
     """Constrained log-probs and entropies from the hidden states that predict ``labels``.
 
@@ -96,6 +97,8 @@ def constrained_log_probs(
         vocab: the trie's sub-vocabulary.
         temperature, logit_scale, softcap: applied as in TRL's fused head (scale, then softcap, then
             temperature).
+        fp32_head: compute the head's product in fp32 (TRL's `cast_lm_head_to_fp32`): a bf16 product rounds the
+            logits to ~3 significant digits before the softmax, which is what that setting exists to avoid.
 
     Raises:
         RuntimeError: when a real completion token is not allowed by the trie at its prefix (the row was not
@@ -104,7 +107,8 @@ def constrained_log_probs(
     vocab = vocab.to(hidden.device)
     allowed = vocab.allowed(labels)  # (rows, T, U)
     w = weight.index_select(0, vocab.token_ids)  # (U, H)
-    logits = hidden @ w.to(hidden.dtype).T  # (rows, T, U)
+    dtype = torch.float32 if fp32_head else hidden.dtype
+    logits = hidden.to(dtype) @ w.to(dtype).T  # (rows, T, U)
     if bias is not None:
         logits = logits + bias.index_select(0, vocab.token_ids).to(logits.dtype)
     logits = logits.float() * logit_scale
@@ -161,16 +165,24 @@ class CapturedConstrainedLogProbs:
         vocab: the trie's sub-vocabulary.
         logits_to_keep: the completion length ``T`` of the call.
         temperature: TRL's temperature.
+        fp32_head: TRL's `cast_lm_head_to_fp32`: the constrained head's product in fp32.
     """
 
-    def __init__(self, causal_lm, vocab: SIDSubVocabulary, logits_to_keep: int, temperature: float):
+    def __init__(
+        self,
+        causal_lm,
+        vocab: SIDSubVocabulary,
+        logits_to_keep: int,
+        temperature: float,
+        fp32_head: bool = False,
+    ):
         from trl.trainer.utils import maybe_gather_lm_head_ctx
 
         self._gather = maybe_gather_lm_head_ctx
         self.backbone = causal_lm.base_model
         self.head = causal_lm.get_output_embeddings()
         self.scale, self.softcap = head_scaling(causal_lm.config.get_text_config())
-        self.vocab, self.T, self.temperature = vocab, logits_to_keep, temperature
+        self.vocab, self.T, self.temperature, self.fp32_head = vocab, logits_to_keep, temperature, fp32_head
         self.chunks: list[ConstrainedLogProbs] = []
         self._handle = None
 
@@ -183,7 +195,7 @@ class CapturedConstrainedLogProbs:
         with self._gather(weight, bias):
             self.chunks.append(constrained_log_probs(
                 hidden[:, -T - 1 : -1], weight, bias, input_ids[:, -T:], attention_mask[:, -T:], self.vocab,
-                self.temperature, self.scale, self.softcap,
+                self.temperature, self.scale, self.softcap, self.fp32_head,
             ))  # fmt: skip
 
     def __enter__(self) -> CapturedConstrainedLogProbs:

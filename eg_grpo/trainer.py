@@ -15,7 +15,8 @@ and TRL 1.16's `trl/trainer/grpo_trainer.py`):
 - `_compute_loss(model, inputs)`: exposes `inputs` to the hook above, which gives expert rows a zero KL
   term and logs the sampled-rows-only twins of TRL's loss metrics.
 - `_calculate_rewards(...)`: keeps the gathered reward matrix for the sampled-only reward metrics and the
-  per-group zero-spread fraction (`eg_grpo.group_stats`).
+  per-group zero-spread fraction (`eg_grpo.group_stats`); with `log_completions`, queues the readable
+  columns of TRL's completions table (`eg_grpo.completions_log`), which `log` also logs as `eg/completions`.
 
 With `use_vllm`, the parent's vLLM path generates and the trie runs inside vLLM as a logits processor
 (`eg_grpo.vllm_rollouts`, `eg_grpo.decoding.vllm_processor`); the splicing is the same.
@@ -23,12 +24,10 @@ With `use_vllm`, the parent's vLLM path generates and the trie runs inside vLLM 
 
 from __future__ import annotations
 
-import inspect
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import trl
 from accelerate.utils import is_peft_model
 from transformers import GenerationConfig, LogitsProcessorList
 from trl import GRPOTrainer
@@ -36,6 +35,7 @@ from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
 from eg_grpo import silence_checkpointing_alias_warnings
+from eg_grpo.completions_log import add_readable_columns, log_sid_completions
 from eg_grpo.config import EGGRPOConfig
 from eg_grpo.constrained import CapturedConstrainedLogProbs, SIDSubVocabulary, head_scaling
 from eg_grpo.decoding import (
@@ -45,10 +45,13 @@ from eg_grpo.decoding import (
     logits_width,
     sid_generation_config,
 )
+from eg_grpo.decoding.shared_prefix import supports_shared_prefix
+from eg_grpo.decoding.sid_beam import beam_search_batch
 from eg_grpo.expert import experts_for_step, splice_group, strip_after_eos
 from eg_grpo.group_stats import group_rewards, zero_spread_group_frac
 from eg_grpo.sid.codebook import SIDCodebook
 from eg_grpo.sid.tokens import SIDVocab
+from eg_grpo.trl_hooks import check_trl_hooks
 from eg_grpo.vllm_rollouts import (
     check_colocate_calls,
     check_server_processor,
@@ -57,38 +60,6 @@ from eg_grpo.vllm_rollouts import (
 )
 
 EXPERT_COLUMN = "expert_completion_ids"
-
-# The private hooks this trainer wraps, with the parameters it relies on. Checked at start-up so an
-# upgraded TRL fails loudly here instead of training on silently wrong rollouts.
-_EXPECTED_HOOKS = {
-    "_generate_and_score_completions": ["self", "inputs"],
-    "_generate_single_turn": ["self", "prompt_ids", "images", "multimodal_fields", "num_generations"],
-    "_get_per_token_logps_and_entropies": [
-        "self",
-        "model",
-        "input_ids",
-        "attention_mask",
-        "logits_to_keep",
-        "batch_size",
-        "compute_entropy",
-    ],
-    "_compute_loss": ["self", "model", "inputs"],
-    "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
-}
-
-
-def check_trl_hooks(parent: type = GRPOTrainer) -> None:
-    """Raises `RuntimeError` when the installed TRL's hooks differ from what this trainer wraps."""
-    for name, expected in _EXPECTED_HOOKS.items():
-        hook = getattr(parent, name, None)
-        if hook is None:
-            raise RuntimeError(f"trl {trl.__version__}: GRPOTrainer.{name} is gone; eg-grpo needs trl 1.16.x")
-        params = list(inspect.signature(hook).parameters)
-        if params[: len(expected)] != expected:
-            raise RuntimeError(
-                f"trl {trl.__version__}: GRPOTrainer.{name}{tuple(params)} does not start with {tuple(expected)}; "
-                "eg-grpo wraps this private hook and is pinned to trl 1.16.x — install `trl>=1.16,<1.17`"
-            )
 
 
 class EGGRPOTrainer(GRPOTrainer):
@@ -131,6 +102,9 @@ class EGGRPOTrainer(GRPOTrainer):
             super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                              eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks,
                              optimizers=optimizers, peft_config=peft_config)  # fmt: skip
+        if self.is_fsdp_enabled:  # the config refuses `fsdp`; this catches an FSDP plugin set up elsewhere
+            raise ValueError("FSDP is not supported by EGGRPOTrainer; use DeepSpeed ZeRO-2 or ZeRO-3 instead "
+                             "(accelerate_configs/zero2.yaml, zero3.yaml)")  # fmt: skip
         if colocate:
             check_colocate_calls(llm_calls)
         elif vllm_trie and self.accelerator.is_main_process:
@@ -216,9 +190,8 @@ class EGGRPOTrainer(GRPOTrainer):
             max_new_tokens=self.codebook.num_levels + 1, eos_token_id=self._eos,
             pad_token_id=self._tokenizer.pad_token_id, temperature=self.args.temperature,
         )  # fmt: skip
+        # No top_k/top_p here: the config refuses them, since the loss uses the untruncated π_c.
         config.return_dict_in_generate, config.output_scores, config.output_logits = False, False, False
-        if not beam:  # GRPO's own sampling knobs still apply on top of the trie mask
-            config.top_k, config.top_p = self.args.top_k or 0, self.args.top_p
         return config
 
     @torch.no_grad()
@@ -236,14 +209,20 @@ class EGGRPOTrainer(GRPOTrainer):
             self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
             gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
         ) as unwrapped, isolated_generation_config(unwrapped):  # fmt: skip
-            output = unwrapped.generate(
-                input_ids=input_ids, attention_mask=attention_mask,
-                generation_config=self._generation_config(num_generations),
-                logits_processor=LogitsProcessorList([processor]),
-            )  # fmt: skip
-        completions = output[
-            :, input_ids.shape[1] :
-        ].cpu()  # (rows, T); beam: rows = groups × G, in beam order
+            # The SID beam search returns generate's beams (same SIDs, same order, up to float ties) at a
+            # fraction of the cost. With fewer SIDs than G, generate pads each group with placeholder
+            # beams, which the group needs (G rows): that case stays with generate.
+            if beam and supports_shared_prefix(unwrapped) and self.sid_trie.num_sids >= num_generations:
+                sequences, _ = beam_search_batch(unwrapped, input_ids, attention_mask, self.sid_trie,
+                                                 num=num_generations)  # fmt: skip
+                completions = sequences.flatten(0, 1).cpu()  # (groups × G, L + 1), beam order
+            else:
+                output = unwrapped.generate(
+                    input_ids=input_ids, attention_mask=attention_mask,
+                    generation_config=self._generation_config(num_generations),
+                    logits_processor=LogitsProcessorList([processor]),
+                )  # fmt: skip
+                completions = output[:, input_ids.shape[1] :].cpu()  # (rows, T); beam: groups × G, beam order
         return [list(strip_after_eos(row.tolist(), self._eos)) for row in completions]
 
     def _splice(self, completion_ids, logprobs, plan, G: int) -> None:
@@ -325,7 +304,14 @@ class EGGRPOTrainer(GRPOTrainer):
             inputs, prompts, completions, completion_ids_list, *args, **kwargs
         )
         self._rewards_per_func = rewards  # (global rows, functions), gathered by TRL
+        if self.log_completions:  # `inputs` are the rows, `is_expert` set by the splice
+            add_readable_columns(self, inputs, completion_ids_list, rewards)
         return rewards
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        super().log(logs, start_time)  # the metrics, and TRL's own completions table
+        if self.log_completions and self.accelerator.is_main_process:
+            log_sid_completions(self)
 
     def _compute_loss(self, model, inputs):
         self._loss_inputs = inputs
@@ -344,7 +330,7 @@ class EGGRPOTrainer(GRPOTrainer):
         if is_peft_model(causal_lm):  # TRL patched the base model's forward
             causal_lm = causal_lm.get_base_model()
         with CapturedConstrainedLogProbs(
-            causal_lm, self._sid_subvocab, logits_to_keep, self.temperature
+            causal_lm, self._sid_subvocab, logits_to_keep, self.temperature, self.args.cast_lm_head_to_fp32
         ) as seen:
             full_logps, _, aux_loss = super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size, False, *args, **kwargs

@@ -96,7 +96,10 @@ def test_zero_run_trains_on_valid_sids_and_saves_full_weights(
     steps = [h for h in history if "eg/expert_frac" in h]
     assert [h["step"] for h in steps] == list(range(1, STEPS + 1))
     for h in steps:
-        assert h["eg/valid_sid_rate"] == 1.0  # the trie held on ZeRO's (gathered) weights
+        # The valid mass is π(y) / π_c(y) = Z(prefix) per token, TRL's full-vocabulary head over the constrained
+        # head: at most 1 only when both read the same gathered LM head at the same temperature (a partitioned,
+        # stale or differently scaled copy breaks it).
+        assert 0 < h["eg/valid_mass_first"] <= 1 + 1e-6 and 0 < h["eg/valid_mass"] <= 1 + 1e-6, h
         assert h["eg/expert_frac"] == K / G  # experts placed as planned: K of every group of G
         assert math.isfinite(h["loss"])
     assert any("valid/hr@1" in h for h in history), "the held-out SID evaluation ran on the ZeRO model"
@@ -112,5 +115,4 @@ def test_zero_run_trains_on_valid_sids_and_saves_full_weights(
     before = reference.state_dict()
     changed = [n for n, p in trained.state_dict().items() if not torch.equal(p, before[n])]
     assert changed, "no weight changed under ZeRO"
-    assert all(math.isfinite(h["eg/valid_mass"]) for h in steps)
     assert tokenizer.get_vocab() == AutoTokenizer.from_pretrained(str(tiny_sft_dir)).get_vocab()

@@ -29,11 +29,13 @@ def _args(tmp_path, sid_dir, **overrides) -> EGGRPOConfig:
     return EGGRPOConfig(**{**settings, **overrides})
 
 
-@pytest.mark.parametrize("weight", [1.0, 0.25, 0.0])
-def test_expert_advantages_and_loss_scale_by_the_weight(
+@pytest.mark.parametrize("weight", [0.25, 0.0, 2.0])
+def test_expert_advantages_and_the_policy_gradient_scale_by_the_weight(
     tmp_path, tiny_data_dir, tiny_sid_dir, tiny_sft_dir, weight
 ):
     from trl import ModelConfig
+
+    from tests.test_constrained import brute_force
 
     script = EGGRPOScriptArguments(data_dir=str(tiny_data_dir), max_train_rows=32, chain=False)
     reference = build_trainer(
@@ -43,20 +45,15 @@ def test_expert_advantages_and_loss_scale_by_the_weight(
         model=str(tiny_sft_dir), reward_funcs=[ExpertFlagReward()], train_dataset=reference.train_dataset,
         processing_class=reference.processing_class, args=_args(tmp_path, tiny_sid_dir, expert_advantage_weight=weight),
     )  # fmt: skip
-    outputs, losses = [], []
-    generate, compute_loss = trainer._generate_and_score_completions, trainer.compute_loss
+    outputs = []
+    generate = trainer._generate_and_score_completions
 
     def record_generation(inputs):
         out = generate(inputs)
         outputs.append(out)
         return out
 
-    def record_loss(model, inputs, *args, **kwargs):
-        loss = compute_loss(model, inputs, *args, **kwargs)
-        losses.append((loss.detach().item(), inputs))
-        return loss
-
-    trainer._generate_and_score_completions, trainer.compute_loss = record_generation, record_loss
+    trainer._generate_and_score_completions = record_generation
     trainer.train()
 
     out = outputs[0]
@@ -67,11 +64,25 @@ def test_expert_advantages_and_loss_scale_by_the_weight(
     weighted = unweighted * torch.tensor([1.0, 1.0, 1.0, weight])
     expected = torch.stack([weighted if e.any() else torch.zeros(G) for e in experts])  # (groups, G)
     torch.testing.assert_close(out["advantages"].view(-1, G), expected, rtol=0, atol=1e-6)
-    # DAPO with beta 0 and ratio exactly 1: loss = -Σ_i A_i n_i / Σ_i n_i (n_i: the row's completion tokens)
-    ((loss, inputs),) = losses
-    tokens = inputs["completion_mask"].sum(1).float()  # (B,)
-    hand = -(expected.view(-1) * tokens).sum() / tokens.sum()
-    assert loss == pytest.approx(hand.item(), abs=1e-6)
+
+    # The loss of that batch and its gradient, against the hand-computed ones: DAPO with beta 0 and ratio 1,
+    # loss = -Σ_i A_i n_i / N and ∇loss = -Σ_i A_i Σ_t ∇log π_c(y_it) / N (N: the batch's completion tokens),
+    # π_c by brute force from the full logits. Unlike weight 1, this loss is not 0 by construction.
+    model = trainer.model.eval()  # eval mode: TRL's dapo normaliser is then the batch's token count
+    inputs = {**out, "num_items_in_batch": out["completion_mask"].sum()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss = trainer._compute_loss(model, inputs)
+    tokens = out["completion_mask"].sum(1).float()  # (B,)
+    advantages = expected.view(-1)
+    assert loss.item() == pytest.approx((-(advantages * tokens).sum() / tokens.sum()).item(), abs=1e-6)
+    assert loss.item() != pytest.approx(0.0, abs=1e-3)
+    grads = torch.autograd.grad(loss, params)
+    input_ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+    attention_mask = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
+    logps, _, _ = brute_force(trainer, input_ids, attention_mask, out["completion_ids"].shape[1])
+    target = -(advantages[:, None] * logps * out["completion_mask"]).sum() / tokens.sum()
+    for g, e in zip(grads, torch.autograd.grad(target, params)):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
 
 
 def test_a_negative_weight_is_refused(tmp_path, tiny_sid_dir):

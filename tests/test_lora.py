@@ -12,6 +12,7 @@ from trl import ModelConfig
 from eg_grpo.config import EGGRPOConfig
 from eg_grpo.modeling import merge_lora_adapter
 from eg_grpo.rl import EGGRPOScriptArguments, build_trainer
+from tests.test_constrained import batch_of_sids, brute_force
 
 
 def test_lora_run_trains_sid_rows_and_merges_to_the_same_model(
@@ -33,10 +34,30 @@ def test_lora_run_trains_sid_rows_and_merges_to_the_same_model(
         "SID rows must be trainable"
     )
     assert not any("layers.0.mlp" in n for n in trainable), "frozen base weights must stay frozen"
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     trainer.train()
     kls = [h["kl"] for h in trainer.state.log_history if "kl" in h]
-    assert kls and all(math.isfinite(k) and k >= 0 for k in kls)
-    assert kls[-1] > 0, "after an update the policy must differ from the adapter-disabled reference"
+    assert kls and all(math.isfinite(k) for k in kls)
+    # every trainable copy was trained, the output head's SID rows included (the constrained head reads them)
+    unchanged = [
+        n for n, p in trainer.model.named_parameters() if p.requires_grad and torch.equal(before[n], p)
+    ]
+    assert not unchanged, f"not updated: {unchanged}"
+
+    # The constrained log-probs the trainer computes under PEFT (hook on the base model's backbone, head read
+    # from the wrapped model) are π_c of the adapted model, and with the adapter disabled (the reference) those
+    # of the base model: both against the brute-force renormalisation of the PEFT model's full logits.
+    input_ids, attention_mask, T = batch_of_sids(trainer, rows=4)
+    model = trainer.model.eval()
+    with torch.no_grad():
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(model, input_ids, attention_mask, T)
+        expected, _, _ = brute_force(trainer, input_ids, attention_mask, T)
+        with model.disable_adapter():
+            ref_logps, _, _ = trainer._get_per_token_logps_and_entropies(model, input_ids, attention_mask, T)
+            ref_expected, _, _ = brute_force(trainer, input_ids, attention_mask, T)
+    torch.testing.assert_close(logps, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ref_logps, ref_expected, rtol=0, atol=1e-5)
+    assert (logps - ref_logps).abs().max() > 1e-3, "the update left the policy equal to the reference"
 
     trainer.save_model(str(tmp_path / "adapter"))
     trainer.processing_class.save_pretrained(str(tmp_path / "adapter"))

@@ -169,3 +169,38 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, tiny_data_dir, tiny_sid
     assert resumed.state.global_step == full.state.global_step == 4
     for (name, a), b in zip(full.model.named_parameters(), resumed.model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=f"{name} differs after resume")
+
+
+def test_beam_rollouts_by_the_sid_beam_search_equal_generates(tmp_path, tiny_data_dir, tiny_sid_dir,
+                                                               tiny_sft_dir, monkeypatch):  # fmt: skip
+    import eg_grpo.trainer as trainer_module
+    from eg_grpo.decoding import SIDTrie
+
+    trainer = make_trainer(tmp_path, tiny_data_dir, tiny_sid_dir, tiny_sft_dir, rollout_mode="beam")
+    trainer.model.train()  # beam rollouts happen in training mode only
+    tokenizer = trainer.processing_class
+    prompts = [tokenizer(row["prompt"])["input_ids"] for row in trainer.train_dataset.select(range(12))]
+    prompt_ids = [ids for ids in prompts for _ in range(G)]  # each prompt G times, as TRL hands groups over
+    calls, real_search = [], trainer_module.beam_search_batch
+
+    def counted_search(*args, **kwargs):
+        calls.append(1)
+        return real_search(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "beam_search_batch", counted_search)
+    fast = trainer._trie_generate(prompt_ids, G)
+    assert len(calls) == 1
+    with monkeypatch.context() as patch:  # the same rollouts by model.generate
+        patch.setattr(trainer_module, "supports_shared_prefix", lambda model: False)
+        slow = trainer._trie_generate(prompt_ids, G)
+    assert len(calls) == 1 and len(fast) == len(prompt_ids)
+    assert fast == slow  # same SIDs, same beam order, in every group
+    for start in range(0, len(fast), G):
+        group = [tuple(c) for c in fast[start : start + G]]
+        assert len(set(group)) == G and all(trainer.sid_vocab.decode(c) is not None for c in group)
+
+    # Fewer SIDs than G: generate's placeholder beams keep every group at G rows.
+    few = [list(c) for c in fast[:2]]
+    trainer.sid_trie = SIDTrie.from_sid_token_ids(few, vocab_size=trainer.sid_trie.vocab_size)
+    padded = trainer._trie_generate(prompt_ids[: 2 * G], G)
+    assert len(calls) == 1 and len(padded) == 2 * G

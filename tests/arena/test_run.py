@@ -30,7 +30,10 @@ def _args(data_dir, tmp_path, **overrides):
         ({"channels": ["logged:10"]}, "both in control and added"),
         ({"channels": ["bm25:48"]}, "fewer than one slot .* control's 48"),
         # 3 - 2 = 1 slot for two control channels that keep one each: 4 candidates against a budget of 3
-        ({"control": ["logged:2", "dense:1"], "channels": ["bm25:2"]}, "fewer than one slot for each of the 2"),
+        (
+            {"control": ["logged:2", "dense:1"], "channels": ["bm25:2"]},
+            "fewer than one slot for each of the 2",
+        ),
         ({"generative": ["sft"]}, "must be name=model_dir"),
         ({"generative": ["sft=x"]}, "need sid_dir"),
         ({"generative": ["sft=x,"]}, "need sid_dir"),
