@@ -62,7 +62,7 @@ def test_a_training_folder_given_as_an_evaluation_is_refused(tmp_path):
 
 def _rl_run(path, **training):
     """An RL run folder as compare.py reads it: a hand-made stage.json and a short log."""
-    from conftest import write_rl_stage
+    from stage_records import write_rl_stage
 
     write_rl_stage(path, **training)
     (path / "log_history.json").write_text(json.dumps([{"step": 1, "loss": 0.1, "reward": 0.2}]))
@@ -89,7 +89,7 @@ def test_rl_arms_that_differ_in_what_is_held_equal_are_refused(tmp_path, eg_trai
 
 
 def test_evaluations_of_incomparable_arms_are_refused_unless_allowed(tmp_path):
-    from conftest import write_eval_stage
+    from stage_records import write_eval_stage
 
     from eg_grpo.eval.comparability import ComparabilityError
 

@@ -122,7 +122,7 @@ def test_a_logged_stage_writes_its_output_to_the_log_and_shows_the_error_tail(tm
 @pytest.fixture
 def recorded_rl_stages(fake_stages, monkeypatch):
     """``fake_stages`` whose RL steps write a hand-made stage.json (the tiny settings, or ``settings[name]``)."""
-    from conftest import write_rl_stage
+    from stage_records import write_rl_stage
 
     settings, fake = {}, pipeline.run_stage
 
@@ -165,7 +165,7 @@ def test_the_chain_refuses_to_evaluate_rl_runs_that_are_not_comparable(
 def test_the_chain_evaluates_comparable_rl_runs_and_names_runs_it_did_not_build(
     recorded_rl_stages, fake_stages, tmp_path, monkeypatch
 ):
-    from conftest import write_rl_stage
+    from stage_records import write_rl_stage
 
     from eg_grpo.eval.comparability import ComparabilityError
 

@@ -3,7 +3,7 @@ differences between arms (seeds may differ within an arm only), and row labels c
 
 from __future__ import annotations
 
-from conftest import write_eval_stage, write_rl_stage
+from stage_records import write_eval_stage, write_rl_stage
 
 from eg_grpo.eval.comparability import check_rows, differences, expected_for_label, label_problem, run_facts
 

@@ -143,7 +143,7 @@ def test_table4_paired_rows_from_per_request_columns(tmp_path):
 
 def _arm(tmp_path, name, model_stage=None, **training):
     """An evaluation folder (Table 4's metrics) of a hand-made model: an RL run of ``training``, or an SFT model."""
-    from conftest import write_eval_stage, write_rl_stage
+    from stage_records import write_eval_stage, write_rl_stage
 
     from eg_grpo.io import stage_record, write_stage
 
