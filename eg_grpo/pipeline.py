@@ -87,24 +87,29 @@ class ChainConfig:
 
     Stage config paths are relative to the chain file's folder (or absolute); ``output_root`` is
     relative to the working directory. ``jobs`` is how many steps after SFT run at once (1: one
-    after the other, their output on the console).
+    after the other, their output on the console). ``allow_incomparable: true`` turns the refusal of RL
+    runs that are not comparable arms (:func:`check_rl_runs`) into a warning, for chains that test the
+    machinery rather than compare arms.
     """
 
     output_root: str
     stages: dict[str, str]
     rl_runs: list[str] = field(default_factory=lambda: ["vanilla_grpo", "eg_grpo"])
     jobs: int = 1
+    allow_incomparable: bool = False
     path: Path | None = None
 
     @classmethod
     def load(cls, chain: str | Path) -> ChainConfig:
         path = resolve_chain_path(chain)
         raw = yaml.safe_load(path.read_text()) or {}
-        unknown = set(raw) - {"output_root", "stages", "rl_runs", "jobs"}
+        allowed = ("output_root", "stages", "rl_runs", "jobs", "allow_incomparable")
+        unknown = set(raw) - set(allowed)
         if unknown:
-            raise ValueError(
-                f"{path}: unknown key(s) {sorted(unknown)}; allowed: output_root, stages, rl_runs, jobs"
-            )
+            raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {', '.join(allowed)}")
+        allow = raw.get("allow_incomparable", False)
+        if not isinstance(allow, bool):
+            raise ValueError(f"{path}: allow_incomparable must be true or false, got {allow!r}")
         jobs = raw.get("jobs", 1)
         if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
             raise ValueError(f"{path}: jobs must be a whole number >= 1, got {jobs!r}")
@@ -118,7 +123,8 @@ class ChainConfig:
             if not resolved.is_file():
                 raise FileNotFoundError(f"{path}: the '{name}' config {config} does not exist ({resolved})")
             stages[name] = str(resolved)
-        return cls(output_root=raw["output_root"], stages=stages, rl_runs=rl_runs, jobs=jobs, path=path)
+        return cls(output_root=raw["output_root"], stages=stages, rl_runs=rl_runs, jobs=jobs,
+                   allow_incomparable=allow, path=path)  # fmt: skip
 
 
 def _argv(config: str | Path, output_dir: Path, args: dict) -> list[str]:
@@ -308,6 +314,10 @@ def check_rl_runs(root: Path, chain: ChainConfig, owner: str) -> None:
     configs = ", ".join(f"{run}: {chain.stages[run]}" for run in chain.rl_runs)
     rebuild = (f" The chain did not build {', '.join(foreign)}: re-run with `--rebuild {' '.join(foreign)}` so "
                "it may replace them." if foreign else "")  # fmt: skip
+    if chain.allow_incomparable:
+        print("[chain] WARNING: the RL runs are not comparable arms (allow_incomparable: true), going on:\n"
+              + "\n".join(f"  - {p}" for p in problems), file=sys.stderr, flush=True)  # fmt: skip
+        return
     raise ComparabilityError(
         "[chain] the RL runs are not comparable, so nothing is evaluated:\n"
         + "\n".join(f"  - {p}" for p in problems)
