@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig
 
+from eg_grpo.decoding.generate import check_beam_score
+
 EXPERT_SOURCES = ("purchased", "clicked", "exposed")
 EXPERT_SCHEDULES = ("always", "no_positive", "decay")
 ROLLOUT_MODES = ("sample", "beam")
@@ -84,6 +86,11 @@ class EGGRPOConfig(GRPOConfig):
             Size of that sample (at least 2).
         oracle_eval_beam (`int`, *optional*, defaults to `20`):
             SIDs the policy writes per request there (the arena's `beam`; its 24 items join the legacy 48).
+        beam_score (`str`, *optional*, defaults to `"model"`):
+            What ranks the beams of the held-out SID metrics and the oracle curves: `"model"` (the full model's
+            log-prob after the trie mask) or `"constrained"` (the trie-renormalised policy's log-prob, the policy
+            RL trains); see `eg_grpo.decoding.generate_sids`. Beam rollouts (`rollout_mode="beam"`) keep their own
+            ranking. It enters the run's record only when not the default.
         training_objective (`str`, *optional*, defaults to `"grpo"`):
             `"grpo"`: expert-guided GRPO (vanilla with `num_expert_samples=0`). `"continued_sft"`: the supervised
             control (`eg_grpo.continued_sft`): the start model is trained by next-token loss on the same RL
@@ -150,6 +157,10 @@ class EGGRPOConfig(GRPOConfig):
         default=200, metadata={"help": "Held-out requests of the oracle curves."}
     )
     oracle_eval_beam: int = field(default=20, metadata={"help": "SIDs per request of the oracle curves."})
+    beam_score: str = field(
+        default="model",
+        metadata={"help": "Beam ranking of the held-out evaluations and oracle curves: model | constrained."},
+    )
     max_completion_length: int | None = field(
         default=8, metadata={"help": "Maximum completion length; a SID needs num_levels + 1 tokens."}
     )
@@ -214,6 +225,7 @@ class EGGRPOConfig(GRPOConfig):
         self._check_training_objective()
         self._check_expert_rows_on_policy()
         self._check_trie_generation_settings()
+        check_beam_score(self.beam_score)
         if self.sid_eval_steps < 0 or self.sid_eval_examples <= 0 or self.sid_eval_beams <= 0:
             raise ValueError("sid_eval_steps must be >= 0; sid_eval_examples and sid_eval_beams > 0")
         if (self.oracle_eval_steps or 0) < 0 or self.oracle_eval_requests < 2 or self.oracle_eval_beam < 1:

@@ -74,6 +74,7 @@ class OracleEvalSettings:
         max_history, use_titles: prompt settings, as in training.
         seed: the sample's seed, the ranking noise's and the legacy retrieval's (the arena's ``seed``). Not
             the training seed: runs of several seeds are scored on the same requests, in the arena's funnel.
+        beam_score: what ranks the policy's beams, ``"model"`` or ``"constrained"`` (the arena's ``beam_score``).
     """
 
     split: str = "valid"
@@ -85,6 +86,7 @@ class OracleEvalSettings:
     max_history: int = 10
     use_titles: bool = False
     seed: int = 0
+    beam_score: str = "model"
 
 
 def load_oracle(data_dir: str | Path, log) -> Oracle | None:
@@ -281,7 +283,7 @@ class OracleCurves(PeriodicPolicyEvaluation):
         recall = PolicyRecall.from_model(model, trainer.processing_class, trainer.codebook,
                                          item_scores=self.funnel.item_scores, max_history=s.max_history,
                                          item_titles=self.funnel.item_titles, use_titles=s.use_titles,
-                                         batch_size=16)  # fmt: skip
+                                         batch_size=16, beam_score=s.beam_score)  # fmt: skip
         figures = self.funnel.score(GenerativeChannel.from_recall_channel(POLICY, recall, beam=s.beam))
         if not self.learned:
             return figures
@@ -325,7 +327,7 @@ def oracle_curves_callback(
         return None
     settings = OracleEvalSettings(split=args.sid_eval_split, num_requests=args.oracle_eval_requests,
                                   beam=args.oracle_eval_beam, max_history=max_history,
-                                  use_titles=use_titles)  # fmt: skip
+                                  use_titles=use_titles, beam_score=args.beam_score)  # fmt: skip
     rows = build_rl_dataset(log, trainer.codebook, vocab, trainer.processing_class, split=settings.split,
                             expert_source=args.expert_source, require_expert=False, max_history=max_history,
                             use_titles=use_titles).to_list()  # fmt: skip

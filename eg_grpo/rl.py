@@ -220,7 +220,8 @@ def add_run_callbacks(trainer, inputs: RLInputs, script_args: EGGRPOScriptArgume
                                 beam_sizes=[training_args.sid_eval_beams], rerun_beam_sizes=False,
                                 recall_num_items=[10], max_examples=training_args.sid_eval_examples,
                                 max_history=script_args.max_history, use_titles=script_args.use_titles,
-                                seed=training_args.seed, exclude_oracle_slice=True)  # fmt: skip
+                                seed=training_args.seed, exclude_oracle_slice=True,
+                                beam_score=training_args.beam_score)  # fmt: skip
         trainer.add_callback(HeldOutSIDMetrics(trainer, inputs.log, training_args.sid_eval_steps, settings))
     oracle_curves = oracle_curves_callback(trainer, inputs.log, script_args.data_dir, inputs.vocab,
                                            script_args.max_history, script_args.use_titles, training_args,
@@ -261,6 +262,8 @@ def rl_stage_record(
     # Fields of another objective than this run's do not shape it (see eg_grpo.config.OBJECTIVE_FIELDS).
     used = OBJECTIVE_FIELDS.get(training_args.training_objective, ())
     unused = {f for fields in OBJECTIVE_FIELDS.values() for f in fields} - set(used)
+    # beam_score, added after runs were recorded, leaves the record at its default so they stay current.
+    unused |= {"beam_score"} if training_args.beam_score == "model" else set()
     training = content_config(training_args.to_dict(), drop=("sid_dir", *ORACLE_EVAL_FIELDS, *sorted(unused)))
     config = {"script": script, "training": training,
               "model": content_config(model_args, drop=("model_name_or_path",))}  # fmt: skip
@@ -313,7 +316,7 @@ def run(script_args: EGGRPOScriptArguments, training_args: EGGRPOConfig, model_a
         )
         tracking = {"wandb": tracker.run_info} if tracker and tracker.run_info else {}
         write_stage(build, record, time.perf_counter() - start, num_expert_samples=training_args.num_expert_samples,
-                    tracking=tracking)  # fmt: skip
+                    tracking=tracking, beam_score=training_args.beam_score)  # fmt: skip
         (build / PENDING_FILE).unlink(missing_ok=True)
         if build != out:
             swap_in_replacement(out)

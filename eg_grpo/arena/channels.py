@@ -351,7 +351,8 @@ def cluster_item_scores(log) -> dict[int, float]:
 class GenerativeChannel(Channel):
     """A trained SID generator (:class:`~eg_grpo.eval.recall.RecallChannel`): ``beam`` SIDs by
     constrained beam search, each expanded into its items (most clicked in the train split first;
-    ``item_order="prior"``: an unclicked item at its cluster's mean score) until the quota.
+    ``item_order="prior"``: an unclicked item at its cluster's mean score) until the quota; the beams are
+    ranked by ``beam_score`` (``"model"`` or ``"constrained"``, see :class:`~eg_grpo.eval.recall.RecallChannel`).
 
     Raises:
         FileNotFoundError: ``model_dir`` holds no model.
@@ -360,7 +361,7 @@ class GenerativeChannel(Channel):
 
     def __init__(self, name: str, model_dir, sid_dir, log, beam: int = 20, max_history: int = 10,
                  use_titles: bool = False, device: str = "auto", batch_size: int = 16,
-                 item_order: str = "clicks"):  # fmt: skip
+                 item_order: str = "clicks", beam_score: str = "model"):  # fmt: skip
         from eg_grpo.eval.recall import RecallChannel
 
         if not (Path(model_dir) / "config.json").exists():
@@ -373,6 +374,7 @@ class GenerativeChannel(Channel):
         self.inner = RecallChannel(
             model_dir, sid_dir, item_scores=cluster_item_scores(log), item_titles=titles, max_history=max_history,
             use_titles=use_titles, device=device, batch_size=batch_size, item_order=item_order,
+            beam_score=beam_score,
         )  # fmt: skip
 
     @classmethod

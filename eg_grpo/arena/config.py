@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eg_grpo.data.schema import SPLITS
+from eg_grpo.decoding.generate import check_beam_score
 
 CLASSICAL_CHANNELS = ("logged", "bm25", "dense", "item_cf", "oracle")
 RANKING_STAGES = ("legacy", "learned")
@@ -59,6 +60,9 @@ class ArenaArguments:
             model's training data (a ``data_cutoff`` folder), else the split's first request.
         item_order: the order inside a generative channel's cluster: ``clicks`` (train-split clicks, an
             unclicked item last) or ``prior`` (an unclicked item at its cluster's mean score).
+        beam_score: what ranks a generative channel's beams: ``model`` (the full model's log-prob) or
+            ``constrained`` (the trie-renormalised policy's, what RL trains); see
+            :func:`~eg_grpo.decoding.generate_sids`.
     """
 
     data_dir: str = field(default="outputs/tiny/data", metadata={"help": "Simulated data folder."})
@@ -101,6 +105,9 @@ class ArenaArguments:
         default=None, metadata={"help": "New items: launched at or after this time (default: see docs)."}
     )
     item_order: str = field(default="clicks", metadata={"help": "Cluster order of generative channels."})
+    beam_score: str = field(
+        default="model", metadata={"help": "Beam ranking of generative channels: model | constrained."}
+    )
 
     def control_quotas(self) -> dict[str, int]:
         return parse_quotas(self.control, "control")
@@ -179,6 +186,7 @@ class ArenaArguments:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.item_order not in ITEM_ORDERS:
             raise ValueError(f"item_order must be one of {ITEM_ORDERS}, got {self.item_order!r}")
+        check_beam_score(self.beam_score)
         if self.max_requests < 0:
             raise ValueError(f"max_requests must be >= 0 (0 = all), got {self.max_requests}")
 

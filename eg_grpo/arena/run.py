@@ -91,7 +91,7 @@ def build_channels(args: ArenaArguments, oracle: Oracle) -> dict[str, Channel]:
             channels[name] = GenerativeChannel(
                 name, model_dir, sid_dir or args.sid_dir, log, beam=args.beam, max_history=args.max_history,
                 use_titles=args.use_titles, device=args.device, batch_size=min(args.batch_size, 16),
-                item_order=args.item_order,
+                item_order=args.item_order, beam_score=args.beam_score,
             )  # fmt: skip
     return on_sale_channels(channels, oracle)  # with launches: no item before its launch
 
@@ -391,7 +391,7 @@ def run(args: ArenaArguments) -> Path:
     with atomic_dir(args.output_dir) as tmp:
         write_json(tmp / "arena_results.json", results)
         write_report(results, tmp)
-        write_stage(tmp, record, results["seconds"])
+        write_stage(tmp, record, results["seconds"], beam_score=args.beam_score)  # named at the default too
     return Path(args.output_dir)
 
 
@@ -400,7 +400,7 @@ _INPUT_KEYS = ("data_dir", "sid_dir", "ranker_dir", "index_dir", "encoder_cache_
 # Settings that change how fast the arena runs, not what it writes: the requests per channel call
 # set the measured latency only (every figure is per request).
 _NON_CONTENT_KEYS = ("batch_size",)
-_LATER_DEFAULTS = {"launch_cutoff": None, "item_order": "clicks"}
+_LATER_DEFAULTS = {"launch_cutoff": None, "item_order": "clicks", "beam_score": "model"}
 
 
 def arena_stage_record(args: ArenaArguments) -> dict:
@@ -411,8 +411,8 @@ def arena_stage_record(args: ArenaArguments) -> dict:
         inputs[f"model:{name}"] = model_dir
         if sid_dir:
             inputs[f"sids:{name}"] = sid_dir
-    # Options added with the live catalogue leave the record when at their defaults (the results they give
-    # are the earlier ones), so an earlier run's output stays current.
+    # Options added later (the live catalogue's, the beam ranking) leave the record when at their defaults
+    # (the results they give are the earlier ones), so an earlier run's output stays current.
     unset = tuple(k for k, v in _LATER_DEFAULTS.items() if getattr(args, k) == v)
     config = {
         **content_config(args, drop=_INPUT_KEYS + _NON_CONTENT_KEYS + unset),

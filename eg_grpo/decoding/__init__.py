@@ -2,7 +2,9 @@
 generation helpers."""
 
 from eg_grpo.decoding.generate import (
+    BEAM_SCORES,
     SIDCandidate,
+    check_beam_score,
     generate_sids,
     isolated_generation_config,
     logits_width,
@@ -13,10 +15,12 @@ from eg_grpo.decoding.sid_beam import sid_beam_search
 from eg_grpo.decoding.trie import DEAD, SIDTrie, sid_token_ids_from_codes
 
 __all__ = [
+    "BEAM_SCORES",
     "DEAD",
     "SIDCandidate",
     "SIDTrie",
     "SIDTrieLogitsProcessor",
+    "check_beam_score",
     "generate_sids",
     "isolated_generation_config",
     "logits_width",

@@ -19,6 +19,16 @@ logger = logging.getLogger(__name__)
 # Beam search starts every beam but the first at -1e9 so the first step does not pick one token B
 # times; such placeholder beams survive to the end only when fewer than `num` SIDs are reachable.
 _PLACEHOLDER_SCORE = -1e8
+# How beam search ranks SIDs: the full model's log p after masking, or the trie-renormalised policy's
+# log π_c (what RL trains); see eg_grpo.decoding.sid_beam.
+BEAM_SCORES = ("model", "constrained")
+
+
+def check_beam_score(score: str) -> str:
+    """``score`` if it is one of :data:`BEAM_SCORES`, else a ``ValueError`` naming the choices."""
+    if score not in BEAM_SCORES:
+        raise ValueError(f"beam score {score!r} is unknown: use one of {BEAM_SCORES}")
+    return score
 
 
 class SIDCandidate(NamedTuple):
@@ -216,6 +226,7 @@ def generate_sids(
     Raises:
         ValueError: on a bad ``mode``, ``num`` or ``max_new_tokens``, or a tokenizer without pad/eos.
     """
+    check_beam_score(score)
     if num < 1:
         raise ValueError(f"num must be >= 1, got {num}")
     max_new_tokens = trie.num_levels + 1 if max_new_tokens is None else int(max_new_tokens)

@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
-from eg_grpo.decoding.generate import SIDCandidate
+from eg_grpo.decoding.generate import SIDCandidate, check_beam_score
 from eg_grpo.decoding.shared_prefix import SharedPrefixDecoder, supports_shared_prefix
 from eg_grpo.decoding.trie import SIDTrie
 
@@ -146,8 +146,7 @@ def beam_search_batch(
     num_beams = num if num_beams is None else int(num_beams)
     if num_beams < num:
         raise ValueError(f"num_beams={num_beams} cannot return num={num} sequences")
-    if score not in ("model", "constrained"):
-        raise ValueError(f"score={score!r}: use 'model' or 'constrained'")
+    check_beam_score(score)
     shared_prefix = supports_shared_prefix(model) if shared_prefix is None else shared_prefix
     decoder = SharedPrefixDecoder(model) if shared_prefix else _RepeatedPromptDecoder(model)
     L, eos, device = trie.num_levels, trie.eos_token_id, input_ids.device

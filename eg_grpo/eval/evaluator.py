@@ -18,6 +18,7 @@ Every number the project reports comes from :func:`evaluate_model`:
   ``pvr@K`` (share of the request's exposed items the first K clusters hold);
 - ``budget_hitrate@B_top{N}`` for N in ``item_budgets``: the items of the first B clusters cut to the N
   with the highest train-split click count (impressions break ties), hit if a clicked item survives;
+- ``beam_score``: what ranked the beams (:attr:`EvalSettings.beam_score`);
 - ``valid_sid_rate`` (returned sequences that are SIDs of the codebook), ``beam_fill_rate``
   (returned ÷ requested beams), ``distinct_sids`` (distinct top-1 SIDs), ``num_examples``, ``seconds``.
 """
@@ -40,7 +41,7 @@ from eg_grpo.data.sft_dataset import (
     request_prompts,
     target_items,
 )
-from eg_grpo.decoding import SIDTrie, generate_sids, logits_width
+from eg_grpo.decoding import SIDTrie, check_beam_score, generate_sids, logits_width
 from eg_grpo.eval import metrics as M
 from eg_grpo.sid.codebook import SIDCodebook
 
@@ -69,6 +70,9 @@ class EvalSettings:
         seed: subsample seed.
         exclude_oracle_slice: leave out the requests the oracle curves use (:mod:`eg_grpo.eval.slices`), so
             what a run is watched and tuned on never shares a request with them.
+        beam_score: what ranks the beams: ``"model"`` (the full model's ``log p`` after masking) or
+            ``"constrained"`` (the trie-renormalised policy's ``log π_c``, what RL trains); see
+            :func:`~eg_grpo.decoding.generate_sids`.
     """
 
     split: str = "test"
@@ -85,8 +89,10 @@ class EvalSettings:
     use_titles: bool = False
     seed: int = 0
     exclude_oracle_slice: bool = False
+    beam_score: str = "model"
 
     def __post_init__(self):
+        check_beam_score(self.beam_score)
         if max(self.ks) > self.num_beams:
             raise ValueError(
                 f"hr@{max(self.ks)} needs num_beams >= {max(self.ks)}, got num_beams={self.num_beams}"
@@ -158,7 +164,7 @@ def _beam_search(model, tokenizer, prompts, order, trie, num, settings, vocab, c
     # B=1 is greedy search (generate_sids scores it from the logits, as beam search would).
     cands = generate_sids(
         model, tokenizer, sorted_prompts, trie, mode="beam", num=num,
-        batch_size=max(1, settings.batch_size), show_progress=True,
+        batch_size=max(1, settings.batch_size), show_progress=True, score=settings.beam_score,
     )  # fmt: skip
     unsorted = [None] * len(prompts)
     for pos, i in enumerate(order):
@@ -295,6 +301,7 @@ def evaluate_model(
     results["seconds"] = time.perf_counter() - start
     results["beam_search_seconds"] = {str(w): s for w, s in seconds_by_width.items()}
     results["has_ground_truth"] = has_gt
+    results["beam_score"] = settings.beam_score
     results["settings"] = asdict(settings)
     ranks = [M.first_hit_rank(lst, t) for lst, t in zip(main, target_sids)]
     results["per_request"] = {  # for paired comparisons of two models on the same rows

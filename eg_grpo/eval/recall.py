@@ -42,7 +42,7 @@ import torch
 from eg_grpo.data.prompts import DEFAULT_MAX_HISTORY, build_prompt
 from eg_grpo.data.schema import format_profile
 from eg_grpo.data.sft_dataset import check_tokenizer_has_sids, load_codebook
-from eg_grpo.decoding import SIDTrie, generate_sids, logits_width
+from eg_grpo.decoding import SIDTrie, check_beam_score, generate_sids, logits_width
 from eg_grpo.io import check_lineage
 from eg_grpo.modeling import load_model_and_tokenizer
 
@@ -133,6 +133,8 @@ class RecallChannel:
         item_order: ``"clicks"`` (by ``item_scores``, an unscored item last) or ``"prior"`` (an
             unscored item at its cluster's mean score), see :data:`ITEM_ORDERS`.
         max_beam: the largest ``beam`` a request may ask for (a larger one is a ``ValueError``).
+        beam_score: what ranks the beams: ``"model"`` (the full model's ``log p``) or ``"constrained"``
+            (the trie-renormalised policy's ``log π_c``); see :func:`~eg_grpo.decoding.generate_sids`.
 
     Raises:
         ValueError: the model's tokenizer lacks the codebook's SID tokens, or the model was trained
@@ -152,13 +154,16 @@ class RecallChannel:
         max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS,
         item_order: str = "clicks",
         max_beam: int = DEFAULT_MAX_BEAM,
+        beam_score: str = "model",
     ):
+        check_beam_score(beam_score)  # before the model loads
         check_lineage(sid_dir=sid_dir, model_dir=model_dir)
         model, tokenizer = load_model_and_tokenizer(str(model_dir))
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self._attach(model.to(device), tokenizer, load_codebook(sid_dir), item_scores, item_titles, max_history,
-                     use_titles, batch_size, max_query_tokens, item_order, Path(sid_dir), max_beam)  # fmt: skip
+                     use_titles, batch_size, max_query_tokens, item_order, Path(sid_dir), max_beam,
+                     beam_score)  # fmt: skip
         self.model_dir = Path(model_dir)
 
     @classmethod
@@ -175,17 +180,20 @@ class RecallChannel:
         max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS,
         item_order: str = "clicks",
         max_beam: int = DEFAULT_MAX_BEAM,
+        beam_score: str = "model",
     ) -> RecallChannel:
         """The channel over a model already in memory (the policy while it trains): nothing is loaded
         or moved, the trie goes to the model's device. Arguments as for the constructor, ``codebook``
         an :class:`~eg_grpo.sid.codebook.SIDCodebook`."""
         channel = cls.__new__(cls)
         channel._attach(model, tokenizer, codebook, item_scores, item_titles, max_history, use_titles, batch_size,
-                        max_query_tokens, item_order, max_beam=max_beam)  # fmt: skip
+                        max_query_tokens, item_order, max_beam=max_beam, beam_score=beam_score)  # fmt: skip
         return channel
 
     def _attach(self, model, tokenizer, codebook, item_scores, item_titles, max_history, use_titles, batch_size,
-                max_query_tokens, item_order="clicks", sid_dir=None, max_beam=DEFAULT_MAX_BEAM) -> None:  # fmt: skip
+                max_query_tokens, item_order="clicks", sid_dir=None, max_beam=DEFAULT_MAX_BEAM,
+                beam_score="model") -> None:  # fmt: skip
+        self.beam_score = check_beam_score(beam_score)
         if max_query_tokens < 1:
             raise ValueError(f"max_query_tokens must be >= 1, got {max_query_tokens}")
         self.max_beam = _check_count("max_beam", max_beam)
@@ -366,6 +374,7 @@ class RecallChannel:
             mode="beam",
             num=beam,
             batch_size=self.batch_size,
+            score=self.beam_score,
         )
         return [
             [(sid, float(c.score)) for c in cands if (sid := self.vocab.decode(c.token_ids)) is not None]
@@ -394,7 +403,8 @@ class RecallChannel:
         profiles: Sequence | None = None,
     ) -> list[list[tuple[int, tuple[int, ...], float]]]:
         """:meth:`recall_batch` with each item's SID (its cluster) and that SID's beam score
-        (``log p(sid, eos | prompt)``): per request, ``(item, sid, score)`` in recall order."""
+        (``log p(sid, eos | prompt)``, or ``log π_c`` under ``beam_score="constrained"``): per request,
+        ``(item, sid, score)`` in recall order."""
         if isinstance(queries, str | bytes) or isinstance(histories, str | bytes):
             raise TypeError(
                 "recall_batch takes a list of queries and a list of histories; use recall() for one"

@@ -98,6 +98,7 @@ class RecallService:
             batch_size=self.config.max_batch_size,
             max_query_tokens=self.config.max_query_tokens,
             max_beam=self.config.max_beam,
+            beam_score=self.config.beam_score,
         )
         self._recall.set_max_batch_size(self.config.max_batch_size)
         self._recall.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
@@ -116,6 +117,7 @@ class RecallService:
             "sid_dir": None if sid_dir is None else str(sid_dir),
             "items": len(self.channel.codebook.item_ids),
             "max_beam": self.channel.max_beam,
+            "beam_score": self.channel.beam_score,
             **self.stats,
         }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields
 
+from eg_grpo.decoding.generate import check_beam_score
 from eg_grpo.eval.recall import DEFAULT_MAX_BEAM, DEFAULT_MAX_QUERY_TOKENS
 
 
@@ -32,6 +33,7 @@ class ServeConfig:
         num_cpus: CPUs of the local Ray instance this command starts (None: all).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         refresh_token: the ``x-admin-token`` a ``POST /refresh`` must carry; None turns refresh off.
+        beam_score: what ranks the beams, ``"model"`` or ``"constrained"`` (``RecallChannel``'s ``beam_score``).
     """
 
     model_dir: str
@@ -51,8 +53,10 @@ class ServeConfig:
     num_cpus: int | None = None
     device: str = "auto"
     refresh_token: str | None = None
+    beam_score: str = "model"
 
     def __post_init__(self):
+        check_beam_score(self.beam_score)  # at the command line, before Ray starts
         if self.max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
         if self.max_ongoing_requests is None:

@@ -4,6 +4,8 @@ The metrics themselves come from :func:`eg_grpo.eval.evaluator.evaluate_model`. 
 ``eval_results.json``, ``per_request.csv`` (``request_id, target_rank``: what ``recipes/compare.py``
 pairs models on), ``beam_sweep.png`` and ``stage.json``; its ``inputs`` name the data, SID and model
 fingerprints, so two evaluations are comparable only when their data fingerprints and splits match.
+``beam_score`` (what ranked the beams) is in ``eval_results.json`` and ``stage.json``; it enters the
+record's ``config`` (and so its fingerprint) only when it is not the default ``"model"``.
 """
 
 from __future__ import annotations
@@ -64,8 +66,13 @@ def evaluate_stage_record(script_args: EvaluateArguments, settings) -> dict:
     model = require_dir(
         script_args.model_dir, "model_dir", "a folder written by recipes/sft.py or recipes/eg_grpo.py"
     )
+    # A setting added after evaluations were recorded leaves the record at its default (the results it
+    # gives are the earlier ones), so an earlier evaluation's folder stays current.
+    unset = ("beam_score",) if settings.beam_score == "model" else ()
     return stage_record(
-        "evaluate", {"settings": content_config(settings)}, {"data": data, "sids": sids, "model": model}
+        "evaluate",
+        {"settings": content_config(settings, drop=unset)},
+        {"data": data, "sids": sids, "model": model},
     )
 
 
@@ -123,7 +130,8 @@ def run(script_args: EvaluateArguments, settings) -> dict:
         plot_beam_sweep(
             results, tmp / "beam_sweep.png", title=f"{Path(script_args.model_dir).name} on {settings.split}"
         )
-        write_stage(tmp, record, time.perf_counter() - start)
+        # Named beside the record too, so the folder says what ranked the beams even at the default.
+        write_stage(tmp, record, time.perf_counter() - start, beam_score=settings.beam_score)
     summary = {k: v for k, v in results.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     if script_args.report_to == "wandb" and (run := report_to_wandb(summary, script_args.model_dir, settings.split,
                                                                     script_args.output_dir)):  # fmt: skip
