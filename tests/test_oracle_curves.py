@@ -334,7 +334,8 @@ def test_the_sample_and_period_follow_the_config_not_the_training_seed(sim_data_
 
     def callback(**args):
         settings = {"sid_eval_steps": 3, "oracle_eval_steps": None, "sid_eval_split": "valid", "seed": 0,
-                    "oracle_eval_requests": 30, "oracle_eval_beam": 4, "expert_source": ["purchased", "clicked"]}  # fmt: skip
+                    "oracle_eval_requests": 30, "oracle_eval_beam": 4, "expert_source": ["purchased", "clicked"],
+                    "beam_score": "model"}  # fmt: skip
         trainer = SimpleNamespace(args=SimpleNamespace(**{**settings, **args}), codebook=tiny_codebook,
                                   processing_class=tokenizer, reward_funcs=[], reward_weights=torch.ones(0),
                                   reward_func_names=[])  # fmt: skip
@@ -379,7 +380,8 @@ def test_the_oracle_slice_is_disjoint_from_held_out_evaluation_and_not_the_train
     model, tokenizer, vocab = policy
     log = SearchLog.load(sim_data_dir)
     settings = {"sid_eval_steps": 3, "oracle_eval_steps": None, "sid_eval_split": "train", "seed": 0,
-                "oracle_eval_requests": 30, "oracle_eval_beam": 4, "expert_source": ["purchased", "clicked"]}  # fmt: skip
+                "oracle_eval_requests": 30, "oracle_eval_beam": 4, "expert_source": ["purchased", "clicked"],
+                    "beam_score": "model"}  # fmt: skip
     trainer = SimpleNamespace(args=SimpleNamespace(**settings), codebook=tiny_codebook, processing_class=tokenizer,
                               reward_funcs=[], reward_weights=torch.ones(0), reward_func_names=[])  # fmt: skip
     with pytest.raises(

@@ -144,14 +144,33 @@ def test_demo_configs_parse_and_differ_only_in_switches(name):
 
 
 def test_on_the_simulator_tiny_log(tiny_log, sid_cache):
-    """The project simulator's tiny preset, real MiniLM encoder: CQ-SID's two claims hold."""
+    """The project simulator's tiny preset, real MiniLM encoder: what CQ-SID guarantees exactly."""
     from eg_grpo.sid.encoders import TextEncoder
 
     enc = TextEncoder("default", cache_dir=sid_cache)
-    cfg = dict(description_chars=0, epochs=30)
-    _, cq = build_codebook(tiny_log, tiny_config(**cfg), encoder=enc, show_progress=False)
-    _, plain = build_codebook(tiny_log, tiny_config(method="rqvae", **cfg), encoder=enc, show_progress=False)
+    _, cq = build_codebook(
+        tiny_log, tiny_config(description_chars=0, epochs=30), encoder=enc, show_progress=False
+    )
     assert cq["l1_category_purity"] == 1.0 and cq["category_guided"]
     assert cq["query_item_agreement"]["num_pairs"] > 20
-    assert cq["query_item_agreement"]["l1"] > plain["query_item_agreement"]["l1"]
     assert cq["cluster_size"]["max"] <= 20
+
+
+@pytest.mark.slow
+def test_cq_sid_aligns_queries_better_than_rqvae_over_seeds(tiny_log, sid_cache):
+    """CQ-SID's query claim, as a mean over three seeds: on 110 valid pairs one build's level-1 agreement
+    moves by about .1 between machines (tests/sid/test_methods.py), as much as the gap to plain RQ-VAE,
+    so a single build cannot carry the claim on every CPU."""
+    from eg_grpo.sid.encoders import TextEncoder
+
+    enc = TextEncoder("default", cache_dir=sid_cache)
+
+    def agreement(method):
+        stats = [
+            build_codebook(tiny_log, tiny_config(method=method, description_chars=0, epochs=30, seed=seed),
+                           encoder=enc, show_progress=False)[1]
+            for seed in (0, 1, 2)
+        ]  # fmt: skip
+        return np.mean([s["query_item_agreement"]["l1"] for s in stats])
+
+    assert agreement("cq_sid") > agreement("rqvae")
