@@ -6,8 +6,8 @@
 It builds a model of the demo's size (a random-weight 4-layer, 256-wide Qwen2, ``TINY_PRESETS["demo"]``)
 and a random SID folder (20,000 items on ~2,800 SIDs, 3 levels x 64 codes, as the demo's CQ-SID gives),
 starts the service once, and per max batch size redeploys it; per beam and offered load it runs
-locust for ``--seconds`` (users x ``constant_throughput``: the offered load holds whatever the
-latency) and reports latency percentiles (ms), the achieved QPS and the non-200 share. A last row
+locust for ``--seconds`` (users x a Poisson rate each, see serve_locustfile.py: the offered load
+holds while latency is short next to a user's mean wait) and reports latency percentiles (ms), the achieved QPS and the non-200 share. A last row
 loads ``/healthz`` (proxy + replica, no model): the serving stack's own cost beside the model's.
 Random weights decode as fast as trained ones: beam search costs the same whatever the weights.
 """
