@@ -21,11 +21,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-import requests
 
 LOCUSTFILE = Path(__file__).with_name("serve_locustfile.py")
 
@@ -90,7 +88,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--replica_cpus", type=float, default=1.0)
     args = parser.parse_args(argv)
 
-    from eg_grpo.serve import ServeConfig, start, stop
+    from eg_grpo.serve import ServeConfig, start, stop, wait_healthy
 
     root = Path(tempfile.mkdtemp(prefix="serve_load_"))
     model_dir, sid_dir = build_demo_sized(root, args.n_items, args.n_sids)
@@ -100,13 +98,7 @@ def main(argv=None) -> dict:
                              max_queued_requests=256, request_timeout_s=30, num_cpus=2, device="cpu",
                              replica_cpus=args.replica_cpus)  # fmt: skip
         url = start(config)  # redeploys the app in place for a new batch size
-        for _ in range(240):  # bounded wait for the replica to load the model
-            try:
-                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
+        wait_healthy(url)  # bounded wait for the replica to load the model
         for beam in args.beams:
             for qps in args.offered_qps:
                 row = {"max_batch_size": batch, "beam": beam,

@@ -27,6 +27,8 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_load import build_demo_sized  # noqa: E402
 
+from eg_grpo.serve import wait_healthy  # noqa: E402
+
 _local = threading.local()
 
 
@@ -58,13 +60,7 @@ def main() -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        for _ in range(180):
-            try:
-                if requests.get(f"{base}/healthz", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(1)
+        wait_healthy(base, timeout_s=180)
         rng = np.random.default_rng(0)
         for qps in args.qps:
             n = int(qps * args.seconds)

@@ -9,9 +9,13 @@ for the API, the status codes and the measured latency. Ray is an optional depen
 extra): this module imports without it, :func:`start` needs it.
 """
 
+import time
+import urllib.error
+import urllib.request
+
 from eg_grpo.serve.config import ServeConfig
 
-__all__ = ["ServeConfig", "start", "stop"]
+__all__ = ["ServeConfig", "start", "stop", "wait_healthy"]
 
 
 def start(config: ServeConfig) -> str:
@@ -30,3 +34,21 @@ def stop() -> None:
     from eg_grpo.serve.app import stop as _stop
 
     _stop()
+
+
+def wait_healthy(url: str, timeout_s: float = 120.0) -> None:
+    """Waits until ``GET url/healthz`` answers 200 (the replica has loaded its model), polling twice a second.
+
+    Raises:
+        TimeoutError: no healthy answer within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass  # not listening yet, or the replica is still loading
+        time.sleep(0.5)
+    raise TimeoutError(f"{url}/healthz did not answer 200 within {timeout_s:.0f} s")

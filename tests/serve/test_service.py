@@ -13,7 +13,7 @@ pytest.importorskip("ray.serve", reason="Ray Serve is not installed: pip install
 requests = pytest.importorskip("requests", reason="the service tests talk HTTP through requests")
 
 from eg_grpo.eval.recall import RecallChannel  # noqa: E402
-from eg_grpo.serve import ServeConfig, start, stop  # noqa: E402
+from eg_grpo.serve import ServeConfig, start, stop, wait_healthy  # noqa: E402
 
 TOKEN = "test-admin-token"
 
@@ -35,15 +35,7 @@ def service(tiny_sft_dir, tiny_sid_dir):
     )  # fmt: skip
     url = start(config)
     try:
-        for _ in range(120):  # bounded: the replica loads the model, then /healthz answers
-            try:
-                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("the service did not answer /healthz within 60 s")
+        wait_healthy(url, timeout_s=60)  # bounded: the replica loads the model, then /healthz answers
         yield url
     finally:
         stop()
