@@ -138,9 +138,10 @@ def check_eg_grpo_lora(args) -> dict:
     from step import common_settings
     from trl import GRPOConfig, GRPOTrainer, ModelConfig
 
-    from eg_grpo.config import EGGRPOConfig
-    from eg_grpo.rl import EGGRPOScriptArguments, build_trainer
-    from eg_grpo.sft import lora_config
+    from eg_grpo.rl.config import EGGRPOConfig
+    from eg_grpo.rl.inputs import EGGRPOScriptArguments
+    from eg_grpo.rl.stage import build_trainer
+    from eg_grpo.sft.model import lora_config
     from eg_grpo.sid.codebook import SIDCodebook
 
     if not args.smoke and not CUDA:
@@ -283,8 +284,8 @@ def check_vllm(args) -> dict:
     from transformers import AutoTokenizer
 
     from eg_grpo.data.rl_dataset import build_rl_dataset
+    from eg_grpo.rl.vllm_rollouts import check_colocate_calls, colocate_llm_with_trie, trie_generation_kwargs
     from eg_grpo.sid.tokens import SIDVocab
-    from eg_grpo.vllm_rollouts import check_colocate_calls, colocate_llm_with_trie, trie_generation_kwargs
 
     log, codebook = load_data(args)
     path = str(model_dir(args))

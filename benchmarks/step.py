@@ -21,9 +21,10 @@ import torch
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer, ModelConfig
 
-from eg_grpo.config import EGGRPOConfig
 from eg_grpo.pipeline import REPO_ROOT, run_stage
-from eg_grpo.rl import EGGRPOScriptArguments, build_trainer
+from eg_grpo.rl.config import EGGRPOConfig
+from eg_grpo.rl.inputs import EGGRPOScriptArguments
+from eg_grpo.rl.stage import build_trainer
 
 
 class StepTimer(TrainerCallback):

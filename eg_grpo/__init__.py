@@ -25,7 +25,7 @@ silence_checkpointing_alias_warnings()
 
 # The trainer and its config import TRL and torch; they load on first use, so `import eg_grpo.data`
 # (the simulator, the schema, the data validator) stays light.
-_LAZY = {"EGGRPOConfig": "eg_grpo.config", "EGGRPOTrainer": "eg_grpo.trainer"}
+_LAZY = {"EGGRPOConfig": "eg_grpo.rl.config", "EGGRPOTrainer": "eg_grpo.rl.trainer"}
 __all__ = ["EGGRPOConfig", "EGGRPOTrainer", "silence_checkpointing_alias_warnings"]
 
 

@@ -27,7 +27,7 @@ CURVES = {
     "full model's mass on valid first tokens": (["eg/valid_mass_first"], "probability mass"),
 }
 # Reward hacking in view: what RL optimises (the learned rewards) beside what the simulator's users do
-# (the arena's oracle, on simulated data only; see eg_grpo.oracle_curves). A run whose learned reward
+# (the arena's oracle, on simulated data only; see eg_grpo.rl.oracle_curves). A run whose learned reward
 # rises while the oracle's lifts fall is visible at a glance.
 REWARD_HACKING = {
     "learned reward (training samples)": (["eg/reward_sampled", "reward"], "weighted reward"),

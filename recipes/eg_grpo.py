@@ -9,7 +9,7 @@
     # resume a killed run from its newest intact checkpoint (a killed run prints this command)
     accelerate launch recipes/eg_grpo.py --config recipes/configs/demo/eg_grpo.yaml --resume_from_checkpoint last
 
-The stage is :func:`eg_grpo.rl.run` (``python -m eg_grpo.stages rl ...`` runs it without this file);
+The stage is :func:`eg_grpo.rl.stage.run` (``python -m eg_grpo.stages rl ...`` runs it without this file);
 the chain is :func:`eg_grpo.pipeline.run_chain`.
 """
 
@@ -19,7 +19,7 @@ import _recipe_path  # noqa: F401  (first: see recipes/_recipe_path.py)
 
 
 def main(script_args, training_args, model_args):
-    from eg_grpo.rl import run
+    from eg_grpo.rl.stage import run
 
     output_dir = run(script_args, training_args, model_args)
     print(f"model, log history and checkpoints in {output_dir}")
@@ -32,5 +32,5 @@ if __name__ == "__main__":
         from eg_grpo.pipeline import run_chain
 
         sys.exit(guarded("chain", lambda: run_chain("demo")))
-    sys.exit(run_recipe("rl", main, own=("eg_grpo.rl:EGGRPOScriptArguments", "eg_grpo.config:EGGRPOConfig"),
+    sys.exit(run_recipe("rl", main, own=("eg_grpo.rl.inputs:EGGRPOScriptArguments", "eg_grpo.rl.config:EGGRPOConfig"),
                         inherited=("trl.GRPOConfig", "trl.ModelConfig")))  # fmt: skip

@@ -4,7 +4,7 @@ Usage:
     python recipes/sft.py --config recipes/configs/tiny/sft.yaml \
         --data_dir outputs/tiny/data --sid_dir outputs/tiny/sids --output_dir outputs/tiny/sft
 
-The stage lives in :mod:`eg_grpo.sft` (``SFTScriptArguments``, ``run``); ``python -m eg_grpo.stages
+The stage lives in :mod:`eg_grpo.sft.stage` (``SFTScriptArguments``, ``run``); ``python -m eg_grpo.stages
 sft ...`` runs the same code without this file. Writes OUTPUT_DIR (model, tokenizer,
 ``sft_metrics.json``, ``stage.json``) atomically; an OUTPUT_DIR of other settings is kept unless
 ``--overwrite true``.
@@ -19,9 +19,9 @@ def __getattr__(name: str):
     if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     # `main` and the dataclass load on first use (they import torch), so `--help` answers at once.
-    from eg_grpo import sft
+    from eg_grpo.sft import stage
 
-    return {"main": sft.run, "SFTScriptArguments": sft.SFTScriptArguments}[name]
+    return {"main": stage.run, "SFTScriptArguments": stage.SFTScriptArguments}[name]
 
 
 __all__ = ["SFTScriptArguments", "main"]  # noqa: F822  (module __getattr__)
@@ -31,6 +31,8 @@ if __name__ == "__main__":
 
     sys.exit(
         run_recipe(
-            "sft", own=("eg_grpo.sft:SFTScriptArguments",), inherited=("trl.SFTConfig", "trl.ModelConfig")
+            "sft",
+            own=("eg_grpo.sft.stage:SFTScriptArguments",),
+            inherited=("trl.SFTConfig", "trl.ModelConfig"),
         )
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 # Hand-made stage records of the comparability checks (eg_grpo.eval.comparability): an RL run as
-# eg_grpo.rl.rl_stage_record writes it (the keys the checks read), and an evaluation naming it.
+# eg_grpo.rl.stage.rl_stage_record writes it (the keys the checks read), and an evaluation naming it.
 TINY_RL_TRAINING = {"training_objective": "grpo", "num_expert_samples": 2, "max_steps": 6, "learning_rate": 5e-4,
                     "lr_scheduler_type": "constant", "warmup_steps": 0, "optim": "adamw_torch", "seed": 0,
                     "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1, "num_generations": 8}  # fmt: skip

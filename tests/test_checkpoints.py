@@ -93,17 +93,17 @@ def _sft_args(parse_recipe, data_dir, sid_dir, out, *extra):
 def test_a_killed_sft_resumes_from_its_newest_intact_checkpoint(
     parse_recipe, tiny_data_dir, tiny_sid_dir, tmp_path, monkeypatch, capsys
 ):
-    import eg_grpo.sft
+    import eg_grpo.sft.stage
     from eg_grpo.io import StageConflict
     from recipes.sft import main
 
     out = tmp_path / "sft"
-    real_save = eg_grpo.sft.save_sft_model
+    real_save = eg_grpo.sft.stage.save_sft_model
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # the machine went down after the last checkpoint, before the model was saved
 
-    monkeypatch.setattr(eg_grpo.sft, "save_sft_model", killed)
+    monkeypatch.setattr(eg_grpo.sft.stage, "save_sft_model", killed)
     with pytest.raises(KeyboardInterrupt):
         main(*_sft_args(parse_recipe, tiny_data_dir, tiny_sid_dir, out))
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
@@ -114,7 +114,7 @@ def test_a_killed_sft_resumes_from_its_newest_intact_checkpoint(
     # another config must not take the unfinished folder over
     with pytest.raises(StageConflict, match="learning_rate"):
         main(*_sft_args(parse_recipe, tiny_data_dir, tiny_sid_dir, out, "--learning_rate", 1.0e-3))
-    monkeypatch.setattr(eg_grpo.sft, "save_sft_model", real_save)
+    monkeypatch.setattr(eg_grpo.sft.stage, "save_sft_model", real_save)
     # a newest intact checkpoint without optimizer state: refused, naming the SFT option that accepts it
     bare = out / "checkpoint-3"
     shutil.copytree(out / "checkpoint-2", bare)

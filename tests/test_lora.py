@@ -9,10 +9,11 @@ from peft import AutoPeftModelForCausalLM
 from transformers import AutoModelForCausalLM
 from trl import ModelConfig
 
-from eg_grpo.config import EGGRPOConfig
 from eg_grpo.modeling import merge_lora_adapter
-from eg_grpo.rl import EGGRPOScriptArguments, build_trainer
-from tests.test_constrained import batch_of_sids, brute_force
+from eg_grpo.rl.config import EGGRPOConfig
+from eg_grpo.rl.inputs import EGGRPOScriptArguments
+from eg_grpo.rl.stage import build_trainer
+from tests.rl.test_constrained import batch_of_sids, brute_force
 
 
 def test_lora_run_trains_sid_rows_and_merges_to_the_same_model(

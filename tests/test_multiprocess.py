@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from eg_grpo.config import EGGRPOConfig
 from eg_grpo.pipeline import REPO_ROOT
+from eg_grpo.rl.config import EGGRPOConfig
 
 
 def test_a_layout_that_would_split_groups_across_processes_is_rejected(tmp_path, tiny_sid_dir):

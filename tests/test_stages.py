@@ -16,13 +16,14 @@ import pytest
 from trl import ModelConfig
 
 from eg_grpo.cli import StageParser
-from eg_grpo.config import EGGRPOConfig
 from eg_grpo.data.simulator import SimulatorConfig
 from eg_grpo.io import StageConflict, atomic_dir, read_stage, write_stage
 from eg_grpo.pipeline import ChainConfig, ensure_upstream, run_stage
-from eg_grpo.rl import EGGRPOScriptArguments, build_trainer
-from eg_grpo.sft import run as run_sft
-from eg_grpo.sft import stage_arguments as sft_arguments
+from eg_grpo.rl.config import EGGRPOConfig
+from eg_grpo.rl.inputs import EGGRPOScriptArguments
+from eg_grpo.rl.stage import build_trainer
+from eg_grpo.sft.stage import run as run_sft
+from eg_grpo.sft.stage import stage_arguments as sft_arguments
 from eg_grpo.sid.build import SIDConfig
 from eg_grpo.sid.codebook import SIDCodebook
 from eg_grpo.stages.data import MakeDataArguments, run_simulated

@@ -8,10 +8,9 @@ import json
 import os
 from types import SimpleNamespace
 
-from test_rl import read_offline_run
-
 from eg_grpo.stages.evaluate import report_to_wandb
 from eg_grpo.tracking import configure_tracking, tracked_run
+from tests.rl.test_rl import read_offline_run
 
 WANDB_ENV = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_PROJECT", "WANDB_TAGS", "WANDB_RUN_GROUP", "WANDB_DIR")
 

@@ -1,5 +1,8 @@
 """SID-trie constrained decoding: the tensor trie, its logits processor, the SID beam search, and the SID
-generation helpers."""
+generation helpers.
+
+May import: eg_grpo.sid
+"""
 
 from eg_grpo.decoding.generate import (
     BEAM_SCORES,

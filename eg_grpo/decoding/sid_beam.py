@@ -18,7 +18,7 @@ padding mask. A SID is only ``L + 1`` tokens long, so those costs, not the model
 ``score="model"`` ranks by ``log p(sid, eos | prompt)`` under the full model (``generate``'s beam search
 with the trie processor: ``log_softmax`` over the vocabulary, then the mask). ``score="constrained"``
 ranks by the constrained policy RL trains, ``log π_c = Σ_t z_{y_t} - logsumexp_{a ∈ A(y_<t)} z_a``
-(:mod:`eg_grpo.constrained`): only the allowed ids' logits are computed, and its eos step is certain
+(:mod:`eg_grpo.rl.constrained`): only the allowed ids' logits are computed, and its eos step is certain
 (``log π_c = 0``), so the forward that would score it is not run.
 
 Every search keeps its state in its own objects and changes nothing on the model (bar ``eval()`` for a

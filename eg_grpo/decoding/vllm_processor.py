@@ -208,7 +208,7 @@ class SIDTrieVLLMLogitsProcessor(_VLLMLogitsProcessor):
 
     The mask is not argmax-invariant, so vLLM applies it before temperature, min-p, top-k and top-p, and
     the logprobs it returns in `processed_logprobs` mode are those of the *constrained* distribution
-    (the trainer's log-probs are of the same constrained distribution, see `eg_grpo.constrained`, so TRL's
+    (the trainer's log-probs are of the same constrained distribution, see `eg_grpo.rl.constrained`, so TRL's
     importance-sampling correction compares like with like).
 
     Args:

@@ -5,7 +5,7 @@ differs: the objective (``training_objective``) and the number of expert rows
 (``num_expert_samples``). Everything else that shapes the model must be the same in every arm:
 
 - the budget: ``max_steps``, prompts per optimizer step (``per_device_train_batch_size ×
-  gradient_accumulation_steps / num_generations``, as :mod:`eg_grpo.continued_sft` matches it; the
+  gradient_accumulation_steps / num_generations``, as :mod:`eg_grpo.rl.continued_sft` matches it; the
   process count is not in the record, so runs launched on other GPU counts are not told apart);
 - the optimisation: ``learning_rate``, the schedule (``lr_scheduler_type``, its kwargs, warm-up)
   and ``optim``;

@@ -1,8 +1,8 @@
 """Request slices that different uses of one split must not share.
 
-The oracle curves (:mod:`eg_grpo.oracle_curves`) judge whether RL's learned reward and the simulator's truth
+The oracle curves (:mod:`eg_grpo.rl.oracle_curves`) judge whether RL's learned reward and the simulator's truth
 move together during training; if their requests were also the ones the run is watched and tuned on (the
-held-out SID metrics, :class:`eg_grpo.callbacks.HeldOutSIDMetrics`), a choice made by looking at one would leak
+held-out SID metrics, :class:`eg_grpo.rl.callbacks.HeldOutSIDMetrics`), a choice made by looking at one would leak
 into the other. So the ``sid_eval_split`` is cut by a hash of the request id: bucket
 :data:`ORACLE_SLICE_BUCKET` of :data:`ORACLE_SLICE_BUCKETS` (about a tenth of the requests) belongs to the
 oracle curves, every other bucket to held-out evaluation. A hash, not a sample, so the slice is the same for

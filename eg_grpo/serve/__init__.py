@@ -7,6 +7,8 @@ One :class:`~eg_grpo.eval.recall.RecallChannel` per replica answers ``POST /reca
 batched by Ray Serve's ``@serve.batch`` into one ``recall_scored_batch`` call. See ``docs/serving.md``
 for the API, the status codes and the measured latency. Ray is an optional dependency (the ``serve``
 extra): this module imports without it, :func:`start` needs it.
+
+May import: eg_grpo.decoding, eg_grpo.eval
 """
 
 import time

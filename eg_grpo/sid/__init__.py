@@ -1,1 +1,4 @@
-"""Semantic IDs: text encoders, RQ-VAE with the CQ constraints, baselines and the codebook."""
+"""Semantic IDs: text encoders, RQ-VAE with the CQ constraints, baselines and the codebook.
+
+May import: eg_grpo.plugins
+"""

@@ -6,6 +6,12 @@ is what ``python recipes/sft.py ...`` runs, without needing the ``recipes/`` fol
 install has none). The chain (:mod:`eg_grpo.pipeline`) calls stages this way, in the user's working
 directory. A stage is one :class:`Stage` entry in :data:`STAGES`; adding one (e.g. a new
 evaluation) is one line here plus its module.
+
+The table names the SFT, RL and arena stages by dotted path (``"eg_grpo.rl.stage:run"``), loaded on use,
+so this package imports none of them; ``cli`` only inside :meth:`Stage.parse` (it imports TRL, and
+``python -m eg_grpo.stages --help`` answers without it).
+
+May import: eg_grpo.cli, eg_grpo.data, eg_grpo.eval, eg_grpo.io, eg_grpo.modeling, eg_grpo.sid, eg_grpo.tracking
 """
 
 from __future__ import annotations
@@ -70,8 +76,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           "eg_grpo.stages.cutoff:cutoff_record"),
     Stage("ranker", "eg_grpo.stages.ranker:stage_arguments", "eg_grpo.stages.ranker:run",
           "eg_grpo.stages.ranker:ranker_record"),
-    Stage("sft", "eg_grpo.sft:stage_arguments", "eg_grpo.sft:run", "eg_grpo.sft:sft_stage_record"),
-    Stage("rl", "eg_grpo.rl:stage_arguments", "eg_grpo.rl:run", "eg_grpo.rl:rl_stage_record"),
+    Stage("sft", "eg_grpo.sft.stage:stage_arguments", "eg_grpo.sft.stage:run", "eg_grpo.sft.stage:sft_stage_record"),
+    Stage("rl", "eg_grpo.rl.stage:stage_arguments", "eg_grpo.rl.stage:run", "eg_grpo.rl.inputs:rl_stage_record"),
     Stage("evaluate", "eg_grpo.stages.evaluate:stage_arguments", "eg_grpo.stages.evaluate:run",
           "eg_grpo.stages.evaluate:evaluate_stage_record"),
     Stage("arena", "eg_grpo.arena.config:ArenaArguments", "eg_grpo.arena.run:run",

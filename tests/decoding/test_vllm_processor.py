@@ -20,7 +20,6 @@ from decoding_helpers import CODEBOOK_SIZES, product_texts, random_catalogue, ra
 from fake_vllm import BatchUpdate, FakeLLM, FakeSamplingParams, MoveDirectionality, fake_vllm_config
 from trl import ModelConfig
 
-from eg_grpo.config import EGGRPOConfig
 from eg_grpo.decoding import SIDTrie, SIDTrieLogitsProcessor
 from eg_grpo.decoding.vllm_processor import (
     PROCESSOR_FQCN,
@@ -32,15 +31,17 @@ from eg_grpo.decoding.vllm_processor import (
     mask_to_allowed_,
 )
 from eg_grpo.modeling import TinyModelConfig, build_tiny_model_and_tokenizer, build_tiny_qwen2
-from eg_grpo.rl import EGGRPOScriptArguments, build_trainer
-from eg_grpo.sid.codebook import SIDCodebook
-from eg_grpo.sid.tokens import SIDVocab
-from eg_grpo.vllm_rollouts import (
+from eg_grpo.rl.config import EGGRPOConfig
+from eg_grpo.rl.inputs import EGGRPOScriptArguments
+from eg_grpo.rl.stage import build_trainer
+from eg_grpo.rl.vllm_rollouts import (
     check_colocate_calls,
     check_server_processor,
     colocate_llm_with_trie,
     trie_generation_kwargs,
 )
+from eg_grpo.sid.codebook import SIDCodebook
+from eg_grpo.sid.tokens import SIDVocab
 
 EOS, PAD, V = 1, 2, 60
 LEVELS = [range(10, 15), range(15, 22), range(22, 25)]  # per-level token ids of the raw-id catalogue

@@ -137,7 +137,7 @@ def test_the_service_takes_it_from_its_command_line():
 
 
 def test_bad_values_are_refused(tiny_sft_dir, tiny_sid_dir, tiny_data_dir, tmp_path):
-    from eg_grpo.config import EGGRPOConfig
+    from eg_grpo.rl.config import EGGRPOConfig
 
     with pytest.raises(ValueError, match="beam score 'logp' is unknown"):
         EvalSettings(beam_score="logp")
@@ -175,10 +175,11 @@ def test_the_rl_run_records_it_and_its_evaluations_use_it(tiny_sft_dir, tiny_sid
                                                           monkeypatch):  # fmt: skip
     from trl import ModelConfig
 
-    from eg_grpo.callbacks import HeldOutSIDMetrics
-    from eg_grpo.config import EGGRPOConfig
-    from eg_grpo.oracle_curves import OracleCurves, PolicyRecall
-    from eg_grpo.rl import EGGRPOScriptArguments, build_trainer, rl_stage_record
+    from eg_grpo.rl.callbacks import HeldOutSIDMetrics
+    from eg_grpo.rl.config import EGGRPOConfig
+    from eg_grpo.rl.inputs import EGGRPOScriptArguments, rl_stage_record
+    from eg_grpo.rl.oracle_curves import OracleCurves, PolicyRecall
+    from eg_grpo.rl.stage import build_trainer
 
     script = EGGRPOScriptArguments(data_dir=str(sim_data_dir), max_train_rows=16, chain=False,
                                    rewards=[{"name": "sid_match", "weight": 1.0}])  # fmt: skip

@@ -98,7 +98,7 @@ def test_it_is_a_builtin_combinable_with_the_others(context, rm_codebook, rm_voc
 
 
 def _config(tmp_path, sid_dir, **overrides):
-    from eg_grpo.config import EGGRPOConfig
+    from eg_grpo.rl.config import EGGRPOConfig
 
     settings = dict(output_dir=str(tmp_path / "rl"), sid_dir=str(sid_dir), num_generations=4,
                     per_device_train_batch_size=8, use_cpu=True, report_to="none")  # fmt: skip
@@ -108,7 +108,7 @@ def _config(tmp_path, sid_dir, **overrides):
 def test_the_rl_stage_refuses_it_under_sampled_rollouts_and_sizes_it_under_beams(
     tmp_path, tiny_sid_dir, context
 ):
-    from eg_grpo.rl import check_rewards_fit_rollouts
+    from eg_grpo.rl.stage import check_rewards_fit_rollouts
 
     funcs, _ = build_reward_funcs([{"name": "sid_match"}, {"name": "rank_aware"}], context)
     with pytest.raises(ValueError, match="exists only under rollout_mode='beam'"):
@@ -139,7 +139,8 @@ def test_a_beam_training_step_scores_rows_in_beam_order(tmp_path, tiny_data_dir,
     its values are the hand formula on those rows."""
     from trl import ModelConfig
 
-    from eg_grpo.rl import EGGRPOScriptArguments, build_trainer
+    from eg_grpo.rl.inputs import EGGRPOScriptArguments
+    from eg_grpo.rl.stage import build_trainer
 
     script = EGGRPOScriptArguments(data_dir=str(tiny_data_dir), rewards=[{"name": "sid_match"}, {"name": "rank_aware"}],
                                    max_train_rows=16, chain=False)  # fmt: skip
