@@ -5,10 +5,11 @@ Usage:
     python recipes/arena.py --config recipes/configs/tiny/arena.yaml --data_dir outputs/tiny/data \
         --output_dir outputs/tiny/arena --channels bm25:24 oracle:24 --generative sft=outputs/tiny/sft
 
-Plays control (the legacy channels) against one treatment per added channel or generative model,
-per ranking stage and budget mode, on one split of a simulated data folder, and writes into
-``OUTPUT_DIR`` (atomically): ``arena_results.json``, ``arena.md``, ``arena_lifts.png``,
-``arena_shares.png`` and ``stage.json``. Every figure is an expectation under the simulator's
+Plays control (the legacy channels, or any ``--control``) against one treatment per added channel or
+generative model, per ranking stage and budget mode, on one split of a simulated data folder; with
+``--control_views legacy=logged:48 ...`` the same requests under further controls too, each channel
+recalled once. Writes into ``OUTPUT_DIR`` (atomically): ``arena_results.json``, ``arena.md``,
+``arena_lifts.png``, ``arena_shares.png`` (and both per further view) and ``stage.json``. Every figure is an expectation under the simulator's
 user model: simulated, not measured on people. Every ``ArenaArguments`` field can be set in the
 YAML or on the command line.
 """

@@ -1,12 +1,14 @@
 """The arena's arguments and the arms they describe.
 
 Channels and quotas are written ``name:quota`` (``logged:48``); generative models ``name=model_dir``
-(``sft=outputs/demo/sft``), so both fit in a YAML list and on the command line
-(``--channels bm25:48 dense:48 --generative sft=outputs/demo/sft``).
+(``sft=outputs/demo/sft``); further controls ``name=channel:quota+channel:quota``
+(``legacy=logged:48``), so all fit in a YAML list and on the command line
+(``--channels bm25:48 dense:48 --generative sft=outputs/demo/sft --control_views legacy=logged:48``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +20,7 @@ RANKING_STAGES = ("legacy", "learned")
 BUDGET_MODES = ("supplement", "fixed_budget")
 GENERATIVE_PREFIX = "gen_"
 ITEM_ORDERS = ("clicks", "prior")
+VIEW_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
 
 @dataclass
@@ -34,9 +37,13 @@ class ArenaArguments:
         index_dir: where channel indexes are cached (``None``: ``OUTPUT_DIR`` + ``_index``).
         split: the requests the arms are played on: ``train``, ``rl``, ``valid`` or ``test``.
         max_requests: a random sample of this many requests of the split (seeded by ``seed``); 0 = all.
-        control: the control system's channels, ``name:quota``.
+        control: the control system's channels, ``name:quota``: the leading control view.
+        control_name: the leading control view's name (its title in the report).
+        control_views: further control views played on the same requests, ``name=channel:quota+...``
+            (``legacy=logged:48``); each channel is recalled once and serves every view.
         channels: the added classical channels, one treatment arm each, ``name:quota``; ``oracle`` is
-            the ceiling (the truly best items of the request).
+            the ceiling (the truly best items of the request). A view's arms are the added channels
+            (classical and generative) its control lacks; a channel has one quota in the whole run.
         generative: the added generative models, one arm each, ``name=model_dir`` (SIDs from
             ``sid_dir``) or ``name=model_dir,sid_dir`` (a model trained on other SIDs); any number.
         generative_quota: items each generative channel brings.
@@ -76,7 +83,14 @@ class ArenaArguments:
     )
     split: str = field(default="test", metadata={"help": "Split the arms are played on."})
     max_requests: int = field(default=0, metadata={"help": "Random N requests of the split (0 = all)."})
-    control: list[str] = field(default_factory=lambda: ["logged:48"], metadata={"help": "Control channels."})
+    control: list[str] = field(
+        default_factory=lambda: ["logged:48"], metadata={"help": "Control channels (the leading view)."}
+    )
+    control_name: str = field(default="main", metadata={"help": "Name of the leading control view."})
+    control_views: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Further control views on the same requests, name=channel:quota+channel:quota."},
+    )
     channels: list[str] = field(
         default_factory=lambda: ["bm25:24", "dense:24", "item_cf:24", "oracle:24"],
         metadata={"help": "Added classical channels, name:quota."},
@@ -112,6 +126,34 @@ class ArenaArguments:
     def control_quotas(self) -> dict[str, int]:
         return parse_quotas(self.control, "control")
 
+    def views(self) -> list[ControlView]:
+        """The control views, the leading one (``control``, named ``control_name``) first, each with the
+        channels its arms add: every added channel (classical, then generative) its control lacks."""
+        if not VIEW_NAME.fullmatch(str(self.control_name)):
+            raise ValueError(
+                f"control_name {self.control_name!r} must be letters, digits, _ and -, e.g. classical"
+            )
+        controls = {self.control_name: self.control_quotas()}
+        for spec in self.control_views:
+            name, control = parse_view(spec)
+            if name in controls:
+                raise ValueError(f"control view {name!r} is named twice (control_name and control_views)")
+            controls[name] = control
+        added = self.added_quotas()
+        return [
+            ControlView(name, control, {n: q for n, q in added.items() if n not in control})
+            for name, control in controls.items()
+        ]
+
+    def recall_quotas(self) -> dict[str, int]:
+        """Every channel of every view with its quota: the leading control's, the added ones, then the
+        other views' controls. Each is recalled once per request, at that quota, for every view."""
+        views = self.views()
+        quotas = {**views[0].control, **self.added_quotas()}
+        for view in views[1:]:
+            quotas |= {n: q for n, q in view.control.items() if n not in quotas}
+        return quotas
+
     def added_quotas(self) -> dict[str, int]:
         """Every added channel (classical, then generative as ``gen_<name>``) with its quota."""
         quotas = parse_quotas(self.channels, "channels")
@@ -140,21 +182,8 @@ class ArenaArguments:
         # A misspelt split has no requests: refused here, not reported as an empty arena after the indexes.
         if self.split not in SPLITS:
             raise ValueError(f"unknown split {self.split!r}; choose from {SPLITS}")
-        control, added = self.control_quotas(), self.added_quotas()
-        for name in list(control) + [n for n in added if not n.startswith(GENERATIVE_PREFIX)]:
-            if name not in CLASSICAL_CHANNELS:
-                raise ValueError(
-                    f"unknown channel {name!r}; choose from {CLASSICAL_CHANNELS} (generative models go in "
-                    "`generative` as name=model_dir)"
-                )
-        if "oracle" in control:
-            raise ValueError(
-                "the oracle channel is a ceiling, not part of the control system; list it in `channels`"
-            )
-        if overlap := sorted(set(control) & set(added)):
-            raise ValueError(
-                f"channel(s) {overlap} are both in control and added; an arm adds a channel control lacks"
-            )
+        views = self.views()
+        check_views(views, parse_quotas(self.channels, "channels"), self.added_quotas())
         if self.generative_quota < 1:
             raise ValueError(f"generative_quota must be >= 1, got {self.generative_quota}")
         if not self.sid_dir and (
@@ -172,13 +201,14 @@ class ArenaArguments:
                 raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {values}")
         if "learned" in self.ranking_stages and not self.ranker_dir:
             raise ValueError("ranking stage 'learned' needs ranker_dir (recipes/train_ranker.py output)")
-        if "fixed_budget" in self.budget_modes:
-            total = sum(control.values())
+        for view in views if "fixed_budget" in self.budget_modes else ():
+            control, total = view.control, sum(view.control.values())
             # Every control channel keeps at least one slot: the added quota must leave one per channel.
-            if too_big := {n: q for n, q in added.items() if total - q < len(control)}:
+            if too_big := {n: q for n, q in view.added.items() if total - q < len(control)}:
+                which = "" if view is views[0] else f" `{view.name}`"
                 raise ValueError(
                     f"fixed_budget: quota(s) {too_big} leave fewer than one slot for each of the {len(control)} "
-                    f"control channel(s) in the control's {total} candidates; lower them or use "
+                    f"control channel(s) in the{which} control's {total} candidates; lower them or use "
                     "budget_modes: [supplement]"
                 )
         for name in ("beam", "batch_size"):
@@ -192,6 +222,61 @@ class ArenaArguments:
 
     def resolved_index_dir(self) -> Path:
         return Path(self.index_dir) if self.index_dir else Path(f"{Path(self.output_dir)}_index")
+
+
+def check_views(views: list[ControlView], channels: dict[str, int], added: dict[str, int]) -> None:
+    """Refuses unknown channels, the oracle in a control, a channel with two quotas, and an added channel
+    no view can play (the leading view alone: a channel both in control and added); see
+    :meth:`ArenaArguments.views`."""
+    classical = [n for n in added if not n.startswith(GENERATIVE_PREFIX)]
+    for name in [n for view in views for n in view.control] + classical:
+        if name not in CLASSICAL_CHANNELS:
+            raise ValueError(
+                f"unknown channel {name!r}; choose from {CLASSICAL_CHANNELS} (generative models go in "
+                "`generative` as name=model_dir)"
+            )
+    if oracle_in := [view.name for view in views if "oracle" in view.control]:
+        raise ValueError(
+            f"the oracle channel is a ceiling, not part of a control system (control view(s) {oracle_in}); "
+            "list it in `channels`"
+        )
+    if len(views) == 1:
+        if overlap := sorted(set(views[0].control) & set(added)):
+            raise ValueError(
+                f"channel(s) {overlap} are both in control and added; an arm adds a channel control lacks"
+            )
+        return
+    # one recall per channel serves every view: the same quota everywhere
+    seen: dict[str, tuple[str, int]] = {}
+    for where, quotas in [("channels", channels)] + [(f"control view {v.name!r}", v.control) for v in views]:
+        for name, quota in quotas.items():
+            first = seen.setdefault(name, (where, quota))
+            if first[1] != quota:
+                raise ValueError(
+                    f"channel {name!r} has quota {quota} in {where} but {first[1]} in {first[0]}: a channel is "
+                    "recalled once per request and serves every control view at one quota"
+                )
+    if unused := [n for n in added if all(n in view.control for view in views)]:
+        raise ValueError(
+            f"channel(s) {unused} are in every control view's control, so no arm adds them; an arm adds a "
+            "channel its control lacks"
+        )
+    if armless := [view.name for view in views if not view.added]:
+        raise ValueError(
+            f"control view(s) {armless} hold every added channel in their control: they have no arm"
+        )
+
+
+def parse_view(spec: str) -> tuple[str, dict[str, int]]:
+    """``"legacy=logged:48+bm25:24"`` -> ``("legacy", {"logged": 48, "bm25": 24})``, with clear errors."""
+    name, sep, body = str(spec).partition("=")
+    name = name.strip()
+    if not sep or not VIEW_NAME.fullmatch(name) or not body.strip():
+        raise ValueError(
+            f"control_views entry {spec!r} must be name=channel:quota+channel:quota, e.g. legacy=logged:48 or "
+            "classical=logged:48+bm25:24 (a name of letters, digits, _ and -)"
+        )
+    return name, parse_quotas([part.strip() for part in body.split("+")], f"control view {name!r}")
 
 
 def parse_quotas(specs: list[str], what: str) -> dict[str, int]:
@@ -220,6 +305,23 @@ class Arm:
     name: str
     quotas: dict[str, int]
     added: str | None = None
+
+
+@dataclass(frozen=True)
+class ControlView:
+    """A control the arena plays the requests under: its channels with quotas, and the channels its
+    arms add (one arm each)."""
+
+    name: str
+    control: dict[str, int]
+    added: dict[str, int]
+
+    def arms(self, mode: str) -> list[Arm]:
+        return build_arms(self.control, self.added, mode)
+
+    def control_specs(self) -> list[str]:
+        """The control as ``name:quota`` strings, in its order (``["logged:48", "bm25:24"]``)."""
+        return [f"{name}:{quota}" for name, quota in self.control.items()]
 
 
 def fixed_budget_quotas(control: dict[str, int], added_quota: int) -> dict[str, int]:

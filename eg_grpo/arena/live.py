@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from eg_grpo.arena.channels import Channel
+from eg_grpo.arena.report import control_title, result_views
 from eg_grpo.arena.stats import Z95, clustered_se, paired_lift
 from eg_grpo.data.cutoff import launch_times
 from eg_grpo.io import folder_fingerprint, read_stage
@@ -246,6 +247,30 @@ def _share_cell(fig: dict) -> str:
     return f"{100 * fig['treatment']:.1f} ({100 * fig['diff']:+.1f} ± {100 * Z95 * fig['diff_se']:.1f})"
 
 
+def _new_item_table(out: dict, title: str) -> list[str]:
+    """The new-item table of one ranking stage and budget mode (lines); empty when its arms have none."""
+    arms = {a: r["new_items"] for a, r in out["arms"].items() if "new_items" in r}
+    if not arms:
+        return []
+    first = next(iter(arms.values()))
+    control = [f"{100 * first['share'][w]['control']:.1f}" for w in COUNTED] + [
+        "n/a" if not np.isfinite(v := first["recall_of_clicks"][age]["control"]) else f"{100 * v:.1f}"
+        for age in ("new", "old")
+    ]
+    lines = [
+        title,
+        "",
+        "| arm | new exp % | new clk % | new pur % | recall new clicks % | recall old clicks % |",
+        "|---|---:|---:|---:|---:|---:|",
+        "| control | " + " | ".join(control) + " |",
+    ]
+    for arm, fig in arms.items():
+        cells = [_share_cell(fig["share"][w]) for w in COUNTED]
+        cells += [_share_cell(fig["recall_of_clicks"][age]) for age in ("new", "old")]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def render_new_items(results: dict) -> list[str]:
     """The new-item section of ``arena.md`` (lines); empty when the run has no ``new_items`` record."""
     record = results.get("new_items")
@@ -263,28 +288,12 @@ def render_new_items(results: dict) -> list[str]:
         "generative channel whose SID folder predates them (refresh it with `add_items`).",
         "",
     ]
-    for stage, modes in results["stages"].items():
-        for mode, out in modes.items():
-            arms = {a: r["new_items"] for a, r in out["arms"].items() if "new_items" in r}
-            if not arms:
-                continue
-            first = next(iter(arms.values()))
-            control = [f"{100 * first['share'][w]['control']:.1f}" for w in COUNTED] + [
-                "n/a" if not np.isfinite(v := first["recall_of_clicks"][age]["control"]) else f"{100 * v:.1f}"
-                for age in ("new", "old")
-            ]
-            lines += [
-                f"Ranking stage `{stage}`, budget `{mode}`:",
-                "",
-                "| arm | new exp % | new clk % | new pur % | recall new clicks % | recall old clicks % |",
-                "|---|---:|---:|---:|---:|---:|",
-                "| control | " + " | ".join(control) + " |",
-            ]
-            for arm, fig in arms.items():
-                cells = [_share_cell(fig["share"][w]) for w in COUNTED]
-                cells += [_share_cell(fig["recall_of_clicks"][age]) for age in ("new", "old")]
-                lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-            lines.append("")
+    views = result_views(results)
+    for view in views:
+        over = "" if len(views) == 1 else f"Over {control_title(view)}, ranking"
+        for stage, modes in view["stages"].items():
+            for mode, out in modes.items():
+                lines += _new_item_table(out, f"{over or 'Ranking'} stage `{stage}`, budget `{mode}`:")
     lines += [
         "| channel | recall of new-item clicks | recall of old-item clicks | new items among its recalls % |",
         "|---|---:|---:|---:|",

@@ -33,8 +33,29 @@ def _lift_cell(lift: dict) -> str:
     return f"{100 * lift['lift']:+.2f} ± {100 * 1.96 * lift['lift_se']:.2f}{star}"
 
 
+def result_views(results: dict) -> list[dict]:
+    """The control views of ``arena_results.json``, the leading one first: each ``name``, ``control``
+    (its ``channel:quota`` list; None in results written before the views), ``stages`` and ``suffix``
+    (of its PNGs)."""
+    lead = results.get("leading_view") or {}
+    views = [
+        {"name": lead.get("name"), "control": lead.get("control"), "stages": results["stages"], "suffix": ""}
+    ]
+    for view in results.get("control_views") or []:
+        views.append({**view, "suffix": f"_{view['name']}"})
+    return views
+
+
+def control_title(view: dict) -> str:
+    """``control `legacy` (logged:48)``: what a view's control is (``control`` when unrecorded)."""
+    if view["control"] is None:
+        return "control"
+    return f"control `{view['name']}` (" + " + ".join(view["control"]) + ")"
+
+
 def render_arena_section(results: dict, heading: str = "##") -> str:
-    """The arena as markdown: one table per ranking stage and budget mode, then the channels.
+    """The arena as markdown: per control view (the leading one first) one table per ranking stage and
+    budget mode, then the channels, the comparisons and the new-item figures.
 
     Args:
         results: the ``arena_results.json`` dict.
@@ -70,7 +91,56 @@ def render_arena_section(results: dict, heading: str = "##") -> str:
         f"+{100 * paper['gmv_lift']:.2f} %, UCTCVR +{100 * paper['uctcvr_lift']:.2f} %.",
         "",
     ]
-    for stage, modes in results["stages"].items():
+    views = result_views(results)
+    if len(views) > 1:
+        lines += [
+            f"The requests are played under {len(views)} controls (control views), each channel recalled once "
+            "for all of them; in each, an arm adds one channel that control lacks to it. The first view leads.",
+            "",
+        ]
+    for view in views:
+        lines += _view_tables(view, heading + "#")
+    lines += [
+        "| channel | quota | items/request | recall of logged clicks | latency p50 / p99 ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, ch in results["channels"].items():
+        rec = ch["recall_of_logged_clicks"]
+        lines.append(
+            f"| {name} | {ch['quota']} | {ch['mean_items']:.1f} | {'n/a' if rec is None else f'{rec:.3f}'} | "
+            f"{ch['latency_ms']['p50']:.2f} / {ch['latency_ms']['p99']:.2f} |"
+        )
+    lines += [
+        "",
+        "Recall of logged clicks favours `logged`: the clicks were drawn from what the legacy system showed.",
+        "",
+    ]
+    if comparisons:
+        lines += [
+            f"Comparisons named from the configuration before play ({comparisons['method'].capitalize()}, "
+            f"family-wise error {100 * comparisons['alpha']:g} %; {comparisons['num_significant']} of "
+            f"{len(comparisons['family'])} significant): every treatment arm against control on every figure, "
+            "in every ranking stage and budget mode, and every later generative arm against the first, in every "
+            "control view (another view's comparisons are named `view:...`).",
+            "",
+            ", ".join(f"`{name}`" for name in comparisons["family"]),
+            "",
+        ]
+    from eg_grpo.arena.live import render_new_items  # live imports the channels: kept out of this import
+
+    lines += render_new_items(results)
+    return "\n".join(lines)
+
+
+def _view_tables(view: dict, heading: str) -> list[str]:
+    """One control view's tables (a heading naming its control, when recorded)."""
+    lines = []
+    if view["control"] is not None:
+        arms = [a for out in next(iter(view["stages"].values()), {}).values() for a in out["arms"]]
+        lines += [f"{heading} Lifts over {control_title(view)}", "",
+                  "Each arm adds one channel to this control: " + ", ".join(f"`{a}`" for a in dict.fromkeys(arms))
+                  + ".", ""]  # fmt: skip
+    for stage, modes in view["stages"].items():
         for mode, out in modes.items():
             c = out["control"]
             cand = out.get("control_mean_candidates")
@@ -108,45 +178,16 @@ def render_arena_section(results: dict, heading: str = "##") -> str:
                         f"| {arm} | " + " | ".join(_lift_cell(lifts[f]) for f, _ in LIFT_FIGURES) + " |"
                     )
                 lines.append("")
-    lines += [
-        "| channel | quota | items/request | recall of logged clicks | latency p50 / p99 ms |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for name, ch in results["channels"].items():
-        rec = ch["recall_of_logged_clicks"]
-        lines.append(
-            f"| {name} | {ch['quota']} | {ch['mean_items']:.1f} | {'n/a' if rec is None else f'{rec:.3f}'} | "
-            f"{ch['latency_ms']['p50']:.2f} / {ch['latency_ms']['p99']:.2f} |"
-        )
-    lines += [
-        "",
-        "Recall of logged clicks favours `logged`: the clicks were drawn from what the legacy system showed.",
-        "",
-    ]
-    if comparisons:
-        lines += [
-            f"Comparisons named from the configuration before play ({comparisons['method'].capitalize()}, "
-            f"family-wise error {100 * comparisons['alpha']:g} %; {comparisons['num_significant']} of "
-            f"{len(comparisons['family'])} significant): every treatment arm against control on every figure, "
-            "in every ranking stage and budget mode, and every later generative arm against the first.",
-            "",
-            ", ".join(f"`{name}`" for name in comparisons["family"]),
-            "",
-        ]
-    from eg_grpo.arena.live import render_new_items  # live imports the channels: kept out of this import
-
-    lines += render_new_items(results)
-    return "\n".join(lines)
+    return lines
 
 
-def _grid(results: dict):
+def _grid(stages: dict):
     """A figure with a panel per ranking stage (rows) x budget mode (columns), and the panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    stages = results["stages"]
     n_rows, n_cols = len(stages), max(len(m) for m in stages.values())
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(5.5 * n_cols, 4.0 * n_rows), squeeze=False)
     panels = [
@@ -157,9 +198,11 @@ def _grid(results: dict):
     return plt, fig, panels
 
 
-def plot_lifts(results: dict, path: str | Path) -> None:
-    """Relative lifts of CTR, CTCVR and GMV per arm with 95 % error bars, a panel per stage x mode."""
-    plt, fig, panels = _grid(results)
+def plot_lifts(results: dict, path: str | Path, view: int = 0) -> None:
+    """Relative lifts of CTR, CTCVR and GMV per arm with 95 % error bars, a panel per stage x mode, of
+    control view number ``view`` (:func:`result_views`)."""
+    chosen = result_views(results)[view]
+    plt, fig, panels = _grid(chosen["stages"])
     for ax, stage, mode, out in panels:
         arms = list(out["arms"])
         x = np.arange(len(arms))
@@ -173,16 +216,18 @@ def plot_lifts(results: dict, path: str | Path) -> None:
         ax.set_title(f"{stage} ranker, {mode}", fontsize=10)
         ax.set_ylabel("lift over control, % (simulated)")
         ax.legend(fontsize=7)
-    fig.suptitle("Search-funnel arena: lifts over control (SIMULATED, 95 % paired CI)", fontsize=11)
+    fig.suptitle(f"Search-funnel arena: lifts over {control_title(chosen).replace('`', '')} (SIMULATED, 95 % "
+                 "paired CI)", fontsize=11)  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def plot_shares(results: dict, path: str | Path) -> None:
+def plot_shares(results: dict, path: str | Path, view: int = 0) -> None:
     """The added channel's share of exposures, clicks and purchases per arm (solid: any, hatched:
-    only), beside the paper's shares."""
-    plt, fig, panels = _grid(results)
+    only), beside the paper's shares, in control view number ``view``."""
+    chosen = result_views(results)[view]
+    plt, fig, panels = _grid(chosen["stages"])
     paper = results["paper"]
     colours = ("tab:blue", "tab:orange", "tab:green")
     for ax, stage, mode, out in panels:
@@ -208,15 +253,18 @@ def plot_shares(results: dict, path: str | Path) -> None:
         ax.set_title(f"{stage} ranker, {mode}", fontsize=10)
         ax.set_ylabel("share of the arm, % (simulated)")
         ax.legend(fontsize=6, ncol=2)
-    fig.suptitle("Search-funnel arena: the added channel's share (SIMULATED)", fontsize=11)
+    fig.suptitle(f"Search-funnel arena: the added channel's share, {control_title(chosen).replace('`', '')} "
+                 "(SIMULATED)", fontsize=11)  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def write_report(results: dict, folder: str | Path) -> None:
-    """Writes ``arena.md``, ``arena_lifts.png`` and ``arena_shares.png`` into ``folder``."""
+    """Writes ``arena.md``, ``arena_lifts.png`` and ``arena_shares.png`` (the leading view's) into ``folder``,
+    and ``arena_lifts_<view>.png`` and ``arena_shares_<view>.png`` per further control view."""
     folder = Path(folder)
     (folder / "arena.md").write_text(render_arena_section(results, heading="#"))
-    plot_lifts(results, folder / "arena_lifts.png")
-    plot_shares(results, folder / "arena_shares.png")
+    for i, view in enumerate(result_views(results)):
+        plot_lifts(results, folder / f"arena_lifts{view['suffix']}.png", view=i)
+        plot_shares(results, folder / f"arena_shares{view['suffix']}.png", view=i)

@@ -1,4 +1,5 @@
-"""Plays the arena: recall once per channel, then every arm of every ranking stage and budget mode.
+"""Plays the arena: recall once per channel, then every arm of every control view, ranking stage and
+budget mode (:mod:`eg_grpo.arena.views`).
 
 >>> from eg_grpo.arena import ArenaArguments, run
 >>> run(ArenaArguments(data_dir="outputs/tiny/data", output_dir="outputs/tiny/arena"))
@@ -26,11 +27,11 @@ from eg_grpo.arena.channels import (
     RequestBatch,
     data_fingerprint,
 )
-from eg_grpo.arena.config import GENERATIVE_PREFIX, ArenaArguments, build_arms
-from eg_grpo.arena.funnel import learned_ranking_stage, legacy_ranking_stage, merge, play
+from eg_grpo.arena.config import GENERATIVE_PREFIX, ArenaArguments
+from eg_grpo.arena.funnel import learned_ranking_stage, legacy_ranking_stage
 from eg_grpo.arena.live import NewItemFigures, lineage_data_dir, on_sale_channels
 from eg_grpo.arena.oracle import Oracle
-from eg_grpo.arena.stats import ALPHA, holm, paired_lift
+from eg_grpo.arena.views import Played, comparison_family, correct_for_multiplicity, play_view
 from eg_grpo.data.schema import SearchLog
 from eg_grpo.io import (
     atomic_dir,
@@ -44,14 +45,6 @@ from eg_grpo.io import (
 
 logger = logging.getLogger(__name__)
 
-# figure -> per-request metric of eg_grpo.arena.funnel.play
-METRICS = {
-    "ctr": "clicks",  # expected clicks per request
-    "ctcvr": "purchases",  # expected purchases per request
-    "gmv": "gmv",  # expected GMV per request
-    "relevance": "relevance",  # mean graded relevance of the exposed items
-    "grade3_share": "grade3_share",  # share of exposed items of grade 3
-}
 PAPER = {
     "source": "arXiv 2605.14434 (online A/B after rollout)",
     "exposure_share": 0.5025,
@@ -65,7 +58,7 @@ PAPER = {
 def build_channels(args: ArenaArguments, oracle: Oracle) -> dict[str, Channel]:
     """Every channel the arms use, indexes loaded from (or built into) the index cache."""
     log, index_dir, key = oracle.log, args.resolved_index_dir(), data_fingerprint(args.data_dir)
-    names = list(args.control_quotas()) + list(args.added_quotas())
+    names = list(args.recall_quotas())  # every view's channels, each built (and recalled) once
     models = args.generative_models()
     channels: dict[str, Channel] = {}
     for name in names:
@@ -148,29 +141,6 @@ def recall_of_clicks(recalled: list[np.ndarray], request_rows: np.ndarray, oracl
     return float(np.mean([(s, i) in found for s, i in zip(slots.tolist(), items.tolist())]))
 
 
-def arm_result(outcome, control, arm, candidates: np.ndarray, users: np.ndarray | None = None) -> dict:
-    """Lifts of one arm over control (standard errors clustered by ``users``), its mean candidates per
-    request (``candidates``: ``(B,)`` its merged count) and, for a treatment, the added channel's shares."""
-    lifts = {
-        fig: paired_lift(outcome.per_request[m], control.per_request[m], users) for fig, m in METRICS.items()
-    }
-    result = {
-        "quotas": arm.quotas,
-        "added": arm.added,
-        "mean_candidates": float(np.mean(candidates)),
-        "lifts": lifts,
-    }
-    if arm.added is not None:
-        totals = {
-            what: float(outcome.per_request[what].sum()) for what in ("exposures", "clicks", "purchases")
-        }
-        result["shares"] = {
-            way: {what: (v / totals[what] if totals[what] > 0 else 0.0) for what, v in counts.items()}
-            for way, counts in outcome.by_channel[arm.added].items()
-        }
-    return result
-
-
 def split_rows(args: ArenaArguments, log: SearchLog) -> np.ndarray:
     """The request rows the arms are played on: a random sample of ``max_requests`` of the split (seeded by
     ``seed``, in time order), or all of it.
@@ -191,19 +161,20 @@ def split_rows(args: ArenaArguments, log: SearchLog) -> np.ndarray:
 
 
 def play_arena(args: ArenaArguments, oracle: Oracle, channels: Mapping[str, Channel], ranker=None) -> dict:
-    """Plays every arm; returns the ``arena_results.json`` dict (see docs/arena.md)."""
+    """Plays every arm of every control view; returns the ``arena_results.json`` dict (see docs/arena.md):
+    the leading view's as ever (``stages``), the others under ``control_views``."""
     log = oracle.log
     rows = split_rows(args, log)
+    views = args.views()
     family = comparison_family(args)  # named before any arm is played
     batch = RequestBatch.from_log(log, rows)
     shown = log.impressions.groupby("request_id").size()
     n_exposed = shown.reindex(batch.request_ids, fill_value=0).to_numpy()
     users = log.requests["user_id"].to_numpy()[rows]  # the clusters of the standard errors
-    control, added = args.control_quotas(), args.added_quotas()
-    quotas = {**control, **added}
+    quotas = args.recall_quotas()
+    # once per channel and request, whatever the number of views (generative recall is the costly part)
     recalled, latency = recall_all(channels, quotas, batch, oracle, args.batch_size)
-    newness = NewItemFigures.build(args, oracle, rows, users)  # None without launch times
-    bits = {name: i for i, name in enumerate(quotas)}
+    newness = NewItemFigures.build(args, oracle, rows, users)  # None without launches
     results = {
         "simulated": True,
         "data_dir": str(args.data_dir),
@@ -225,95 +196,30 @@ def play_arena(args: ArenaArguments, oracle: Oracle, channels: Mapping[str, Chan
             }
             for name in quotas
         },
-        "stages": {},
+        # a view's control as its channel:quota list (JSON objects are written with sorted keys)
+        "leading_view": {"name": views[0].name, "control": views[0].control_specs()},
     }
     if newness is not None:
         results["new_items"] = newness.summary(recalled)
-    for stage in args.ranking_stages:
-        ranking = (
-            legacy_ranking_stage(oracle, args.seed)
-            if stage == "legacy"
-            else learned_ranking_stage(ranker, oracle)
-        )
-        base_candidates = merge(recalled, control, bits)
-        # the control's own candidates per request: the exact budget of a fixed-budget arm (the control's
-        # channels may return fewer than their quotas, so the quotas alone would not fix it)
-        n_control = np.bincount(base_candidates.slot, minlength=len(rows))
-        base = play(base_candidates, rows, n_exposed, oracle, ranking, bits)
-        base_new = newness.side(base, base_candidates) if newness is not None else None
-        results["stages"][stage] = {}
-        for mode in args.budget_modes:
-            arms = build_arms(control, added, mode)
-            budget = n_control if mode == "fixed_budget" else None
-            out = {
-                "control": {fig: float(base.per_request[m].mean()) for fig, m in METRICS.items()},
-                "control_mean_candidates": float(n_control.mean()),
-                "arms": {},
-            }
-            outcomes = {}
-            for arm in arms[1:]:
-                candidates = merge(recalled, arm.quotas, bits, budget)
-                outcomes[arm.name] = play(candidates, rows, n_exposed, oracle, ranking, bits)
-                n_arm = np.bincount(candidates.slot, minlength=len(rows))
-                out["arms"][arm.name] = arm_result(outcomes[arm.name], base, arm, n_arm, users)
-                if newness is not None:
-                    side = newness.side(outcomes[arm.name], candidates)
-                    out["arms"][arm.name]["new_items"] = newness.compare(side, base_new)
-            # An RL model against its SFT start, paired by request: far sharper than comparing two
-            # lifts over control (the control-side noise cancels).
-            generative = [a.name for a in arms[1:] if a.added.startswith(GENERATIVE_PREFIX)]
-            if len(generative) > 1:
-                first = outcomes[generative[0]]
-                out["versus_first_generative"] = {
-                    "baseline": generative[0],
-                    "arms": {
-                        name: {
-                            fig: paired_lift(outcomes[name].per_request[m], first.per_request[m], users)
-                            for fig, m in METRICS.items()
-                        }
-                        for name in generative[1:]
-                    },
-                }
-            results["stages"][stage][mode] = out
+    rankings = {
+        stage: legacy_ranking_stage(oracle, args.seed)
+        if stage == "legacy"
+        else learned_ranking_stage(ranker, oracle)
+        for stage in args.ranking_stages
+    }
+    played = Played(oracle, rows, n_exposed, users, recalled, {name: i for i, name in enumerate(quotas)},
+                    rankings, newness)  # fmt: skip
+    results["stages"] = play_view(views[0], played, args.budget_modes)
+    results["control_views"] = [  # a list: the views in their configured order
+        {
+            "name": view.name,
+            "control": view.control_specs(),
+            "stages": play_view(view, played, args.budget_modes),
+        }
+        for view in views[1:]
+    ]
     results["comparisons"] = correct_for_multiplicity(results, family)
     return results
-
-
-def comparison_family(args: ArenaArguments) -> list[str]:
-    """The comparisons an arena run makes, named from its configuration before anything is played:
-    ``stage/mode/arm/figure`` for every treatment arm against control, and ``stage/mode/arm vs first/figure``
-    for every later generative arm against the first. Their stars are corrected together (Holm)."""
-    names = []
-    for stage in args.ranking_stages:
-        for mode in args.budget_modes:
-            arms = [a.name for a in build_arms(args.control_quotas(), args.added_quotas(), mode)[1:]]
-            names += [f"{stage}/{mode}/{arm}/{fig}" for arm in arms for fig in METRICS]
-            generative = [a for a in arms if a.startswith("+" + GENERATIVE_PREFIX)]
-            names += [
-                f"{stage}/{mode}/{arm} vs {generative[0]}/{fig}" for arm in generative[1:] for fig in METRICS
-            ]
-    return names
-
-
-def correct_for_multiplicity(results: dict, family: list[str]) -> dict:
-    """Holm's correction over :func:`comparison_family`: marks each lift ``significant`` (family-wise error
-    5 %) in place and returns the ``comparisons`` record (method, alpha, the family in order)."""
-    lifts = {}
-    for stage, modes in results["stages"].items():
-        for mode, out in modes.items():
-            for arm, res in out["arms"].items():
-                lifts |= {f"{stage}/{mode}/{arm}/{fig}": lift for fig, lift in res["lifts"].items()}
-            if versus := out.get("versus_first_generative"):
-                for arm, figs in versus["arms"].items():
-                    lifts |= {f"{stage}/{mode}/{arm} vs {versus['baseline']}/{f}": v for f, v in figs.items()}
-    if set(lifts) != set(family):
-        raise RuntimeError(
-            f"the comparisons played differ from those named in advance: {sorted(set(lifts) ^ set(family))}"
-        )
-    significant = holm({name: lifts[name]["p"] for name in family}, ALPHA)
-    for name, lift in lifts.items():
-        lift["significant"] = significant[name]
-    return {"method": "holm", "alpha": ALPHA, "family": family, "num_significant": sum(significant.values())}
 
 
 def check_inputs(args: ArenaArguments) -> None:
@@ -346,7 +252,7 @@ def check_inputs(args: ArenaArguments) -> None:
             raise FileNotFoundError(
                 f"generative model {name!r}: SID folder {sids} not found; build one with recipes/build_sids.py"
             )
-    uses_dense = "dense" in {**args.control_quotas(), **args.added_quotas()}
+    uses_dense = "dense" in args.recall_quotas()
     if uses_dense and str(args.dense_encoder).endswith(".npz") and not Path(args.dense_encoder).is_file():
         raise FileNotFoundError(f"dense_encoder {args.dense_encoder}: no such lookup table (.npz)")
 
@@ -354,8 +260,8 @@ def check_inputs(args: ArenaArguments) -> None:
 def run(args: ArenaArguments) -> Path:
     """The arena stage: plays every arm and writes ``output_dir`` atomically.
 
-    Writes ``arena_results.json``, ``arena.md``, ``arena_lifts.png``, ``arena_shares.png`` and
-    ``stage.json``.
+    Writes ``arena_results.json``, ``arena.md``, ``arena_lifts.png``, ``arena_shares.png`` (and
+    ``arena_lifts_<view>.png``, ``arena_shares_<view>.png`` per further control view) and ``stage.json``.
 
     Returns:
         The output folder.
@@ -400,7 +306,8 @@ _INPUT_KEYS = ("data_dir", "sid_dir", "ranker_dir", "index_dir", "encoder_cache_
 # Settings that change how fast the arena runs, not what it writes: the requests per channel call
 # set the measured latency only (every figure is per request).
 _NON_CONTENT_KEYS = ("batch_size",)
-_LATER_DEFAULTS = {"launch_cutoff": None, "item_order": "clicks", "beam_score": "model"}
+_LATER_DEFAULTS = {"launch_cutoff": None, "item_order": "clicks", "beam_score": "model", "control_name": "main",
+                   "control_views": []}  # fmt: skip
 
 
 def arena_stage_record(args: ArenaArguments) -> dict:
@@ -411,7 +318,7 @@ def arena_stage_record(args: ArenaArguments) -> dict:
         inputs[f"model:{name}"] = model_dir
         if sid_dir:
             inputs[f"sids:{name}"] = sid_dir
-    # Options added later (the live catalogue's, the beam ranking) leave the record when at their defaults
+    # Options added later (the live catalogue's, the beam ranking, the control views) leave the record when at their defaults
     # (the results they give are the earlier ones), so an earlier run's output stays current.
     unset = tuple(k for k, v in _LATER_DEFAULTS.items() if getattr(args, k) == v)
     config = {

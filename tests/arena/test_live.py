@@ -243,3 +243,29 @@ def test_the_live_options_at_their_defaults_leave_the_stage_record_as_before(liv
         assert arena_stage_record(changed)["fingerprint"] != record["fingerprint"]
     with pytest.raises(ValueError, match="item_order"):
         replace(base, item_order="newest").validate()
+
+
+def test_every_control_view_reports_its_arms_new_item_figures(live, tmp_path):
+    from eg_grpo.arena.run import run
+
+    out = run(ArenaArguments(data_dir=str(live["data"]), output_dir=str(tmp_path / "arena"), max_requests=200,
+                             control=["logged:48", "item_cf:24"], control_name="stack",
+                             control_views=["legacy=logged:48"], channels=["item_cf:24", "oracle:24"],
+                             budget_modes=["supplement"]))  # fmt: skip
+    results = json.loads((out / "arena_results.json").read_text())
+    (legacy,) = results["control_views"]
+    views = {"stack": results["stages"], "legacy": legacy["stages"]}
+    assert set(views["stack"]["legacy"]["supplement"]["arms"]) == {"+oracle"}
+    assert set(views["legacy"]["legacy"]["supplement"]["arms"]) == {"+item_cf", "+oracle"}
+    for stages in views.values():
+        for arm in stages["legacy"]["supplement"]["arms"].values():
+            assert set(arm["new_items"]) == {"share", "per_request", "recall_of_clicks"}
+    # the two controls differ, so do the oracle arm's new-item shares against them
+    shares = [
+        s["legacy"]["supplement"]["arms"]["+oracle"]["new_items"]["share"]["exposures"]
+        for s in views.values()
+    ]
+    assert shares[0]["control"] != shares[1]["control"]
+    report = (out / "arena.md").read_text()
+    stack = report.index("Over control `stack` (logged:48 + item_cf:24), ranking stage `legacy`")
+    assert stack < report.index("Over control `legacy` (logged:48), ranking stage `legacy`")
