@@ -4,8 +4,12 @@ A request is checked in full (JSON shape and types here, then ``RecallChannel.ch
 it joins a batch, so a bad one is a 4xx that never reaches the model and never fails the batch it
 would have joined. The batch itself is Ray Serve's ``@serve.batch``; the model runs in a worker thread
 so the replica's event loop keeps answering ``/healthz`` and checking requests while it computes.
-Back-pressure is Ray Serve's too: past ``max_ongoing_requests + max_queued_requests`` the proxy answers
-503 at once, and past ``request_timeout_s`` it answers 408.
+Back-pressure is Ray Serve's too. A replica takes at most ``max_ongoing_requests``; beyond those, the
+HTTP proxy's router holds at most ``max_queued_requests`` waiting for a replica, and raises
+``BackPressureError`` for the next one, which the proxy answers 503 at once, without a replica seeing
+it (``ray/serve/_private/router.py``, ``wrap_request_assignment``; ``http_util.get_http_response_status``).
+A request not answered within ``request_timeout_s`` (or its ``x-request-timeout-seconds`` header) is
+answered 408 and cancelled (``proxy_response_generator.py``); a model call it joined still runs.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures' annotations
@@ -15,6 +19,7 @@ import hmac
 import logging
 import os
 import threading
+import time
 from collections import defaultdict
 from dataclasses import asdict
 
@@ -83,7 +88,9 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
 class RecallService:
     """One replica: a RecallChannel, a batcher and the HTTP routes."""
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, model_delay_s: float = 0.0):
+        """``model_delay_s``: seconds added to every model call, for tests that overload a tiny model
+        (0 when served: ``build_app`` and the command line never set it)."""
         import torch
 
         from eg_grpo.eval.recall import RecallChannel
@@ -102,6 +109,7 @@ class RecallService:
         )
         self._recall.set_max_batch_size(self.config.max_batch_size)
         self._recall.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
+        self.model_delay_s = model_delay_s
         self.stats = {"requests": 0, "refused": 0, "batches": 0, "model_requests": 0, "refreshes": 0}
         self._stats_lock = threading.Lock()
 
@@ -157,6 +165,8 @@ class RecallService:
         """One ``recall_scored_batch`` call per distinct beam in the batch (beam search runs one width
         per call); each group asks for its largest ``max_items`` and every answer is cut to its own,
         which gives the same items as asking for that ``max_items`` alone (expansion is a prefix)."""
+        if self.model_delay_s > 0:
+            time.sleep(self.model_delay_s)  # a slow model, in the worker thread like a real one
         groups = defaultdict(list)
         for i, req in enumerate(requests):
             groups[req.beam].append(i)
@@ -195,14 +205,15 @@ class RecallService:
         return await self.healthz()
 
 
-def build_app(config: ServeConfig):
-    """The bound Serve application for ``config`` (deployment options come from it)."""
+def build_app(config: ServeConfig, model_delay_s: float = 0.0):
+    """The bound Serve application for ``config`` (deployment options come from it); ``model_delay_s``
+    slows every model call, for tests only (see ``RecallService``)."""
     return RecallService.options(
         num_replicas=config.num_replicas,
         max_ongoing_requests=config.max_ongoing_requests,
         max_queued_requests=config.max_queued_requests,
         ray_actor_options={"num_cpus": config.replica_cpus},
-    ).bind(asdict(config))
+    ).bind(asdict(config), model_delay_s)
 
 
 def start(config: ServeConfig) -> str:
