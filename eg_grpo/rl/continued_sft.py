@@ -29,6 +29,7 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from eg_grpo.rl.config import EGGRPOConfig
 from eg_grpo.rl.inputs import EGGRPOScriptArguments, add_run_callbacks, load_rl_inputs
 from eg_grpo.sft.model import lora_config
+from eg_grpo.sft.trainer import SIDSFTTrainer
 
 IGNORE_INDEX = -100  # label of a token outside the loss (the prompt)
 
@@ -169,7 +170,7 @@ def build_continued_sft_trainer(
             f"the tokenizer of {model_args.model_name_or_path} has no pad token; SFT batches need one"
         )
     rows = control_rows(inputs.dataset, tokenizer, training_args.num_expert_samples)
-    trainer = SFTTrainer(
+    trainer = SIDSFTTrainer(
         model=model_args.model_name_or_path, args=matched_sft_config(training_args, model_args.dtype),
         data_collator=ExpertTargetsCollator(tokenizer.pad_token_id), train_dataset=rows,
         processing_class=tokenizer, peft_config=lora_config(model_args),

@@ -6,6 +6,8 @@
   model), also used by the RL room;
 - ``progressive``: progressive SFT, a list of stages each run by :func:`~eg_grpo.sft.stage.run` (which it
   is handed, so it does not import the stage);
+- ``trainer``: TRL's ``SFTTrainer`` with the LM head scoring only labelled positions on every device
+  (also the RL room's continued-SFT control);
 - ``tasks``: the row builders of the SFT tasks (``item_to_sid``, ``query_to_sid``, ``personalized``).
 
 The request rows themselves (``eg_grpo.data.sft_dataset``) stay in ``eg_grpo.data``: RL's rows, evaluation

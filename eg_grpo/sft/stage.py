@@ -151,7 +151,8 @@ def run(script_args: SFTScriptArguments, training_args, model_args) -> dict:
         ValueError: the SID folder was built from other data.
     """
     import torch
-    from trl import SFTTrainer
+
+    from eg_grpo.sft.trainer import SIDSFTTrainer  # imports TRL: kept out of --help's path
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if script_args.sft_stages:
@@ -206,8 +207,8 @@ def run(script_args: SFTScriptArguments, training_args, model_args) -> dict:
     print(f"SFT rows: train {len(train_dataset)}" + (f", eval {len(eval_dataset)}" if eval_dataset else ""))
     print("example:", repr(train_dataset[0]["prompt"] + train_dataset[0]["completion"]))
 
-    trainer = SFTTrainer(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                         processing_class=tokenizer, peft_config=lora_config(model_args, model))  # fmt: skip
+    trainer = SIDSFTTrainer(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                            processing_class=tokenizer, peft_config=lora_config(model_args, model))  # fmt: skip
     time_limit = None
     if script_args.max_train_seconds:
         time_limit = TimeLimitCallback(script_args.max_train_seconds)
