@@ -21,6 +21,7 @@ With ``jobs: N`` in the chain file, the steps after SFT (the RL runs and the SFT
 then the RL runs' evaluations) run N at a time, each with ``cores // N`` torch threads and its console
 output in ``OUTPUT_ROOT/logs/<step>.log``: the tiny models of the demo keep one core busy better
 than they share two, so two single-threaded runs side by side finish sooner than one after the other.
+A step that runs alone gets every core (``OMP_NUM_THREADS``), whatever the launcher exported.
 
     python -m eg_grpo.pipeline tiny                      # the tiny chain (a couple of minutes on CPU)
     python -m eg_grpo.pipeline demo --rebuild sft        # the demo chain, replacing a hand-made SFT folder
@@ -241,13 +242,16 @@ def run_chain(chain_path: str | Path = "demo", output_root: str | Path | None = 
     t0 = time.perf_counter()
     done: dict[str, StageResult] = {}
 
-    threads = max(1, _cores() // chain.jobs)
+    cores = _cores()
 
     def step(name, stage, config, out, args=None, shared=False):
-        # a step that runs beside others (jobs > 1) gets a log file and its share of the cores
-        where = (
-            {"log": root / "logs" / f"{name}.log", "threads": threads} if shared and chain.jobs > 1 else {}
-        )
+        # A step that runs beside others (jobs > 1) gets a log file and its share of the cores; a step that
+        # runs alone gets every core, whatever the launcher set (`accelerate launch` exports
+        # OMP_NUM_THREADS=1, which left the SID stage's text encoder on one core of two).
+        if shared and chain.jobs > 1:
+            where = {"log": root / "logs" / f"{name}.log", "threads": max(1, cores // chain.jobs)}
+        else:
+            where = {"threads": cores}
         done[name] = run_stage(name, stage, config, out, args, owner=owner, rebuild=name in rebuild, **where)
         return done[name]
 

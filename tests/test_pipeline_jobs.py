@@ -67,8 +67,9 @@ def test_two_jobs_run_rl_side_by_side_each_evaluation_after_its_model(fake_stage
     # steps beside others: a log file each and half the (4) cores; the rest as before, on the console
     for name in [*runs, "eval_sft", *(f"eval_{r}" for r in runs)]:
         assert calls[name]["log"] == out.resolve() / "logs" / f"{name}.log" and calls[name]["threads"] == 2
+    # a step alone gets every core, whatever the launcher exported (accelerate launch: OMP_NUM_THREADS=1)
     for name in ("data", "sids", "ranker", "sft", "arena"):
-        assert calls[name]["log"] is None and calls[name]["threads"] is None
+        assert calls[name]["log"] is None and calls[name]["threads"] == 4
 
 
 def test_one_job_keeps_the_sequential_order_on_the_console(fake_stages, tmp_path):
@@ -77,7 +78,7 @@ def test_one_job_keeps_the_sequential_order_on_the_console(fake_stages, tmp_path
     order = sorted(calls, key=lambda n: calls[n]["start"])
     assert order == ["data", "sids", "ranker", "sft", "vanilla_grpo", "eg_grpo", "continued_sft", "eval_sft",
                      "eval_vanilla_grpo", "eval_eg_grpo", "eval_continued_sft", "arena"]  # fmt: skip
-    assert all(c["log"] is None and c["threads"] is None for c in calls.values())
+    assert all(c["log"] is None and c["threads"] == 4 for c in calls.values())
 
 
 def test_a_failed_parallel_step_stops_what_has_not_started_and_is_reraised():
