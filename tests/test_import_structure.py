@@ -198,3 +198,14 @@ def test_the_stage_rooms_keep_their_direction():
     """RL builds on SFT (its LoRA settings); SFT knows nothing of RL."""
     assert "eg_grpo.sft" in declared_imports("eg_grpo.rl")
     assert "eg_grpo.rl" not in declared_imports("eg_grpo.sft")
+
+
+def test_test_modules_have_unique_basenames():
+    """pytest's default (prepend) import mode imports ``tests/a/test_x.py`` and ``tests/b/test_x.py`` as one
+    module ``test_x`` (the test folders are not packages), so a second file of the same name stops collection
+    of the whole suite on a clean checkout. Helpers and ``conftest.py`` are exempt (pytest loads conftests by path)."""
+    tests = Path(__file__).resolve().parent
+    by_name: dict[str, list[str]] = defaultdict(list)
+    for path in tests.rglob("test_*.py"):
+        by_name[path.name].append(str(path.relative_to(tests)))
+    assert {name: paths for name, paths in by_name.items() if len(paths) > 1} == {}
