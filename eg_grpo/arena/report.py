@@ -66,7 +66,7 @@ def render_arena_section(results: dict, heading: str = "##") -> str:
     if comparisons:
         stars = (
             f"* = significant after {comparisons['method'].capitalize()}'s correction over the "
-            f"{len(comparisons['family'])} comparisons listed below at a family-wise error of "
+            f"{len(comparisons['family'])} comparisons named below at a family-wise error of "
             f"{100 * comparisons['alpha']:g} %"
         )
     else:
@@ -121,15 +121,38 @@ def render_arena_section(results: dict, heading: str = "##") -> str:
             f"family-wise error {100 * comparisons['alpha']:g} %; {comparisons['num_significant']} of "
             f"{len(comparisons['family'])} significant): every treatment arm against control on every figure, "
             "in every ranking stage and budget mode, and every later generative arm against the first, in every "
-            "control view (another view's comparisons are named `view:...`).",
+            "control view. `*` in the tables above marks a lift significant after the correction; "
+            "`arena_results.json` lists the family (`comparisons.family`; another view's names start `view:`).",
             "",
-            ", ".join(f"`{name}`" for name in comparisons["family"]),
+            _family_counts(comparisons),
             "",
         ]
     from eg_grpo.arena.live import render_new_items  # live imports the channels: kept out of this import
 
     lines += render_new_items(results)
     return "\n".join(lines)
+
+
+def _family_counts(comparisons: dict) -> str:
+    """One line: per control view, how many of its comparisons are significant of how many named (the
+    family's names are ``[view:]stage/budget/arm/figure``; the leading view's carry no prefix)."""
+
+    def view_of(name: str) -> str:
+        return name.split(":", 1)[0] if ":" in name else "leading view"
+
+    named: dict[str, int] = {}
+    for name in comparisons["family"]:
+        named[view_of(name)] = named.get(view_of(name), 0) + 1
+    if "significant" not in comparisons:  # results written before the record listed them
+        return "Named, by view: " + "; ".join(f"{view}: {n}" for view, n in named.items()) + "."
+    hits = dict.fromkeys(named, 0)
+    for name in comparisons["significant"]:
+        hits[view_of(name)] += 1
+    return (
+        "Significant of named, by view: "
+        + "; ".join(f"{v}: {hits[v]} of {n}" for v, n in named.items())
+        + "."
+    )
 
 
 def _view_tables(view: dict, heading: str) -> list[str]:

@@ -141,7 +141,7 @@ def comparison_family(args: ArenaArguments) -> list[str]:
 def correct_for_multiplicity(results: dict, family: list[str]) -> dict:
     """Holm's correction over :func:`comparison_family` (every view's comparisons): marks each lift
     ``significant`` (family-wise error 5 %) in place and returns the ``comparisons`` record (method,
-    alpha, the family in order)."""
+    alpha, the family in order, the significant names)."""
     views = [("", results["stages"])]
     views += [(view_prefix(view["name"], False), view["stages"]) for view in results.get("control_views", [])]
     lifts = {}
@@ -161,4 +161,10 @@ def correct_for_multiplicity(results: dict, family: list[str]) -> dict:
     significant = holm({name: lifts[name]["p"] for name in family}, ALPHA)
     for name, lift in lifts.items():
         lift["significant"] = significant[name]
-    return {"method": "holm", "alpha": ALPHA, "family": family, "num_significant": sum(significant.values())}
+    return {
+        "method": "holm",
+        "alpha": ALPHA,
+        "family": family,
+        "num_significant": sum(significant.values()),
+        "significant": [name for name in family if significant[name]],
+    }

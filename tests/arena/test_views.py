@@ -170,6 +170,15 @@ def test_one_holm_family_covers_every_view(with_views):
     expected = holm({name: lifts[name]["p"] for name in family}, ALPHA)
     assert all(lifts[name]["significant"] == expected[name] for name in family)
     assert comparisons["num_significant"] == sum(expected.values())
+    assert comparisons["significant"] == [name for name in family if expected[name]]
+    # the report counts them per view instead of listing the family
+    per_view = {"": 0, "legacy:": 0}
+    for name in comparisons["significant"]:
+        per_view["legacy:" if name.startswith("legacy:") else ""] += 1
+    section = render_arena_section(results)
+    assert (f"Significant of named, by view: leading view: {per_view['']} of 40; "
+            f"legacy: {per_view['legacy:']} of 60.") in section  # fmt: skip
+    assert "`legacy/fixed_budget/+oracle/ctr`" not in section
 
 
 @pytest.mark.parametrize(
@@ -232,7 +241,7 @@ def test_the_report_leads_with_the_first_view_and_titles_each_control(sim_data_d
     lead = md.index("## Lifts over control `classical` (logged:48 + bm25:16 + item_cf:16)")
     assert lead < md.index("## Lifts over control `legacy` (logged:48)")
     assert "Each arm adds one channel to this control: `+oracle`." in md
-    assert "`legacy:legacy/supplement/+bm25/ctr`" in md
+    assert "Significant of named, by view: leading view: " in md and "; legacy: " in md
     for name in ("arena_lifts.png", "arena_shares.png", "arena_lifts_legacy.png", "arena_shares_legacy.png"):
         assert (out / name).stat().st_size > 0
     results = json.loads((out / "arena_results.json").read_text())
