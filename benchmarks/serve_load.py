@@ -86,6 +86,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--n_sids", type=int, default=2800)
     parser.add_argument("--port", type=int, default=8123)
     parser.add_argument("--replica_cpus", type=float, default=1.0)
+    parser.add_argument("--max_queued_requests", type=int, default=256,
+                        help="the proxy's queue; 256 (not the service's default of max_batch_size) is what "
+                        "docs/serving.md's closed-loop grid was measured with, so shedding does not cut it short")  # fmt: skip
     args = parser.parse_args(argv)
 
     from eg_grpo.serve import ServeConfig, start, stop, wait_healthy
@@ -95,7 +98,7 @@ def main(argv=None) -> dict:
     results, url = [], None
     for batch in args.batch_sizes:
         config = ServeConfig(model_dir=str(model_dir), sid_dir=str(sid_dir), port=args.port, max_batch_size=batch,
-                             max_queued_requests=256, request_timeout_s=30, num_cpus=2, device="cpu",
+                             max_queued_requests=args.max_queued_requests, request_timeout_s=30, num_cpus=2, device="cpu",
                              replica_cpus=args.replica_cpus)  # fmt: skip
         url = start(config)  # redeploys the app in place for a new batch size
         wait_healthy(url)  # bounded wait for the replica to load the model
