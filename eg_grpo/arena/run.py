@@ -160,11 +160,24 @@ def split_rows(args: ArenaArguments, log: SearchLog) -> np.ndarray:
     return rows
 
 
-def play_arena(args: ArenaArguments, oracle: Oracle, channels: Mapping[str, Channel], ranker=None) -> dict:
+def play_arena(
+    args: ArenaArguments,
+    oracle: Oracle,
+    channels: Mapping[str, Channel],
+    ranker=None,
+    rows: np.ndarray | None = None,
+    recalled: tuple[dict[str, list[np.ndarray]], dict[str, np.ndarray]] | None = None,
+) -> dict:
     """Plays every arm of every control view; returns the ``arena_results.json`` dict (see docs/arena.md):
-    the leading view's as ever (``stages``), the others under ``control_views``."""
+    the leading view's as ever (``stages``), the others under ``control_views``.
+
+    ``rows`` (default: :func:`split_rows`) and ``recalled`` (default: recalled here) let a caller play a
+    part of one recall: ``recalled`` is :func:`recall_all`'s ``(items, latency)`` aligned with ``rows``.
+    The day-by-day mode (:mod:`eg_grpo.arena.days`) recalls once and plays each day's slice, so the days
+    add up to the whole run exactly.
+    """
     log = oracle.log
-    rows = split_rows(args, log)
+    rows = split_rows(args, log) if rows is None else np.asarray(rows)
     views = args.views()
     family = comparison_family(args)  # named before any arm is played
     batch = RequestBatch.from_log(log, rows)
@@ -173,7 +186,9 @@ def play_arena(args: ArenaArguments, oracle: Oracle, channels: Mapping[str, Chan
     users = log.requests["user_id"].to_numpy()[rows]  # the clusters of the standard errors
     quotas = args.recall_quotas()
     # once per channel and request, whatever the number of views (generative recall is the costly part)
-    recalled, latency = recall_all(channels, quotas, batch, oracle, args.batch_size)
+    recalled, latency = (
+        recall_all(channels, quotas, batch, oracle, args.batch_size) if recalled is None else recalled
+    )
     newness = NewItemFigures.build(args, oracle, rows, users)  # None without launches
     results = {
         "simulated": True,
@@ -257,6 +272,18 @@ def check_inputs(args: ArenaArguments) -> None:
         raise FileNotFoundError(f"dense_encoder {args.dense_encoder}: no such lookup table (.npz)")
 
 
+def check_generative_lineage(args: ArenaArguments) -> None:
+    """Every generative model was trained with its SID folder (or an ancestor of it), built from this data
+    or from a cut-off of it (a model trained before the launches).
+
+    Raises:
+        ValueError: a model, SID folder and data folder that do not belong together.
+    """
+    for model_dir, sid_dir in args.generative_models().values():
+        sids = sid_dir or args.sid_dir
+        check_lineage(data_dir=lineage_data_dir(args.data_dir, sids), sid_dir=sids, model_dir=model_dir)
+
+
 def run(args: ArenaArguments) -> Path:
     """The arena stage: plays every arm and writes ``output_dir`` atomically.
 
@@ -278,10 +305,7 @@ def run(args: ArenaArguments) -> Path:
     record = arena_stage_record(args)
     if up_to_date(args.output_dir, record, args.overwrite):
         return Path(args.output_dir)
-    for model_dir, sid_dir in args.generative_models().values():
-        # SIDs built from a cut-off of this data (a model trained before the launches) are accepted
-        sids = sid_dir or args.sid_dir
-        check_lineage(data_dir=lineage_data_dir(args.data_dir, sids), sid_dir=sids, model_dir=model_dir)
+    check_generative_lineage(args)
     log = SearchLog.load(args.data_dir)
     split_rows(args, log)  # an empty split is refused before the oracle and the indexes are built
     oracle = Oracle.from_data_dir(args.data_dir, log)

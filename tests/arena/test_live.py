@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -19,30 +18,8 @@ from eg_grpo.data.cutoff import launch_times
 from eg_grpo.data.schema import SearchLog
 from eg_grpo.data.simulator import SimulatorConfig, write_simulated_data
 from eg_grpo.io import check_lineage, read_stage
-from eg_grpo.sid.codebook import SIDCodebook
 from eg_grpo.stages.cutoff import NEW_ITEMS_FILE, CutoffArguments
 from eg_grpo.stages.cutoff import run as cut
-
-# a fifth of the tiny catalogue (100 items) launches during the log, half of those in the test period
-LIVE = SimulatorConfig.preset("tiny", launch_share=0.2, launch_test_share=0.5)
-
-
-def _helpers():
-    """tests/sid/live_catalogue.py (the one-hot frozen SID model), imported by path."""
-    path = Path(__file__).resolve().parents[1] / "sid" / "live_catalogue.py"
-    spec = importlib.util.spec_from_file_location("live_catalogue_helpers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    root = tmp_path_factory.mktemp("arena_live")
-    write_simulated_data(LIVE, root / "data")
-    cut(CutoffArguments(data_dir=str(root / "data"), output_dir=str(root / "cut")))
-    oracle = Oracle.from_data_dir(root / "data")
-    return {"root": root, "data": root / "data", "cut": root / "cut", "oracle": oracle}
 
 
 def _test_rows(oracle) -> np.ndarray:
@@ -159,27 +136,6 @@ def test_ratio_diff_is_the_paired_delta_method():
     d = (num_t - num_c) - out["diff"] * den  # same denominators: the residual of a paired mean ratio
     assert out["diff_se"] == pytest.approx(np.sqrt(4 / 3 * np.sum((d / den.mean()) ** 2)) / 4)
     assert np.isnan(ratio_diff(num_t, 0 * den, num_c, den)["treatment"])
-
-
-@pytest.fixture(scope="module")
-def sid_versions(live, tiny_codebook):
-    """v0: the taxonomy SIDs of the items on sale at the cut-off (with the one-hot frozen model), built from
-    the cut-off folder; v1: v0 plus the items launched since, each at its taxonomy SID (add_items)."""
-    from eg_grpo.stages.add_items import AddItemsArguments
-    from eg_grpo.stages.add_items import run as add_items
-
-    helpers, root = _helpers(), live["root"]
-    items = live["oracle"].log.items
-    new = pd.read_parquet(live["cut"] / NEW_ITEMS_FILE)
-    old = ~np.isin(tiny_codebook.item_ids, new["item_id"])
-    book = SIDCodebook(tiny_codebook.codebook_sizes, tiny_codebook.item_ids[old], tiny_codebook.codes[old],
-                       method="reference")  # fmt: skip
-    v0 = helpers.write_sid_version(helpers.with_quantizer(book, items), root / "v0", live["cut"])
-    codes = tiny_codebook.codes[pd.Index(tiny_codebook.item_ids).get_indexer(new["item_id"])]
-    np.save(root / "new.npy", helpers.one_hot_vectors(codes, tiny_codebook.codebook_sizes))
-    add_items(AddItemsArguments(sid_dir=str(v0), new_items=str(live["cut"] / NEW_ITEMS_FILE),
-                                new_item_vectors=str(root / "new.npy"), output_dir=str(root / "v1")))  # fmt: skip
-    return v0, root / "v1"
 
 
 def test_an_unrefreshed_generator_recalls_no_new_item_and_a_refreshed_one_does(
