@@ -107,9 +107,15 @@ def play_by_day(args: ArenaArguments, oracle: Oracle, channels: Mapping[str, Cha
         ``arena_results.json`` dict of :func:`play_arena` (the whole run's, then each day's slice).
 
     Raises:
-        ValueError: a day with fewer than 2 played requests (its paired figures are undefined).
+        ValueError: a day with fewer than 2 played requests (its paired figures are undefined), or requests
+            not in time order.
     """
     rows = split_rows(args, oracle.log)
+    if (np.diff(day_of(oracle.timestamp[rows])) < 0).any():  # a DailyChannel only moves forward in time
+        raise ValueError(
+            "the played requests are not in time order: sort requests.parquet by timestamp (a daily refresh "
+            "only adds items, so the days must come one after the other)"
+        )
     slices = day_slices(rows, oracle.timestamp)
     if thin := {day: len(at) for day, at in slices.items() if len(at) < 2}:
         raise ValueError(f"day(s) {thin} have fewer than 2 requests: play more (max_requests 0 plays all)")

@@ -66,7 +66,7 @@ def render_arena_section(results: dict, heading: str = "##") -> str:
     if comparisons:
         stars = (
             f"* = significant after {comparisons['method'].capitalize()}'s correction over the "
-            f"{len(comparisons['family'])} comparisons named below at a family-wise error of "
+            f"{len(comparisons['family'])} comparisons named before play (arena_results.json) at a family-wise error of "
             f"{100 * comparisons['alpha']:g} %"
         )
     else:

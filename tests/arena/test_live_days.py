@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eg_grpo.arena.channels import GenerativeChannel, ItemCFChannel, cluster_item_scores
+from eg_grpo.arena.channels import GenerativeChannel, ItemCFChannel, RequestBatch, cluster_item_scores
 from eg_grpo.arena.config import ArenaArguments
 from eg_grpo.arena.days import (
     DAY,
@@ -158,3 +158,36 @@ def test_the_plot_is_written(days, tmp_path):
     path = tmp_path / "days.png"
     plot_days(days["summary"], path)
     assert path.stat().st_size > 1000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_each_days_requests_are_recalled_from_that_days_version(live, days):
+    """The on-sale filter hides items not launched yet, so a channel serving a later version would leave no
+    trace in the funnel: check the daily channel's own lists (unfiltered) and the refreshes it made."""
+    oracle, rows = live["oracle"], days["rows"]
+    daily = days["channels"]()["gen_daily"].inner  # the DailyChannel, outside its on-sale filter
+    recall_channel, refreshed = daily.inner.inner, []
+    original = recall_channel.refresh
+
+    def spy(folder):
+        refreshed.append(Path(folder))
+        return original(folder)
+
+    recall_channel.refresh = spy  # an instance attribute: DailyChannel calls it per new day
+    lists = daily.recall(RequestBatch.from_log(oracle.log, rows), 24)
+    slices = day_slices(rows, oracle.timestamp)
+    assert refreshed == [Path(days["versions"][day]) for day in slices]  # once per day, in order
+    first, second = (_items(days["versions"][day]) for day in (12, 13))
+    recalled_on = {
+        day: set().union(*(set(np.asarray(lists[i]).tolist()) for i in at)) for day, at in slices.items()
+    }
+    assert not recalled_on[12] & (second - first)  # nothing added only for day 13 reaches day 12
+    assert recalled_on[12] <= first and recalled_on[13] <= second
+    assert recalled_on[12] & (first - _items(days["v0"]))  # day 12's own launches are reachable: not vacuous
+
+
+def test_requests_out_of_time_order_are_refused(live, days, monkeypatch):
+    import eg_grpo.arena.days as days_module
+
+    monkeypatch.setattr(days_module, "split_rows", lambda args, log: days["rows"][::-1].copy())
+    with pytest.raises(ValueError, match="not in time order"):
+        play_by_day(days["args"], live["oracle"], days["channels"]())
