@@ -138,7 +138,9 @@ def _family_counts(comparisons: dict) -> str:
     family's names are ``[view:]stage/budget/arm/figure``; the leading view's carry no prefix)."""
 
     def view_of(name: str) -> str:
-        return name.split(":", 1)[0] if ":" in name else "leading view"
+        # the prefix sits before the ranking stage (no ':' in a stage name); arm names may hold anything
+        head = name.split("/", 1)[0]
+        return head.split(":", 1)[0] if ":" in head else "leading view"
 
     named: dict[str, int] = {}
     for name in comparisons["family"]:

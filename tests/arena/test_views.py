@@ -262,3 +262,12 @@ def test_the_report_leads_with_the_first_view_and_titles_each_control(sim_data_d
                                      channels=["oracle:16"]))  # fmt: skip
     assert "control_views" not in plain["config"] and "control_name" not in plain["config"]
     assert arena_stage_record(args)["config"]["control_views"] == ["legacy=logged:48"]
+
+
+def test_the_report_counts_each_comparison_under_its_own_view():
+    from eg_grpo.arena.report import _family_counts
+
+    family = ["legacy/supplement/+gen_a:b/ctr", "legacy/supplement/+gen_a:b vs +gen_sft/gmv",
+              "legacy:learned/fixed_budget/+bm25/ctr"]  # fmt: skip
+    counts = _family_counts({"family": family, "significant": family[:1]})
+    assert counts == "Significant of named, by view: leading view: 1 of 2; legacy: 0 of 1."
