@@ -242,7 +242,7 @@ def run_chain(chain_path: str | Path = "demo", output_root: str | Path | None = 
     t0 = time.perf_counter()
     done: dict[str, StageResult] = {}
 
-    cores = _cores()
+    cores = cores_available()
 
     def step(name, stage, config, out, args=None, shared=False):
         # A step that runs beside others (jobs > 1) gets a log file and its share of the cores; a step that
@@ -276,9 +276,9 @@ def run_chain(chain_path: str | Path = "demo", output_root: str | Path | None = 
     # Every RL run (the SFT model's evaluation after them, filling a gap when jobs > 1), then the check that
     # the runs are comparable arms, then their evaluations: nothing is evaluated or played in the arena
     # beside runs of other steps, learning rate, rows or inputs.
-    _run_all([*(lambda r=r: train(r) for r in chain.rl_runs), lambda: evaluate("sft")], chain.jobs)
+    run_all([*(lambda r=r: train(r) for r in chain.rl_runs), lambda: evaluate("sft")], chain.jobs)
     check_rl_runs(root, chain, owner)
-    _run_all([lambda r=r: evaluate(r) for r in chain.rl_runs], chain.jobs)
+    run_all([lambda r=r: evaluate(r) for r in chain.rl_runs], chain.jobs)
     models = {run: models[run] for run in ("sft", *chain.rl_runs)}
     order = ["data", "sids", "ranker", *models, *(f"eval_{run}" for run in models)]
     done = {name: done[name] for name in order}
@@ -330,12 +330,12 @@ def check_rl_runs(root: Path, chain: ChainConfig, owner: str) -> None:
     )
 
 
-def _cores() -> int:
+def cores_available() -> int:
     """CPU cores this process may use (its affinity mask where the OS has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _run_all(tasks, jobs: int) -> None:
+def run_all(tasks, jobs: int) -> None:
     """Calls ``tasks`` ``jobs`` at a time; after a failure, starts no more and re-raises it once the running ones end."""
     if jobs == 1:
         for task in tasks:

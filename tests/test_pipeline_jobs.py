@@ -46,7 +46,7 @@ def fake_stages(monkeypatch):
 
     monkeypatch.setattr(pipeline, "run_stage", fake_run_stage)
     monkeypatch.setattr("eg_grpo.report.write_report", lambda root, **kw: Path(root) / "report" / "report.md")
-    monkeypatch.setattr(pipeline, "_cores", lambda: 4)
+    monkeypatch.setattr(pipeline, "cores_available", lambda: 4)
     return calls
 
 
@@ -97,7 +97,7 @@ def test_a_failed_parallel_step_stops_what_has_not_started_and_is_reraised():
     # two workers take b and a at once; a fails while b still runs
     tasks = [task("b", 0.6), task("a", 0.2, fail=True), task("c", 0.0), task("d", 0.0)]
     with pytest.raises(RuntimeError, match="stage 'a' failed"):
-        pipeline._run_all(tasks, jobs=2)
+        pipeline.run_all(tasks, jobs=2)
     # b ran to its end; c and d were never started
     assert sorted(started) == ["a", "b"] and finished == ["b"]
 

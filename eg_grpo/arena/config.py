@@ -70,6 +70,9 @@ class ArenaArguments:
         beam_score: what ranks a generative channel's beams: ``model`` (the full model's log-prob) or
             ``constrained`` (the trie-renormalised policy's, what RL trains); see
             :func:`~eg_grpo.decoding.generate_sids`.
+        per_request: also write ``per_request.parquet``: the leading view's per-request figures of its
+            control and every arm (one row per request, ranking stage, budget mode and arm), for paired
+            statistics across runs (e.g. averaging seeds in :mod:`eg_grpo.protocol`).
     """
 
     data_dir: str = field(default="outputs/tiny/data", metadata={"help": "Simulated data folder."})
@@ -121,6 +124,9 @@ class ArenaArguments:
     item_order: str = field(default="clicks", metadata={"help": "Cluster order of generative channels."})
     beam_score: str = field(
         default="model", metadata={"help": "Beam ranking of generative channels: model | constrained."}
+    )
+    per_request: bool = field(
+        default=False, metadata={"help": "Also write per_request.parquet (the leading view, every arm)."}
     )
 
     def control_quotas(self) -> dict[str, int]:

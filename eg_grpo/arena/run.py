@@ -167,6 +167,7 @@ def play_arena(
     ranker=None,
     rows: np.ndarray | None = None,
     recalled: tuple[dict[str, list[np.ndarray]], dict[str, np.ndarray]] | None = None,
+    keep: dict | None = None,
 ) -> dict:
     """Plays every arm of every control view; returns the ``arena_results.json`` dict (see docs/arena.md):
     the leading view's as ever (``stages``), the others under ``control_views``.
@@ -174,7 +175,8 @@ def play_arena(
     ``rows`` (default: :func:`split_rows`) and ``recalled`` (default: recalled here) let a caller play a
     part of one recall: ``recalled`` is :func:`recall_all`'s ``(items, latency)`` aligned with ``rows``.
     The day-by-day mode (:mod:`eg_grpo.arena.days`) recalls once and plays each day's slice, so the days
-    add up to the whole run exactly.
+    add up to the whole run exactly. ``keep`` receives the leading view's per-request figures
+    (:func:`~eg_grpo.arena.views.play_view`).
     """
     log = oracle.log
     rows = split_rows(args, log) if rows is None else np.asarray(rows)
@@ -224,7 +226,7 @@ def play_arena(
     }
     played = Played(oracle, rows, n_exposed, users, recalled, {name: i for i, name in enumerate(quotas)},
                     rankings, newness)  # fmt: skip
-    results["stages"] = play_view(views[0], played, args.budget_modes)
+    results["stages"] = play_view(views[0], played, args.budget_modes, keep)
     results["control_views"] = [  # a list: the views in their configured order
         {
             "name": view.name,
@@ -235,6 +237,21 @@ def play_arena(
     ]
     results["comparisons"] = correct_for_multiplicity(results, family)
     return results
+
+
+def per_request_frame(kept: dict, log: SearchLog, rows: np.ndarray) -> pd.DataFrame:
+    """``per_request.parquet``: one row per request, ranking stage, budget mode and arm (``control`` too),
+    with ``request_id``, ``user_id`` (the clusters of paired errors) and the figures of
+    :data:`~eg_grpo.arena.views.PER_REQUEST`."""
+    requests = log.requests.iloc[rows]
+    ids, users = requests["request_id"].to_numpy(), requests["user_id"].to_numpy()
+    parts = [
+        pd.DataFrame(
+            {"request_id": ids, "user_id": users, "stage": stage, "budget_mode": mode, "arm": arm, **figures}
+        )  # fmt: skip
+        for (stage, mode, arm), figures in kept.items()
+    ]
+    return pd.concat(parts, ignore_index=True)
 
 
 def check_inputs(args: ArenaArguments) -> None:
@@ -315,11 +332,16 @@ def run(args: ArenaArguments) -> Path:
 
         ranker = RankingSimulator.load(args.ranker_dir, log)
     channels = build_channels(args, oracle)
-    results = play_arena(args, oracle, channels, ranker)
+    kept = {} if args.per_request else None
+    results = play_arena(args, oracle, channels, ranker, keep=kept)
     results["seconds"] = round(time.perf_counter() - start, 2)
     results["arguments"] = dataclasses.asdict(args)
     with atomic_dir(args.output_dir) as tmp:
         write_json(tmp / "arena_results.json", results)
+        if kept is not None:
+            per_request_frame(kept, log, split_rows(args, log)).to_parquet(
+                tmp / "per_request.parquet", index=False
+            )
         write_report(results, tmp)
         write_stage(tmp, record, results["seconds"], beam_score=args.beam_score)  # named at the default too
     return Path(args.output_dir)
@@ -331,7 +353,7 @@ _INPUT_KEYS = ("data_dir", "sid_dir", "ranker_dir", "index_dir", "encoder_cache_
 # set the measured latency only (every figure is per request).
 _NON_CONTENT_KEYS = ("batch_size",)
 _LATER_DEFAULTS = {"launch_cutoff": None, "item_order": "clicks", "beam_score": "model", "control_name": "main",
-                   "control_views": []}  # fmt: skip
+                   "control_views": [], "per_request": False}  # fmt: skip
 
 
 def arena_stage_record(args: ArenaArguments) -> dict:

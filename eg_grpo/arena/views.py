@@ -27,6 +27,9 @@ METRICS = {
     "grade3_share": "grade3_share",  # share of exposed items of grade 3
 }
 
+# the per-request figures a caller may keep (``play_view(keep=...)``, the arena's ``per_request.parquet``)
+PER_REQUEST = ("clicks", "purchases", "gmv", "exposures")
+
 
 @dataclass
 class Played:
@@ -67,8 +70,12 @@ def arm_result(outcome, control, arm, candidates: np.ndarray, users: np.ndarray 
     return result
 
 
-def play_view(view: ControlView, p: Played, budget_modes: list[str]) -> dict:
-    """The ``stages`` record of one view: per ranking stage and budget mode, its control and every arm."""
+def play_view(view: ControlView, p: Played, budget_modes: list[str], keep: dict | None = None) -> dict:
+    """The ``stages`` record of one view: per ranking stage and budget mode, its control and every arm.
+
+    ``keep``, when given, receives each arm's per-request figures (and the control's, as ``control``) under
+    ``(stage, mode, arm)``: the ``(B,)`` arrays of :data:`PER_REQUEST`, aligned with ``p.rows``.
+    """
     n_req, users = len(p.rows), p.users
     base_candidates = merge(p.recalled, view.control, p.bits)
     # the control's own candidates per request: the exact budget of a fixed-budget arm (the control's
@@ -88,9 +95,13 @@ def play_view(view: ControlView, p: Played, budget_modes: list[str]) -> dict:
                 "arms": {},
             }
             outcomes = {}
+            if keep is not None:
+                keep[stage, mode, "control"] = {m: base.per_request[m] for m in PER_REQUEST}
             for arm in arms[1:]:
                 candidates = merge(p.recalled, arm.quotas, p.bits, budget)
                 outcomes[arm.name] = play(candidates, p.rows, p.n_exposed, p.oracle, ranking, p.bits)
+                if keep is not None:
+                    keep[stage, mode, arm.name] = {m: outcomes[arm.name].per_request[m] for m in PER_REQUEST}
                 n_arm = np.bincount(candidates.slot, minlength=n_req)
                 out["arms"][arm.name] = arm_result(outcomes[arm.name], base, arm, n_arm, users)
                 if p.newness is not None:

@@ -146,16 +146,18 @@ def _names(runs: Iterable[RunFacts]) -> str:
     return ", ".join(sorted({r.name for r in runs}))
 
 
-def differences(runs: Sequence[RunFacts]) -> list[str]:
+def differences(runs: Sequence[RunFacts], tuned: Sequence[str] = ()) -> list[str]:
     """What the RL runs among ``runs`` do not hold equal: ``key: value (runs) vs value (runs)`` lines.
 
     Runs of one arm (same objective and ``k``) are its seeds: they may differ in ``seed`` only. Arms
     must agree on every :data:`HELD_EQUAL` fact and have been run with the same seeds. Runs that are
     not RL (the SFT start model) or could not be read are left out: SFT against RL differs by design.
+    ``tuned`` names facts each arm chose for itself under one tuning protocol (:mod:`eg_grpo.protocol`:
+    the same grid size and selection rule on valid), which may therefore differ between arms.
     """
     rl = [r for r in runs if r.stage == "rl"]
     out = []
-    for key in HELD_EQUAL:
+    for key in (k for k in HELD_EQUAL if k not in tuned):
         by_value: dict[str, list[RunFacts]] = {}
         for run in rl:
             by_value.setdefault(_show(run.held.get(key)), []).append(run)

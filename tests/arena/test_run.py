@@ -3,6 +3,7 @@ import importlib
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from eg_grpo.arena import ArenaArguments, render_arena_section, run
@@ -148,7 +149,8 @@ def test_the_tiny_recipe_writes_results_report_and_figures(
         (RecipeArguments,),
         ["--config", "recipes/configs/tiny/arena.yaml", "--data_dir", sim_data_dir, "--output_dir", out,
          "--dense_encoder", lookup_encoder, "--max_requests", 60, "--generative", f"sft={tiny_sft_dir}",
-         f"own_sids={tiny_sft_dir},{tiny_sid_dir}", "--sid_dir", tiny_sid_dir, "--beam", 4, "--device", "cpu"],
+         f"own_sids={tiny_sft_dir},{tiny_sid_dir}", "--sid_dir", tiny_sid_dir, "--beam", 4, "--device", "cpu",
+         "--per_request", "true"],
     )  # fmt: skip
     assert args.channels == ["bm25:24", "dense:24", "item_cf:24", "oracle:24"]  # from the YAML
     assert main(args) == out
@@ -185,6 +187,20 @@ def test_the_tiny_recipe_writes_results_report_and_figures(
         assert arm["mean_candidates"] == pytest.approx(control_mean, abs=1e-12)
     # the oracle channel brings the items users want: its exposures are mostly its own, a random one's are not
     assert arms["+oracle"]["shares"]["only"]["clicks"] > arms["+bm25"]["shares"]["only"]["clicks"]
+    # per_request.parquet: the leading view's figures request by request, averaging to the results' means
+    frame = pd.read_parquet(out / "per_request.parquet")
+    # requests x ranking stages x budget modes x (control + 6 arms)
+    assert len(frame) == 60 * len(results["stages"]) * 2 * 7
+    for mode in ("supplement", "fixed_budget"):
+        stage = results["stages"]["legacy"][mode]
+        part = frame[(frame["stage"] == "legacy") & (frame["budget_mode"] == mode)]
+        assert part.loc[part["arm"] == "control", "purchases"].mean() == pytest.approx(
+            stage["control"]["ctcvr"], rel=1e-12
+        )
+        for arm, result in stage["arms"].items():
+            assert part.loc[part["arm"] == arm, "gmv"].mean() == pytest.approx(
+                result["lifts"]["gmv"]["treatment"], rel=1e-12
+            )
     for name in ("arena.md", "arena_lifts.png", "arena_shares.png", "stage.json"):
         assert (out / name).stat().st_size > 0
     md = render_arena_section(results)

@@ -1,0 +1,179 @@
+"""The protocol's YAML file: the arms, their grids, the seeds, the evaluation configs and the comparisons.
+
+A sketch (``recipes/configs/demo/protocol.yaml`` is the full one; relative paths are read from the file's
+folder, outputs from the working directory)::
+
+    output_root: outputs/demo/protocol
+    inputs: {data_dir: outputs/demo/data, sid_dir: outputs/demo/sids, ranker_dir: outputs/demo/ranker,
+             model_name_or_path: outputs/demo/sft}
+    arms:
+      eg_grpo: {config: eg_grpo.yaml, grid: {learning_rate: [5.0e-5, 1.0e-4], max_steps: [120, 240],
+                                             num_expert_samples: [1, 2]}}
+      ...
+    rl_overrides: {sid_eval_steps: 0}       # the same for every arm
+    tune: {seed: 0, evaluate: evaluate_valid.yaml, arena: arena_valid.yaml}
+    test: {seeds: [0, 1, 2, 3, 4], evaluate: evaluate_test.yaml, arena: arena_test.yaml}
+    selection: {ranking_stage: legacy, budget_mode: supplement, metric: purchases}
+    comparisons: [[eg_grpo, sft], [eg_grpo, vanilla_grpo]]
+    jobs: 2
+
+Refused with a message naming the key: an unknown key, an arm named ``sft`` (the start model's name), a
+grid whose size differs between arms (the protocol gives every arm the same budget), a comparison naming
+an arm that does not exist, a test seed list shorter than two.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+START_MODEL = "sft"  # the arms' common start: a model, not an arm, in comparisons and arenas
+METRICS = ("clicks", "purchases", "gmv")  # arena figures a selection may read (per request)
+# short names of grid keys in trial names; a key not listed keeps its own name
+SHORT = {"learning_rate": "lr", "max_steps": "steps", "num_expert_samples": "k", "rejection_selection": "sel"}
+_KEYS = {"output_root", "inputs", "arms", "rl_overrides", "tune", "test", "selection", "comparisons", "jobs"}
+_INPUTS = ("data_dir", "sid_dir", "ranker_dir", "model_name_or_path")
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One setting of one arm: ``settings`` are the ``--key value`` overrides of the arm's RL config.
+
+    Attributes:
+        arm: the arm's name.
+        name: the setting as a folder name, e.g. ``lr0.0001_steps240_k2``.
+        settings: grid key -> value.
+    """
+
+    arm: str
+    name: str
+    settings: dict
+
+    @property
+    def steps(self) -> int | None:
+        return self.settings.get("max_steps")
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """An arm: its RL config (the untuned settings) and its grid (key -> the values tried)."""
+
+    name: str
+    config: Path
+    grid: dict
+
+    def trials(self) -> list[Trial]:
+        """Every combination of the grid, in the file's order (the first key varies slowest)."""
+        keys = list(self.grid)
+        out = []
+        for values in itertools.product(*(self.grid[k] for k in keys)):
+            settings = dict(zip(keys, values, strict=True))
+            name = "_".join(f"{SHORT.get(k, k)}{_show(v)}" for k, v in settings.items())
+            out.append(Trial(self.name, name, settings))
+        return out
+
+
+def _show(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Where a phase plays: its seeds and the evaluation and arena configs."""
+
+    seeds: list[int]
+    evaluate: Path
+    arena: Path
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """The parsed protocol file (see the module docstring)."""
+
+    path: Path
+    output_root: Path
+    inputs: dict
+    arms: dict
+    rl_overrides: dict
+    tune: Phase
+    test: Phase
+    selection: dict
+    comparisons: list
+    jobs: int
+
+    @classmethod
+    def load(cls, path: str | Path) -> ProtocolConfig:
+        path = Path(path)
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: a protocol file is a mapping of keys, got {type(raw).__name__}")
+        unknown = sorted(set(raw) - _KEYS)
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {unknown}; a protocol file has {sorted(_KEYS)}")
+        missing = sorted({"output_root", "inputs", "arms", "tune", "test", "comparisons"} - set(raw))
+        if missing:
+            raise ValueError(f"{path}: missing key(s) {missing}")
+        here = path.parent
+        inputs = dict(raw["inputs"])
+        if sorted(inputs) != sorted(_INPUTS):
+            raise ValueError(f"{path}: inputs must name exactly {list(_INPUTS)}, got {sorted(inputs)}")
+        arms = {}
+        for name, spec in raw["arms"].items():
+            if name == START_MODEL:
+                raise ValueError(f"{path}: an arm may not be named {START_MODEL!r}: that is the start model")
+            if set(spec) != {"config", "grid"} or not spec["grid"]:
+                raise ValueError(f"{path}: arm {name!r} needs exactly `config` and a non-empty `grid`")
+            bad = [k for k, v in spec["grid"].items() if not isinstance(v, list) or not v]
+            if bad:
+                raise ValueError(f"{path}: arm {name!r}: grid values must be non-empty lists: {bad}")
+            arms[name] = ArmSpec(name, here / spec["config"], dict(spec["grid"]))
+        sizes = {name: len(arm.trials()) for name, arm in arms.items()}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(
+                f"{path}: every arm gets the same tuning budget, but the grids have {sizes} trials"
+            )
+        tune, test = (_phase(path, raw[k], k) for k in ("tune", "test"))
+        if len(test.seeds) < 2:
+            raise ValueError(f"{path}: test.seeds needs at least two seeds (seed spread), got {test.seeds}")
+        selection = {"ranking_stage": "legacy", "budget_mode": "supplement", "metric": "purchases",
+                     **(raw.get("selection") or {})}  # fmt: skip
+        if set(selection) != {"ranking_stage", "budget_mode", "metric"}:
+            raise ValueError(
+                f"{path}: selection keys are ranking_stage, budget_mode, metric; got {sorted(selection)}"
+            )
+        if selection["metric"] not in METRICS:
+            raise ValueError(
+                f"{path}: selection.metric must be one of {METRICS}, got {selection['metric']!r}"
+            )
+        comparisons = [tuple(c) for c in raw["comparisons"]]
+        known = {START_MODEL, *arms}
+        for pair in comparisons:
+            if len(pair) != 2 or not set(pair) <= known or pair[0] == pair[1]:
+                raise ValueError(f"{path}: comparison {list(pair)} must name two of {sorted(known)}")
+        jobs = raw.get("jobs", 1)
+        if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+            raise ValueError(f"{path}: jobs must be a whole number >= 1, got {jobs!r}")
+        return cls(path=path, output_root=Path(raw["output_root"]), inputs=inputs, arms=arms,
+                   rl_overrides=dict(raw.get("rl_overrides") or {}), tune=tune, test=test,
+                   selection=selection, comparisons=comparisons, jobs=jobs)  # fmt: skip
+
+    def trials(self) -> list[Trial]:
+        return [t for arm in self.arms.values() for t in arm.trials()]
+
+    def tuned_keys(self) -> tuple[str, ...]:
+        """The grid keys: what each arm chooses for itself, and may differ between arms."""
+        return tuple(sorted({k for arm in self.arms.values() for k in arm.grid}))
+
+
+def _phase(path: Path, raw, key: str) -> Phase:
+    allowed = {"seed", "evaluate", "arena"} if key == "tune" else {"seeds", "evaluate", "arena"}
+    if not isinstance(raw, dict) or set(raw) != allowed:
+        raise ValueError(f"{path}: {key} needs exactly {sorted(allowed)}, got {raw!r}")
+    seeds = [raw["seed"]] if key == "tune" else list(raw["seeds"])
+    whole = all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    if not whole or len(set(seeds)) != len(seeds):
+        raise ValueError(f"{path}: {key} seeds must be distinct whole numbers, got {seeds}")
+    return Phase(seeds, path.parent / raw["evaluate"], path.parent / raw["arena"])

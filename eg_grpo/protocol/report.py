@@ -1,0 +1,155 @@
+"""The protocol's report: the tuning table, the chosen settings, and the named comparisons on test.
+
+Writes ``report.md``, ``results.json`` and ``protocol_lifts.png`` (each arm's lift over the start model
+with its 95 % interval and one dot per seed) under ``output_root``. The primary metric is the selection's
+(expected purchases per request beside the classical stack, legacy ranker, supplement); clicks and GMV
+are shown beside it, descriptive, with no stars.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from eg_grpo.io import write_json
+from eg_grpo.protocol.config import START_MODEL, ProtocolConfig
+from eg_grpo.protocol.run import read_selection, test_dirs
+from eg_grpo.protocol.select import arm_figures, named_comparisons
+
+DESCRIPTIVE = ("clicks", "gmv")
+
+
+def _hr10(eval_dir: Path) -> float:
+    return float(json.loads((eval_dir / "eval_results.json").read_text())["hr@10"])
+
+
+def test_results(config: ProtocolConfig) -> dict:
+    """The figures of the test step: per arm and seed, the named comparisons on every metric."""
+    root = config.output_root.resolve()
+    arena_dir = root / "test" / "arena"
+    frame = pd.read_parquet(arena_dir / "per_request.parquet")
+    arena = json.loads((arena_dir / "arena_results.json").read_text())
+    sel, seeds = config.selection, config.test.seeds
+    models = {START_MODEL: [START_MODEL], **{a: [f"{a}_s{s}" for s in seeds] for a in config.arms}}
+    stage = arena["stages"][sel["ranking_stage"]][sel["budget_mode"]]
+    out = {"num_requests": arena["num_requests"], "num_users": arena["num_users"], "seeds": seeds,
+           "control": stage["control"], "control_mean_candidates": stage["control_mean_candidates"],
+           "metrics": {}, "arms": {}}  # fmt: skip
+    for metric in (sel["metric"], *(m for m in DESCRIPTIVE if m != sel["metric"])):
+        figures, users = arm_figures(frame, sel["ranking_stage"], sel["budget_mode"], metric)
+        out["metrics"][metric] = {
+            "per_model_mean": {name: float(v.mean()) for name, v in figures.items()},
+            "comparisons": named_comparisons(figures, users, models, config.comparisons),
+            "versus_start": named_comparisons(
+                figures, users, models, [(a, START_MODEL) for a in config.arms]
+            ),
+        }
+    for arm, names in models.items():
+        evals = (
+            [root / "test" / "sft_eval"]
+            if arm == START_MODEL
+            else [test_dirs(root, arm, s)[1] for s in seeds]
+        )
+        out["arms"][arm] = {
+            "hr@10": [_hr10(d) for d in evals],
+            "mean_candidates": float(np.mean([stage["arms"][f"+gen_{n}"]["mean_candidates"] for n in names])),
+        }
+    return out
+
+
+def write_report(config: ProtocolConfig) -> Path:
+    """Writes ``report.md``, ``results.json`` and ``protocol_lifts.png``; returns the report's path."""
+    root = config.output_root.resolve()
+    selection = read_selection(config)
+    results = {"selection": selection, "test": test_results(config)}
+    write_json(root / "results.json", results)
+    plot_lifts(results["test"], config, root / "protocol_lifts.png")
+    path = root / "report.md"
+    path.write_text(render(results, config))
+    return path
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:+.2f} %"
+
+
+def render(results: dict, config: ProtocolConfig) -> str:
+    sel, test = results["selection"], results["test"]
+    metric = config.selection["metric"]
+    lines = [
+        "# The comparison protocol: results (simulated)",
+        "",
+        f"Selection on valid ({sel['num_requests']:,} sampled requests, {sel['num_users']:,} users), one look at"
+        f" test ({test['num_requests']:,} sampled requests, {test['num_users']:,} users, seeds {test['seeds']}).",
+        f"Metric: expected {metric} per request of the channel beside the control "
+        f"({config.selection['ranking_stage']} ranker, {config.selection['budget_mode']}).",
+        "",
+        "## Tuning (valid, seed " + str(config.tune.seeds[0]) + ")",
+        "",
+        f"| arm | trial | {metric}/request | shortfall to leader ± SE | tied | valid HR@10 | chosen |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for arm, s in sel["arms"].items():
+        for t in s["trials"]:
+            lines.append(f"| {arm} | {t['name']} | {t['mean']:.5f} | {t['shortfall']:.5f} ± {t['shortfall_se']:.5f} "
+                         f"| {'yes' if t['tied'] else ''} | {t['hr@10']:.4f} | "
+                         f"{'**chosen**' if t['name'] == s['chosen']['name'] else ''} |")  # fmt: skip
+    lines += ["", "## Test: each arm's chosen setting, mean over seeds", "",
+              f"| arm | setting | {metric}/request | lift over SFT ± SE | seed spread (sd) | HR@10 (mean of seeds) "
+              "| candidates/request |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    m = test["metrics"][metric]
+    for arm, facts in test["arms"].items():
+        names = [START_MODEL] if arm == START_MODEL else [f"{arm}_s{s}" for s in test["seeds"]]
+        mean = float(np.mean([m["per_model_mean"][n] for n in names]))
+        vs = m["versus_start"].get(f"{arm} - {START_MODEL}")
+        lift = f"{_pct(vs['lift'])} ± {100 * vs['lift_se']:.2f}" if vs else "(start)"
+        spread = f"{vs['seed_sd']:.5f}" if vs else ""
+        setting = sel["arms"][arm]["chosen"]["name"] if arm in sel["arms"] else "the start model"
+        lines.append(f"| {arm} | {setting} | {mean:.5f} | {lift} | {spread} | {np.mean(facts['hr@10']):.4f} "
+                     f"| {facts['mean_candidates']:.1f} |")  # fmt: skip
+    lines += ["", f"Control alone: {test['control'][_FIG[metric]]:.5f} {metric}/request, "
+              f"{test['control_mean_candidates']:.1f} candidates/request.", "",
+              "## The named comparisons (Holm over the family)", "",
+              f"| comparison | Δ {metric}/request ± SE (clustered by user) | relative | p | significant (Holm, 5 %) "
+              "| per-seed Δ | Δ clicks | Δ GMV |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, c in m["comparisons"].items():
+        clicks, gmv = (test["metrics"][d]["comparisons"][name] for d in DESCRIPTIVE)
+        seeds = " / ".join(f"{x:+.5f}" for x in c["per_seed_diff"])
+        lines.append(f"| {name} | {c['diff']:+.5f} ± {c['diff_se']:.5f} | {_pct(c['lift'])} | {c['p']:.3f} | "
+                     f"{'**yes**' if c['significant_holm'] else 'no'} | {seeds} | {_pct(clicks['lift'])} | "
+                     f"{_pct(gmv['lift'])} |")  # fmt: skip
+    lines += ["", "Δ clicks and Δ GMV are descriptive (relative, no stars). A comparison that is not significant "
+              "is no evidence of a tie: docs/protocol.md states the gap these runs can detect.", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+_FIG = {"clicks": "ctr", "purchases": "ctcvr", "gmv": "gmv"}  # per-request metric -> arena figure name
+
+
+def plot_lifts(test: dict, config: ProtocolConfig, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = config.selection["metric"]
+    m = test["metrics"][metric]
+    arms = list(config.arms)
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    for i, arm in enumerate(arms):
+        c = m["versus_start"][f"{arm} - {START_MODEL}"]
+        ax.errorbar(i, 100 * c["lift"], yerr=196 * c["lift_se"], fmt="o", capsize=4, color="C0")
+        base = m["per_model_mean"][START_MODEL]
+        ax.scatter([i + 0.15] * len(c["per_seed_diff"]), [100 * d / base for d in c["per_seed_diff"]],
+                   s=10, color="C1", label="one seed" if i == 0 else None)  # fmt: skip
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(arms)), arms)
+    ax.set_ylabel(f"{metric}/request over SFT (%)")
+    ax.set_title(f"Test, mean of {len(test['seeds'])} seeds, 95 % intervals (simulated)")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

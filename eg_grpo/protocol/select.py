@@ -1,0 +1,134 @@
+"""The selection rule on valid, and the named comparisons on test, from the arenas' per-request figures.
+
+**Selection** (per arm, on the tuning arena's valid requests): the trial with the highest mean of the
+selection metric (expected purchases per request) is the leader. A trial whose paired shortfall to the
+leader, ``mean(x_lead - x_t)``, is at most one standard error of that difference (clustered by user) is
+tied with it; among the tied trials the one with the higher valid HR@10 wins, then the one with fewer
+steps, then the earlier one in the grid. Only valid figures are read.
+
+**Comparisons** (on the test arena): for a pair ``A - B`` of arms, each request's difference is
+``mean_s A_s,i - mean_s B_s,i`` over the test seeds ``s`` (the start model ``sft`` is one model and
+plays every seed); its mean and clustered standard error come from
+:func:`eg_grpo.arena.stats.paired_lift`, the p-value from the difference and its SE (normal), and the
+family of named comparisons is Holm-corrected. The seed-to-seed spread (the standard deviation of the
+per-seed paired differences) is reported beside the SE, not folded into it: the SE is the request-level
+uncertainty of the seed-averaged arms, the spread says how much one more seed would move them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from eg_grpo.arena.config import GENERATIVE_PREFIX
+from eg_grpo.arena.stats import holm, paired_lift, two_sided_p
+from eg_grpo.io import write_json
+from eg_grpo.protocol.config import START_MODEL, ProtocolConfig, Trial
+from eg_grpo.protocol.run import SELECTION_FILE, tune_dirs
+
+
+def arm_figures(per_request: pd.DataFrame, stage: str, mode: str, metric: str) -> tuple[dict, np.ndarray]:
+    """``({arm: (B,) values of metric}, (B,) users)`` of one ranking stage and budget mode of an arena's
+    ``per_request.parquet``, every arm aligned on the same requests. A generative arm is named by its model
+    (the arena's ``+gen_<name>`` becomes ``<name>``); the control is ``control``, other arms keep their names."""
+    part = per_request[(per_request["stage"] == stage) & (per_request["budget_mode"] == mode)]
+    if part.empty:
+        raise ValueError(f"the arena has no figures for ranking stage {stage!r} and budget mode {mode!r}")
+    control = part[part["arm"] == "control"].sort_values("request_id")
+    order = control["request_id"].to_numpy()
+    figures = {}
+    for arm, rows in part.groupby("arm", sort=False):
+        rows = rows.sort_values("request_id")
+        if not np.array_equal(rows["request_id"].to_numpy(), order):
+            raise ValueError(f"arena arm {arm!r} was not played on the control's requests")
+        figures[arm.removeprefix("+" + GENERATIVE_PREFIX)] = rows[metric].to_numpy(dtype=float)
+    return figures, control["user_id"].to_numpy()
+
+
+def select_trial(values: dict[str, np.ndarray], users: np.ndarray, hr10: dict[str, float],
+                 trials: list[Trial]) -> dict:  # fmt: skip
+    """The selection rule (module docstring) over one arm's trials.
+
+    Args:
+        values: trial name -> ``(B,)`` per-request metric on the valid requests.
+        users: ``(B,)`` the user of each request (the clusters of the standard error).
+        hr10: trial name -> valid HR@10.
+        trials: the arm's trials, in grid order.
+
+    Returns:
+        ``{"chosen": {"name", "settings"}, "leader": name, "trials": [{name, settings, mean, shortfall,
+        shortfall_se, tied, hr@10}, ...]}``.
+    """
+    leader = max(trials, key=lambda t: (float(values[t.name].mean()), -trials.index(t))).name
+    rows = []
+    for t in trials:
+        gap = paired_lift(values[leader], values[t.name], users)  # leader - trial, >= 0 by construction
+        rows.append({"name": t.name, "settings": t.settings, "mean": float(values[t.name].mean()),
+                     "shortfall": gap["diff"], "shortfall_se": gap["diff_se"],
+                     "tied": t.name == leader or gap["diff"] <= gap["diff_se"], "hr@10": hr10[t.name]})  # fmt: skip
+    tied = [(r, t) for r, t in zip(rows, trials, strict=True) if r["tied"]]
+    best, trial = min(tied, key=lambda rt: (-rt[0]["hr@10"], rt[1].steps or 0, trials.index(rt[1])))
+    return {"chosen": {"name": best["name"], "settings": trial.settings}, "leader": leader, "trials": rows}
+
+
+def select_all(config: ProtocolConfig) -> dict:
+    """Applies the selection rule to every arm from the tuning outputs; writes ``selection.json``."""
+    root = config.output_root.resolve()
+    sel = config.selection
+    out = {"rule": __doc__.split("**Comparisons**")[0].strip(), "selection": sel, "arms": {}}
+    for name, arm in config.arms.items():
+        frame = pd.read_parquet(root / "tune" / name / "arena" / "per_request.parquet")
+        values, users = arm_figures(frame, sel["ranking_stage"], sel["budget_mode"], sel["metric"])
+        trials = arm.trials()
+        hr10 = {t.name: _hr10(tune_dirs(root, t)[1]) for t in trials}
+        out["arms"][name] = select_trial(values, users, hr10, trials)
+        out["arms"][name]["start_model_mean"] = float(values[START_MODEL].mean())
+        out["num_requests"], out["num_users"] = len(users), len(np.unique(users))
+    write_json(root / SELECTION_FILE, out)
+    return out
+
+
+def _hr10(eval_dir: Path) -> float:
+    return float(json.loads((Path(eval_dir) / "eval_results.json").read_text())["hr@10"])
+
+
+def seed_comparison(a: list[np.ndarray], b: list[np.ndarray], users: np.ndarray) -> dict:
+    """``A - B`` averaged over seeds (module docstring). ``a`` and ``b`` hold one ``(B,)`` array per seed
+    (the same seeds in the same order; ``b`` may hold one array, a model that plays every seed).
+
+    Returns:
+        :func:`~eg_grpo.arena.stats.paired_lift`'s figures of the seed means (``diff``, ``diff_se``,
+        ``lift``, ``lift_se``, ...), ``p`` of ``diff / diff_se``, ``per_seed_diff`` and ``seed_sd``.
+    """
+    if len(b) == 1:
+        b = b * len(a)
+    if len(a) != len(b):
+        raise ValueError(f"the arms have {len(a)} and {len(b)} seeds; a comparison pairs the same seeds")
+    out = paired_lift(np.mean(a, axis=0), np.mean(b, axis=0), users)
+    out["p"] = two_sided_p(out["diff"], out["diff_se"])
+    out["per_seed_diff"] = [float(np.mean(x - y)) for x, y in zip(a, b, strict=True)]
+    out["seed_sd"] = float(np.std(out["per_seed_diff"], ddof=1)) if len(a) > 1 else float("nan")
+    return out
+
+
+def named_comparisons(figures: dict[str, np.ndarray], users: np.ndarray, arms: dict[str, list[str]],
+                      pairs: list[tuple[str, str]]) -> dict:  # fmt: skip
+    """Every named ``A - B`` (:func:`seed_comparison`), with Holm's correction over the family.
+
+    Args:
+        figures: arena model name -> ``(B,)`` values (``sft``, ``eg_grpo_s0``, ...).
+        users: ``(B,)`` clusters.
+        arms: arm -> its model names in seed order (``sft`` -> ``["sft"]``).
+        pairs: the named comparisons.
+    """
+    out = {
+        f"{a} - {b}": seed_comparison([figures[m] for m in arms[a]], [figures[m] for m in arms[b]], users)
+        for a, b in pairs
+    }
+    significant = holm({name: c["p"] for name, c in out.items()})
+    for name, c in out.items():
+        c["significant_holm"] = significant[name]
+    return out

@@ -1,0 +1,99 @@
+"""The protocol's selection rule and its seed-averaged comparisons, on hand-made per-request figures with
+values derived by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from eg_grpo.protocol.config import Trial
+from eg_grpo.protocol.select import arm_figures, named_comparisons, seed_comparison, select_trial
+
+
+def _trials(*specs):
+    return [Trial("arm", name, {"max_steps": steps}) for name, steps in specs]
+
+
+def test_the_leader_wins_unless_a_tied_trial_has_the_higher_hr10():
+    users = np.array([0, 0, 1, 1, 2, 2])
+    lead = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    # 0.01 below the leader on average, with a paired spread that makes that less than one SE: tied
+    close = lead - np.array([0.05, 0.03, -0.04, -0.04, 0.02, 0.04])
+    far = lead - 0.5  # far below: never tied, whatever its HR@10
+    trials = _trials(("lead", 240), ("close", 240), ("far", 120))
+    values = {"lead": lead, "close": close, "far": far}
+    # shortfall of close: d = lead - close per request; user sums of d - mean(d) give the clustered SE
+    d = lead - close
+    e = np.bincount(users, weights=d - d.mean())
+    se = math.sqrt(3 / 2 * float(np.sum(e**2))) / 6
+    assert d.mean() == pytest.approx(0.01) and d.mean() < se
+    out = select_trial(values, users, {"lead": 0.60, "close": 0.61, "far": 0.99}, trials)
+    rows = {r["name"]: r for r in out["trials"]}
+    assert out["leader"] == "lead" and rows["close"]["shortfall_se"] == pytest.approx(se, rel=1e-12)
+    assert [rows[n]["tied"] for n in ("lead", "close", "far")] == [True, True, False]
+    assert out["chosen"] == {"name": "close", "settings": {"max_steps": 240}}
+    # the same figures with the leader ahead on HR@10: the leader stays
+    assert (
+        select_trial(values, users, {"lead": 0.62, "close": 0.61, "far": 0.99}, trials)["chosen"]["name"]
+        == "lead"
+    )
+
+
+def test_a_tie_on_hr10_goes_to_fewer_steps_then_to_the_grid_order():
+    users = np.arange(4)
+    same = np.array([1.0, 2.0, 3.0, 4.0])
+    trials = _trials(("long", 240), ("short", 120), ("short_too", 120))
+    values = {"long": same, "short": same.copy(), "short_too": same.copy()}
+    out = select_trial(values, users, {"long": 0.5, "short": 0.5, "short_too": 0.5}, trials)
+    assert out["leader"] == "long"  # equal means: the first in the grid leads
+    assert out["chosen"]["name"] == "short"
+
+
+def test_seed_averaged_comparison_is_the_paired_difference_of_the_seed_means():
+    users = np.array([0, 0, 1, 2, 2])
+    a = [np.array([1.0, 2.0, 0.0, 1.0, 3.0]), np.array([3.0, 2.0, 2.0, 1.0, 1.0])]
+    b = [np.array([1.0, 1.0, 1.0, 1.0, 1.0])]  # one model playing both seeds (the start model)
+    out = seed_comparison(a, b, users)
+    d = np.array([1.0, 1.0, 0.0, 0.0, 1.0])  # mean of a over seeds minus b
+    e = np.bincount(users, weights=d - d.mean())  # per user: [0.8, -0.6, -0.2]
+    assert out["diff"] == pytest.approx(0.6)
+    assert out["diff_se"] == pytest.approx(math.sqrt(3 / 2 * float(np.sum(e**2))) / 5)
+    assert out["per_seed_diff"] == pytest.approx([0.4, 0.8])
+    assert out["seed_sd"] == pytest.approx(math.sqrt(0.08))  # sd of (0.4, 0.8), ddof 1
+    assert out["p"] == pytest.approx(math.erfc(0.6 / out["diff_se"] / math.sqrt(2)))
+    with pytest.raises(ValueError, match="pairs the same seeds"):
+        seed_comparison(a, [b[0], b[0], b[0]], users)
+
+
+def test_named_comparisons_are_holm_corrected_as_one_family():
+    rng = np.random.default_rng(0)
+    n = 400
+    users = np.arange(n)
+    base = rng.normal(size=n)
+    figures = {"sft": base, "big_s0": base + 0.5 + 0.1 * rng.normal(size=n),
+               "big_s1": base + 0.5 + 0.1 * rng.normal(size=n), "none_s0": base + 0.1 * rng.normal(size=n),
+               "none_s1": base + 0.1 * rng.normal(size=n)}  # fmt: skip
+    arms = {"sft": ["sft"], "big": ["big_s0", "big_s1"], "none": ["none_s0", "none_s1"]}
+    out = named_comparisons(figures, users, arms, [("big", "sft"), ("none", "sft")])
+    assert out["big - sft"]["significant_holm"] and out["big - sft"]["diff"] == pytest.approx(0.5, abs=0.02)
+    assert out["none - sft"]["p"] > 0.05 and not out["none - sft"]["significant_holm"]
+
+
+def test_arm_figures_align_every_arm_on_the_controls_requests():
+    rows = []
+    for arm, value in (("control", 1.0), ("+gen_sft", 2.0), ("+gen_eg_grpo_s0", 3.0)):
+        for rid, user in ((7, 1), (3, 2)):  # written out of request order
+            rows.append({"request_id": rid, "user_id": user, "stage": "legacy", "budget_mode": "supplement",
+                         "arm": arm, "purchases": value + rid})  # fmt: skip
+    frame = pd.DataFrame(rows)
+    figures, users = arm_figures(frame, "legacy", "supplement", "purchases")
+    assert set(figures) == {"control", "sft", "eg_grpo_s0"}
+    assert figures["eg_grpo_s0"].tolist() == [6.0, 10.0] and users.tolist() == [2, 1]
+    with pytest.raises(ValueError, match="no figures for ranking stage 'learned'"):
+        arm_figures(frame, "learned", "supplement", "purchases")
+    frame.loc[len(frame) - 1, "request_id"] = 99
+    with pytest.raises(ValueError, match="not played on the control's requests"):
+        arm_figures(frame, "legacy", "supplement", "purchases")
