@@ -9,9 +9,14 @@ kernels, another library build). This builds one SID config several times:
 - ``threadsN``: the RQ-VAE and k-means on ``N`` torch threads;
 
 and prints one JSON object: per condition the SID count, cluster-size percentiles, level usage
-and the query-item agreement, then the spread of the SID count.
+and the query-item agreement, then the spread of the SID count. With ``--save_dir DIR`` each condition's
+codebook is also written as a SID folder ``DIR/<condition>`` (its ``stage.json`` names the perturbation,
+so it never passes for the configured build), ready for ``python -m eg_grpo.stages sft --sid_dir ...``:
+how far the downstream figures move with the build.
 
     python benchmarks/sid_stability.py --config recipes/configs/demo/sids.yaml --data_dir outputs/demo/data
+    python benchmarks/sid_stability.py --config recipes/configs/demo/sids.yaml --data_dir outputs/demo/data \\
+        --conditions noise0 noise1 noise2 --save_dir outputs/sid_stability
     python benchmarks/sid_stability.py --config recipes/configs/tiny/sids_rqvae.yaml \\
         --data_dir outputs/tiny/data --conditions base noise0 noise0e5 noise1e5
 """
@@ -22,11 +27,13 @@ import argparse
 import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 from trl import TrlParser
 
 from eg_grpo.data.schema import SearchLog
+from eg_grpo.io import atomic_dir, content_config, require_dir, stage_record, write_json, write_stage
 from eg_grpo.sid.build import SIDConfig, build_codebook
 from eg_grpo.sid.encoders import TextEncoder
 from eg_grpo.stages.sids import BuildSidsArguments
@@ -60,6 +67,16 @@ def parse_condition(name: str) -> tuple[int, float, int | None]:
     raise ValueError(f"unknown condition {name!r}: use base, noiseS, noiseSeE or threadsN")
 
 
+def save_sid_folder(folder: Path, book, stats: dict, config, data_dir: str, condition: str) -> None:
+    """A SID folder as the SID stage writes it, its record naming ``condition`` (another fingerprint)."""
+    data = require_dir(data_dir, "data_dir", "the folder written by recipes/make_data.py")
+    record = stage_record("sids", {"sids": content_config(config), "perturbation": condition}, {"data": data})
+    with atomic_dir(folder) as tmp:
+        book.save(tmp / "codebook")
+        write_json(tmp / "stats.json", {**stats, "perturbation": condition})
+        write_stage(tmp, record, 0.0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -68,6 +85,7 @@ def main() -> None:
     parser.add_argument("--data_dir", required=True)
     parser.add_argument("--cache_dir", default=None, help="embedding cache (default: the config's)")
     parser.add_argument("--conditions", nargs="+", default=["base", "noise0", "noise1", "noise2", "threads2"])
+    parser.add_argument("--save_dir", default=None, help="also write each condition's SID folder here")
     args, overrides = parser.parse_known_args()
     extra = ["--cache_dir", args.cache_dir] if args.cache_dir else []
     _, config = TrlParser((BuildSidsArguments, SIDConfig)).parse_args_and_config(
@@ -83,6 +101,8 @@ def main() -> None:
         book, stats = build_codebook(
             log, run_config, encoder=NoisyEncoder(inner, seed, scale), show_progress=False
         )
+        if args.save_dir:
+            save_sid_folder(Path(args.save_dir) / name, book, stats, config, args.data_dir, name)
         sizes = np.unique(book.codes, axis=0, return_counts=True)[1]
         rows.append({
             "condition": name, "num_sids": stats["num_sids"],

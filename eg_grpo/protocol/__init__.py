@@ -1,7 +1,7 @@
 """The comparison protocol: every training arm tuned alike on valid, then seeds on test, read once.
 
 docs/protocol.md states the rules (written before the runs); this package runs them from one YAML file
-(``recipes/configs/demo/protocol.yaml``):
+(``recipes/configs/demo/protocol/protocol.yaml``):
 
 1. **tune** (:func:`~eg_grpo.protocol.run.tune`): every arm's grid, the same number of trials per arm,
    on the tuning seed; each trial evaluated on the valid split (HR@10) and played in an arena on a
@@ -17,8 +17,8 @@ docs/protocol.md states the rules (written before the runs); this package runs t
 Every run is a stage folder (:mod:`eg_grpo.pipeline`'s ``run_stage``), so re-running continues where it
 stopped and skips what is current.
 
-    python recipes/protocol.py --config recipes/configs/demo/protocol.yaml            # all four steps
-    python recipes/protocol.py --config recipes/configs/demo/protocol.yaml --step tune
+    python recipes/protocol.py --config recipes/configs/demo/protocol/protocol.yaml            # all four steps
+    python recipes/protocol.py --config recipes/configs/demo/protocol/protocol.yaml --step tune
 
 May import: eg_grpo.arena, eg_grpo.eval, eg_grpo.io, eg_grpo.pipeline
 """

@@ -1,7 +1,8 @@
 """The protocol's YAML file: the arms, their grids, the seeds, the evaluation configs and the comparisons.
 
-A sketch (``recipes/configs/demo/protocol.yaml`` is the full one; relative paths are read from the file's
-folder, outputs from the working directory)::
+A sketch (``recipes/configs/demo/protocol/protocol.yaml`` is the full one; the arms' configs and the phase
+files are read relative to the protocol file's folder, ``inputs`` and ``output_root`` relative to the
+working directory, as the chain's are)::
 
     output_root: outputs/demo/protocol
     inputs: {data_dir: outputs/demo/data, sid_dir: outputs/demo/sids, ranker_dir: outputs/demo/ranker,
@@ -18,13 +19,17 @@ folder, outputs from the working directory)::
     jobs: 2
 
 Refused with a message naming the key: an unknown key, an arm named ``sft`` (the start model's name), a
-grid whose size differs between arms (the protocol gives every arm the same budget), a comparison naming
-an arm that does not exist, a test seed list shorter than two.
+grid whose size differs between arms (the protocol gives every arm the same budget), trial names that
+collide or hold characters a folder or an arena entry cannot, a comparison naming an arm that does not
+exist or named twice, a test seed list shorter than two, ``rl_overrides`` setting what the protocol sets
+(the seed, folders, a grid key), and a tuning phase whose evaluation or arena does not read ``valid`` (or
+a test phase that does not read ``test``): a choice is never made on test.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +41,9 @@ METRICS = ("clicks", "purchases", "gmv")  # arena figures a selection may read (
 SHORT = {"learning_rate": "lr", "max_steps": "steps", "num_expert_samples": "k", "rejection_selection": "sel"}
 _KEYS = {"output_root", "inputs", "arms", "rl_overrides", "tune", "test", "selection", "comparisons", "jobs"}
 _INPUTS = ("data_dir", "sid_dir", "ranker_dir", "model_name_or_path")
+# what the protocol itself passes to every RL run: rl_overrides may not set it
+_RESERVED = {*_INPUTS, "seed", "output_dir", "chain", "resume_from_checkpoint", "overwrite"}
+_TRIAL_NAME = re.compile(r"^[A-Za-z0-9._-]+$")  # a folder name and an arena ``name=path`` entry
 
 
 @dataclass(frozen=True)
@@ -130,6 +138,12 @@ class ProtocolConfig:
             if bad:
                 raise ValueError(f"{path}: arm {name!r}: grid values must be non-empty lists: {bad}")
             arms[name] = ArmSpec(name, here / spec["config"], dict(spec["grid"]))
+        for arm in arms.values():
+            names = [t.name for t in arm.trials()]
+            bad = [n for n in names if not _TRIAL_NAME.match(n)]
+            if bad or len(set(names)) != len(names):
+                raise ValueError(f"{path}: arm {arm.name!r}: trial names must be distinct and use only letters, "
+                                 f"digits, '.', '_' and '-': {names}")  # fmt: skip
         sizes = {name: len(arm.trials()) for name, arm in arms.items()}
         if len(set(sizes.values())) > 1:
             raise ValueError(
@@ -153,11 +167,18 @@ class ProtocolConfig:
         for pair in comparisons:
             if len(pair) != 2 or not set(pair) <= known or pair[0] == pair[1]:
                 raise ValueError(f"{path}: comparison {list(pair)} must name two of {sorted(known)}")
+        if len({frozenset(p) for p in comparisons}) != len(comparisons):
+            raise ValueError(f"{path}: a comparison is named twice in {comparisons} (Holm counts each once)")
+        rl_overrides = dict(raw.get("rl_overrides") or {})
+        clash = sorted(set(rl_overrides) & (_RESERVED | {k for arm in arms.values() for k in arm.grid}))
+        if clash:
+            raise ValueError(f"{path}: rl_overrides may not set {clash}: the protocol sets the seed, the folders "
+                             "and the grid's keys itself")  # fmt: skip
         jobs = raw.get("jobs", 1)
         if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
             raise ValueError(f"{path}: jobs must be a whole number >= 1, got {jobs!r}")
         return cls(path=path, output_root=Path(raw["output_root"]), inputs=inputs, arms=arms,
-                   rl_overrides=dict(raw.get("rl_overrides") or {}), tune=tune, test=test,
+                   rl_overrides=rl_overrides, tune=tune, test=test,
                    selection=selection, comparisons=comparisons, jobs=jobs)  # fmt: skip
 
     def trials(self) -> list[Trial]:
@@ -176,4 +197,12 @@ def _phase(path: Path, raw, key: str) -> Phase:
     whole = all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
     if not whole or len(set(seeds)) != len(seeds):
         raise ValueError(f"{path}: {key} seeds must be distinct whole numbers, got {seeds}")
-    return Phase(seeds, path.parent / raw["evaluate"], path.parent / raw["arena"])
+    phase = Phase(seeds, path.parent / raw["evaluate"], path.parent / raw["arena"])
+    split = "valid" if key == "tune" else "test"
+    for file in (phase.evaluate, phase.arena):
+        if not file.is_file():
+            raise ValueError(f"{path}: {key}: {file} does not exist")
+        read = (yaml.safe_load(file.read_text()) or {}).get("split")
+        if read != split:
+            raise ValueError(f"{path}: {key} must read the {split} split, but {file} has split: {read!r}")
+    return phase

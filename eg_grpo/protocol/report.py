@@ -40,11 +40,12 @@ def test_results(config: ProtocolConfig) -> dict:
            "metrics": {}, "arms": {}}  # fmt: skip
     for metric in (sel["metric"], *(m for m in DESCRIPTIVE if m != sel["metric"])):
         figures, users = arm_figures(frame, sel["ranking_stage"], sel["budget_mode"], metric)
+        primary = metric == sel["metric"]  # the one family with stars; the rest is descriptive
         out["metrics"][metric] = {
             "per_model_mean": {name: float(v.mean()) for name, v in figures.items()},
-            "comparisons": named_comparisons(figures, users, models, config.comparisons),
+            "comparisons": named_comparisons(figures, users, models, config.comparisons, holm_family=primary),
             "versus_start": named_comparisons(
-                figures, users, models, [(a, START_MODEL) for a in config.arms]
+                figures, users, models, [(a, START_MODEL) for a in config.arms], holm_family=False
             ),
         }
     for arm, names in models.items():

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 from eg_grpo.eval.comparability import ComparabilityError, differences, run_facts
+from eg_grpo.io import read_stage, write_json
 from eg_grpo.pipeline import cores_available, run_all, run_stage
 from eg_grpo.protocol.config import START_MODEL, ProtocolConfig, Trial
 
@@ -33,6 +34,12 @@ class Runner:
         self.root = config.output_root.resolve()
         self.owner = f"protocol:{self.root}"
         self.inputs = {k: Path(v).resolve() for k, v in config.inputs.items()}
+        missing = [f"{k}: {v}" for k, v in self.inputs.items() if not (v / "stage.json").is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{config.path}: inputs without a built stage folder ({'; '.join(missing)}); build them first "
+                "(the demo's: python -m eg_grpo.pipeline demo, or its data, sids, ranker and sft stages)"
+            )
         self.threads = max(1, cores_available() // config.jobs)
 
     def step(self, name: str, stage: str, config: Path, out: Path, args: dict, alone: bool = False) -> Path:
@@ -43,8 +50,8 @@ class Runner:
         return out
 
     def train(self, name: str, config: Path, out: Path, seed: int, settings: dict) -> Path:
-        args = {**self.inputs, "chain": "false", "resume_from_checkpoint": "last", "seed": seed,
-                **self.config.rl_overrides, **settings}  # fmt: skip
+        args = {**self.config.rl_overrides, **settings, **self.inputs, "chain": "false",
+                "resume_from_checkpoint": "last", "seed": seed}  # fmt: skip
         return self.step(name, "rl", config, out, args)
 
     def evaluate(self, name: str, config: Path, model: Path, out: Path) -> Path:
@@ -87,6 +94,9 @@ def tune(config: ProtocolConfig) -> None:
     run_all([*(lambda t=t: trial_task(t) for t in trials),
              lambda: runner.evaluate("tune_eval_sft", config.tune.evaluate, start, root / "tune" / "sft_eval")],
             config.jobs)  # fmt: skip
+    check_comparable(
+        config, [tune_dirs(root, t)[0] for t in config.trials()], what="tuning", same_setting=False
+    )
 
     def arena_task(arm: str, alone: bool = False):
         models = {START_MODEL: start, **{t.name: tune_dirs(root, t)[0] for t in config.arms[arm].trials()}}
@@ -106,9 +116,11 @@ def read_selection(config: ProtocolConfig) -> dict:
             f"{path} does not exist: run the tuning and the selection first (--step select)"
         )
     selection = json.loads(path.read_text())
-    if sorted(selection["arms"]) != sorted(config.arms):
-        raise ValueError(f"{path} selects for arms {sorted(selection['arms'])}, the protocol file has "
-                         f"{sorted(config.arms)}: re-run --step select")  # fmt: skip
+    now = {"grids": {name: arm.grid for name, arm in config.arms.items()}, "selection": config.selection}
+    then = {"grids": selection.get("grids"), "selection": selection.get("selection")}
+    if then != now:
+        raise ValueError(f"{path} was selected under {then}; the protocol file now has {now}: re-run the "
+                         "tuning and --step select")  # fmt: skip
     return selection
 
 
@@ -118,6 +130,10 @@ def test(config: ProtocolConfig) -> None:
     them and the start model are played in one test arena on the same sampled requests."""
     selection = read_selection(config)
     runner, root = Runner(config), config.output_root.resolve()
+    # the selection these test runs were made under: a later selection must choose the same (select.py)
+    (root / "test").mkdir(parents=True, exist_ok=True)
+    if not (root / "test" / SELECTION_FILE).is_file():
+        write_json(root / "test" / SELECTION_FILE, selection)
     chosen = {arm: selection["arms"][arm]["chosen"]["settings"] for arm in config.arms}
     runs = [(arm, seed) for arm in config.arms for seed in config.test.seeds]
     runs.sort(key=lambda r: -(chosen[r[0]].get("max_steps") or 0))
@@ -136,12 +152,28 @@ def test(config: ProtocolConfig) -> None:
     runner.arena("test_arena", config.test.arena, models, root / "test" / "arena", alone=True)
 
 
-def check_comparable(config: ProtocolConfig, model_dirs: list[Path]) -> None:
-    """Refuses test runs that differ in anything the protocol holds equal (rows, prompts per step,
-    schedule type, optimizer, inputs, seeds); the grid's keys may differ between arms."""
+def check_comparable(config: ProtocolConfig, model_dirs: list[Path], what: str = "test",
+                     same_setting: bool = True) -> None:  # fmt: skip
+    """Refuses runs that differ in anything the protocol holds equal (rows, prompts per step, schedule type,
+    optimizer, inputs, seeds across arms). The grid's keys may differ between arms; with ``same_setting``
+    (the test runs) every run of one arm must share one value of each (its seeds differ in the seed only).
+    A model folder is ``<arm>/models/<run>``."""
     problems = differences([run_facts(d, f"{d.parent.parent.name}/{d.name}") for d in model_dirs],
                            tuned=config.tuned_keys())  # fmt: skip
+    if same_setting:
+        by_arm: dict[str, list[Path]] = {}
+        for d in model_dirs:
+            by_arm.setdefault(d.parent.parent.name, []).append(d)
+        for arm, dirs in by_arm.items():
+            for key in config.tuned_keys():
+                values = {json.dumps(_training(d).get(key)) for d in dirs}
+                if len(values) > 1:
+                    problems.append(f"{key}: the runs of {arm} differ ({', '.join(sorted(values))})")
     if problems:
         raise ComparabilityError(
-            "the protocol's test runs are not comparable arms:\n  " + "\n  ".join(problems)
+            f"the protocol's {what} runs are not comparable arms:\n  " + "\n  ".join(problems)
         )
+
+
+def _training(model_dir: Path) -> dict:
+    return ((read_stage(model_dir) or {}).get("config") or {}).get("training") or {}

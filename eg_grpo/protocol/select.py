@@ -78,17 +78,47 @@ def select_all(config: ProtocolConfig) -> dict:
     """Applies the selection rule to every arm from the tuning outputs; writes ``selection.json``."""
     root = config.output_root.resolve()
     sel = config.selection
-    out = {"rule": __doc__.split("**Comparisons**")[0].strip(), "selection": sel, "arms": {}}
+    out = {"rule": __doc__.split("**Comparisons**")[0].strip(), "selection": sel,
+           "grids": {name: arm.grid for name, arm in config.arms.items()}, "arms": {}}  # fmt: skip
     for name, arm in config.arms.items():
-        frame = pd.read_parquet(root / "tune" / name / "arena" / "per_request.parquet")
+        arena = root / "tune" / name / "arena"
+        if not (arena / "per_request.parquet").is_file():
+            raise FileNotFoundError(
+                f"{arena} holds no per_request.parquet: run the tuning first (--step tune)"
+            )
+        split = json.loads((arena / "arena_results.json").read_text())["split"]
+        if split != "valid":
+            raise ValueError(f"{arena} played the {split!r} split; the selection reads valid only")
+        frame = pd.read_parquet(arena / "per_request.parquet")
         values, users = arm_figures(frame, sel["ranking_stage"], sel["budget_mode"], sel["metric"])
         trials = arm.trials()
+        missing = [t.name for t in trials if t.name not in values]
+        if missing:
+            raise ValueError(f"{arena} has no arm for the trial(s) {missing} (was the grid edited after the "
+                             "tuning?): re-run --step tune")  # fmt: skip
         hr10 = {t.name: _hr10(tune_dirs(root, t)[1]) for t in trials}
         out["arms"][name] = select_trial(values, users, hr10, trials)
         out["arms"][name]["start_model_mean"] = float(values[START_MODEL].mean())
         out["num_requests"], out["num_users"] = len(users), len(np.unique(users))
+    _refuse_a_new_choice_after_test(root, out)
     write_json(root / SELECTION_FILE, out)
     return out
+
+
+def _refuse_a_new_choice_after_test(root: Path, selection: dict) -> None:
+    """Test is read once: once test runs exist, a selection that would choose otherwise is refused (a new
+    choice made after seeing test would be a choice by test)."""
+    path = root / "test" / SELECTION_FILE  # written by the test step before its first run
+    if not path.is_file():
+        return
+    before = {arm: s["chosen"] for arm, s in json.loads(path.read_text())["arms"].items()}
+    now = {arm: s["chosen"] for arm, s in selection["arms"].items()}
+    if before != now:
+        raise ValueError(
+            f"{root / 'test'} holds test runs of the selection {before}; the tuning now selects {now}. The "
+            "protocol reads test once: to start over, remove the test folder and record why as a dated "
+            "amendment in docs/protocol.md"
+        )
 
 
 def _hr10(eval_dir: Path) -> float:
@@ -97,12 +127,14 @@ def _hr10(eval_dir: Path) -> float:
 
 def seed_comparison(a: list[np.ndarray], b: list[np.ndarray], users: np.ndarray) -> dict:
     """``A - B`` averaged over seeds (module docstring). ``a`` and ``b`` hold one ``(B,)`` array per seed
-    (the same seeds in the same order; ``b`` may hold one array, a model that plays every seed).
+    (the same seeds in the same order; either may hold one array: a model that plays every seed).
 
     Returns:
         :func:`~eg_grpo.arena.stats.paired_lift`'s figures of the seed means (``diff``, ``diff_se``,
         ``lift``, ``lift_se``, ...), ``p`` of ``diff / diff_se``, ``per_seed_diff`` and ``seed_sd``.
     """
+    if len(a) == 1:
+        a = a * len(b)
     if len(b) == 1:
         b = b * len(a)
     if len(a) != len(b):
@@ -115,7 +147,7 @@ def seed_comparison(a: list[np.ndarray], b: list[np.ndarray], users: np.ndarray)
 
 
 def named_comparisons(figures: dict[str, np.ndarray], users: np.ndarray, arms: dict[str, list[str]],
-                      pairs: list[tuple[str, str]]) -> dict:  # fmt: skip
+                      pairs: list[tuple[str, str]], holm_family: bool = True) -> dict:  # fmt: skip
     """Every named ``A - B`` (:func:`seed_comparison`), with Holm's correction over the family.
 
     Args:
@@ -123,12 +155,14 @@ def named_comparisons(figures: dict[str, np.ndarray], users: np.ndarray, arms: d
         users: ``(B,)`` clusters.
         arms: arm -> its model names in seed order (``sft`` -> ``["sft"]``).
         pairs: the named comparisons.
+        holm_family: mark ``significant_holm`` (the primary family); False for descriptive figures.
     """
     out = {
         f"{a} - {b}": seed_comparison([figures[m] for m in arms[a]], [figures[m] for m in arms[b]], users)
         for a, b in pairs
     }
-    significant = holm({name: c["p"] for name, c in out.items()})
-    for name, c in out.items():
-        c["significant_holm"] = significant[name]
+    if holm_family:
+        significant = holm({name: c["p"] for name, c in out.items()})
+        for name, c in out.items():
+            c["significant_holm"] = significant[name]
     return out

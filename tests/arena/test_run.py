@@ -189,6 +189,8 @@ def test_the_tiny_recipe_writes_results_report_and_figures(
     assert arms["+oracle"]["shares"]["only"]["clicks"] > arms["+bm25"]["shares"]["only"]["clicks"]
     # per_request.parquet: the leading view's figures request by request, averaging to the results' means
     frame = pd.read_parquet(out / "per_request.parquet")
+    requests = pd.read_parquet(sim_data_dir / "requests.parquet").set_index("request_id")
+    assert (frame["user_id"].to_numpy() == requests.loc[frame["request_id"], "user_id"].to_numpy()).all()
     # requests x ranking stages x budget modes x (control + 6 arms)
     assert len(frame) == 60 * len(results["stages"]) * 2 * 7
     for mode in ("supplement", "fixed_budget"):

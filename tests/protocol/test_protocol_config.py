@@ -68,11 +68,30 @@ def _write(tmp_path, **changes):
                 "comparisons": [["a", "b"]],
             },
             "same tuning budget",
+        ),
+        (
+            {
+                "test": {
+                    "seeds": [0],
+                    "evaluate": str(DEMO.parent / "evaluate_test.yaml"),
+                    "arena": str(DEMO.parent / "arena_test.yaml"),
+                }
+            },
+            "at least two",
         ),  # fmt: skip
         (
-            {"test": {"seeds": [0], "evaluate": "evaluate_test.yaml", "arena": "arena_test.yaml"}},
-            "at least two",
-        ),
+            {
+                "tune": {
+                    "seed": 0,
+                    "evaluate": str(DEMO.parent / "evaluate_valid.yaml"),
+                    "arena": str(DEMO.parent / "arena_test.yaml"),
+                }
+            },
+            "tune must read the valid split",
+        ),  # fmt: skip
+        ({"rl_overrides": {"seed": 3}}, "rl_overrides may not set \\['seed'\\]"),
+        ({"rl_overrides": {"max_steps": 3}}, "may not set \\['max_steps'\\]"),
+        ({"comparisons": [["eg_grpo", "sft"], ["sft", "eg_grpo"]]}, "named twice"),
         ({"selection": {"metric": "ctr"}}, "selection.metric must be one of"),
         ({"inputs": None}, "missing key"),
     ],
@@ -95,15 +114,21 @@ def test_test_runs_may_differ_in_their_tuned_keys_only(tmp_path):
                          lr_scheduler_type="cosine")  # fmt: skip
     with pytest.raises(ComparabilityError, match="lr_scheduler_type"):
         check_comparable(config, [*runs, odd])
+    # a tuned key may differ between arms, never between the seeds of one arm
+    other_lr = write_rl_stage(
+        tmp_path / "eg_grpo" / "models" / "s2", seed=2, learning_rate=1e-4, max_steps=120
+    )
+    with pytest.raises(ComparabilityError, match="learning_rate: the runs of eg_grpo differ"):
+        check_comparable(config, [*runs, other_lr])
+    tuning = [runs[0], runs[2], write_rl_stage(tmp_path / "eg_grpo" / "models" / "t2", learning_rate=1e-4)]
+    check_comparable(config, tuning, what="tuning", same_setting=False)  # the trials of one arm may differ
 
 
 def test_the_test_step_needs_the_selection_first(tmp_path):
-    raw = yaml.safe_load(DEMO.read_text())
     config = ProtocolConfig.load(DEMO)
     config = type(config)(**{**config.__dict__, "output_root": tmp_path})
     with pytest.raises(FileNotFoundError, match="--step select"):
         read_selection(config)
     (tmp_path / "selection.json").write_text('{"arms": {"eg_grpo": {}}}')
-    with pytest.raises(ValueError, match="re-run --step select"):
+    with pytest.raises(ValueError, match="re-run the tuning and --step select"):
         read_selection(config)
-    assert raw["output_root"] == "outputs/demo/protocol"

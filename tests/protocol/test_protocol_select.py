@@ -3,6 +3,7 @@ values derived by hand."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -68,18 +69,32 @@ def test_seed_averaged_comparison_is_the_paired_difference_of_the_seed_means():
         seed_comparison(a, [b[0], b[0], b[0]], users)
 
 
+def _shifted(mu: float, n: int = 101) -> np.ndarray:
+    """``mu`` plus alternating +-1 (n odd: one extra +1 removed): mean ``mu``, SE of the mean 1/sqrt(n-1)."""
+    signs = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
+    signs[-1] = 0.0  # the signs sum to 0, so the mean is mu exactly
+    return mu + signs
+
+
 def test_named_comparisons_are_holm_corrected_as_one_family():
-    rng = np.random.default_rng(0)
-    n = 400
-    users = np.arange(n)
-    base = rng.normal(size=n)
-    figures = {"sft": base, "big_s0": base + 0.5 + 0.1 * rng.normal(size=n),
-               "big_s1": base + 0.5 + 0.1 * rng.normal(size=n), "none_s0": base + 0.1 * rng.normal(size=n),
-               "none_s1": base + 0.1 * rng.normal(size=n)}  # fmt: skip
-    arms = {"sft": ["sft"], "big": ["big_s0", "big_s1"], "none": ["none_s0", "none_s1"]}
-    out = named_comparisons(figures, users, arms, [("big", "sft"), ("none", "sft")])
-    assert out["big - sft"]["significant_holm"] and out["big - sft"]["diff"] == pytest.approx(0.5, abs=0.02)
-    assert out["none - sft"]["p"] > 0.05 and not out["none - sft"]["significant_holm"]
+    n = 101
+    users = np.arange(n)  # one request per user: the SE is the plain one, sqrt(sum e^2 * n/(n-1)) / n
+    figures = {"sft": np.zeros(n), "a_s0": _shifted(0.21), "b_s0": _shifted(0.22), "c_s0": _shifted(0.40),
+               "e_s0": _shifted(0.23)}  # fmt: skip
+    arms = {"sft": ["sft"], **{k: [f"{k}_s0"] for k in "abce"}}
+    pair = named_comparisons(figures, users, arms, [("a", "sft"), ("b", "sft")])
+    # p = .036 and .028: both below .05 uncorrected, but Holm needs the smaller below .05 / 2 first
+    assert 0.025 < pair["b - sft"]["p"] < pair["a - sft"]["p"] < 0.05
+    assert not pair["a - sft"]["significant_holm"] and not pair["b - sft"]["significant_holm"]
+    # c (p < .001) passes .05 / 3, but b (.028) fails .05 / 2 and the walk stops: a is not reached
+    trio = named_comparisons(figures, users, arms, [("c", "sft"), ("b", "sft"), ("a", "sft")])
+    assert [trio[k]["significant_holm"] for k in ("c - sft", "b - sft", "a - sft")] == [True, False, False]
+    # with e (.021 < .05 / 2) in b's place the walk goes on to a (.036 < .05 / 1)
+    trio = named_comparisons(figures, users, arms, [("c", "sft"), ("e", "sft"), ("a", "sft")])
+    assert [trio[k]["significant_holm"] for k in ("c - sft", "e - sft", "a - sft")] == [True, True, True]
+    # reversed order reads the one model on the left as playing every seed, and flips the sign
+    flipped = named_comparisons(figures, users, arms, [("sft", "a")], holm_family=False)["sft - a"]
+    assert flipped["diff"] == pytest.approx(-0.21) and "significant_holm" not in flipped
 
 
 def test_arm_figures_align_every_arm_on_the_controls_requests():
@@ -97,3 +112,16 @@ def test_arm_figures_align_every_arm_on_the_controls_requests():
     frame.loc[len(frame) - 1, "request_id"] = 99
     with pytest.raises(ValueError, match="not played on the control's requests"):
         arm_figures(frame, "legacy", "supplement", "purchases")
+
+
+def test_a_new_choice_is_refused_once_test_runs_exist(tmp_path):
+    from eg_grpo.protocol.select import _refuse_a_new_choice_after_test
+
+    chosen = {"arms": {"eg_grpo": {"chosen": {"name": "a", "settings": {"max_steps": 120}}}}}
+    other = {"arms": {"eg_grpo": {"chosen": {"name": "b", "settings": {"max_steps": 240}}}}}
+    _refuse_a_new_choice_after_test(tmp_path, other)  # no test runs yet: choosing again is fine
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "selection.json").write_text(json.dumps(chosen))  # what the test step ran under
+    _refuse_a_new_choice_after_test(tmp_path, chosen)  # the same choice: fine
+    with pytest.raises(ValueError, match="reads test once"):
+        _refuse_a_new_choice_after_test(tmp_path, other)

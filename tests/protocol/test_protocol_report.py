@@ -1,0 +1,142 @@
+"""The select and report steps end to end on hand-made tuning and test outputs (no model is trained): the
+chosen trials, the refusals, and the report's figures against values computed here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from eg_grpo.protocol import ProtocolConfig
+from eg_grpo.protocol.report import write_report
+from eg_grpo.protocol.select import select_all
+
+DEMO = Path(__file__).resolve().parents[2] / "recipes" / "configs" / "demo" / "protocol"
+USERS = np.array([0, 0, 1, 1, 2, 3])  # six requests of four users
+IDS = np.arange(100, 106)
+
+
+def _config(tmp_path) -> ProtocolConfig:
+    raw = {
+        "output_root": str(tmp_path / "out"),
+        "inputs": {k: str(tmp_path / k) for k in ("data_dir", "sid_dir", "ranker_dir", "model_name_or_path")},
+        "arms": {
+            "eg_grpo": {"config": str(DEMO.parent / "eg_grpo.yaml"), "grid": {"max_steps": [120, 240]}},
+            "vanilla_grpo": {"config": str(DEMO.parent / "vanilla_grpo.yaml"), "grid": {"max_steps": [120, 240]}},
+        },
+        "tune": {"seed": 0, "evaluate": str(DEMO / "evaluate_valid.yaml"), "arena": str(DEMO / "arena_valid.yaml")},
+        "test": {"seeds": [0, 1], "evaluate": str(DEMO / "evaluate_test.yaml"), "arena": str(DEMO / "arena_test.yaml")},
+        "comparisons": [["eg_grpo", "sft"], ["eg_grpo", "vanilla_grpo"]],
+    }  # fmt: skip
+    path = tmp_path / "protocol.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return ProtocolConfig.load(path)
+
+
+def _arena(folder: Path, split: str, arms: dict[str, np.ndarray], candidates: float = 90.0) -> None:
+    """An arena folder as the arena stage writes it (the parts the protocol reads)."""
+    folder.mkdir(parents=True)
+    rows = [
+        pd.DataFrame(
+            {
+                "request_id": IDS,
+                "user_id": USERS,
+                "stage": "legacy",
+                "budget_mode": "supplement",
+                "arm": arm,
+                "clicks": 2 * v,
+                "purchases": v,
+                "gmv": 10 * v,
+                "exposures": 10.0,
+            }
+        )  # fmt: skip
+        for arm, v in {"control": np.full(6, 0.1), **{f"+gen_{k}": v for k, v in arms.items()}}.items()
+    ]
+    pd.concat(rows).to_parquet(folder / "per_request.parquet")
+    stage = {"control": {"ctcvr": 0.1}, "control_mean_candidates": 80.0,
+             "arms": {f"+gen_{k}": {"mean_candidates": candidates} for k in arms}}  # fmt: skip
+    results = {"split": split, "num_requests": 6, "num_users": 4, "stages": {"legacy": {"supplement": stage}}}
+    (folder / "arena_results.json").write_text(json.dumps(results))
+
+
+def _eval(folder: Path, hr10: float) -> None:
+    folder.mkdir(parents=True)
+    (folder / "eval_results.json").write_text(json.dumps({"hr@10": hr10}))
+
+
+def _tuning(root: Path, split: str = "valid") -> None:
+    base = np.full(6, 0.2)
+    noisy = base + np.array([0.01, -0.01, 0.02, -0.02, 0.0, 0.006])  # 0.001 above base: within one SE
+    _arena(root / "tune" / "eg_grpo" / "arena", split, {"sft": base, "steps120": base, "steps240": noisy})
+    _arena(
+        root / "tune" / "vanilla_grpo" / "arena",
+        split,
+        {"sft": base, "steps120": base - 0.05, "steps240": base},
+    )
+    for arm, hr in (("eg_grpo", {"steps120": 0.61, "steps240": 0.60}), ("vanilla_grpo", {"steps120": 0.7, "steps240": 0.5})):  # fmt: skip
+        for trial, value in hr.items():
+            _eval(root / "tune" / arm / "eval" / trial, value)
+
+
+def test_select_then_report_on_hand_made_outputs(tmp_path):
+    config = _config(tmp_path)
+    root = config.output_root
+    _tuning(root)
+    selection = select_all(config)
+    # eg_grpo: steps240 leads by 0.001, less than one SE: tied, and steps120 has the higher HR@10
+    assert selection["arms"]["eg_grpo"]["leader"] == "steps240"
+    assert selection["arms"]["eg_grpo"]["chosen"]["settings"] == {"max_steps": 120}
+    # vanilla: steps120 is 0.05 below on every request (SE 0): not tied, whatever its HR@10
+    assert selection["arms"]["vanilla_grpo"]["chosen"]["name"] == "steps240"
+
+    # the test step's outputs: eg_grpo's two seeds +0.01 and +0.03 over sft on every request, vanilla +0.01
+    sft = np.array([0.2, 0.3, 0.1, 0.2, 0.4, 0.2])
+    models = {"sft": sft, "eg_grpo_s0": sft + 0.01, "eg_grpo_s1": sft + 0.03, "vanilla_grpo_s0": sft + 0.01,
+              "vanilla_grpo_s1": sft + 0.01}  # fmt: skip
+    _arena(root / "test" / "arena", "test", models)
+    _eval(root / "test" / "sft_eval", 0.6)
+    for arm in ("eg_grpo", "vanilla_grpo"):
+        for seed in (0, 1):
+            _eval(root / "test" / arm / "eval" / f"s{seed}", 0.6 + seed / 100)
+    (root / "test" / "selection.json").write_text(json.dumps(selection))
+    report = write_report(config)
+    results = json.loads((root / "results.json").read_text())["test"]["metrics"]
+    eg_sft = results["purchases"]["comparisons"]["eg_grpo - sft"]
+    assert eg_sft["diff"] == pytest.approx(0.02) and eg_sft["per_seed_diff"] == pytest.approx([0.01, 0.03])
+    assert eg_sft["diff_se"] == pytest.approx(0.0, abs=1e-12) and eg_sft["seed_sd"] == pytest.approx(
+        0.02**0.5 / 10
+    )
+    assert results["purchases"]["comparisons"]["eg_grpo - vanilla_grpo"]["diff"] == pytest.approx(0.01)
+    assert "significant_holm" not in results["clicks"]["comparisons"]["eg_grpo - sft"]  # descriptive
+    text = report.read_text()
+    assert "| eg_grpo | steps120 |" in text and "+0.02000 ± 0.00000" in text and "(start)" in text
+    assert (root / "protocol_lifts.png").stat().st_size > 0
+
+    # a later selection that would choose otherwise, once test has run, is refused
+    _arena_override = root / "tune" / "vanilla_grpo" / "arena"
+    frame = pd.read_parquet(_arena_override / "per_request.parquet")
+    frame.loc[frame["arm"] == "+gen_steps120", "purchases"] += 0.2
+    frame.to_parquet(_arena_override / "per_request.parquet")
+    with pytest.raises(ValueError, match="reads test once"):
+        select_all(config)
+
+
+def test_select_refuses_a_tuning_arena_on_another_split_or_grid(tmp_path):
+    config = _config(tmp_path)
+    with pytest.raises(FileNotFoundError, match="run the tuning first"):
+        select_all(config)
+    _tuning(config.output_root, split="test")
+    with pytest.raises(ValueError, match="selection reads valid only"):
+        select_all(config)
+    grown = type(config)(**{**config.__dict__})
+    grown.arms["eg_grpo"].grid["max_steps"].append(360)  # the grid edited after the tuning
+    data = json.loads((config.output_root / "tune" / "eg_grpo" / "arena" / "arena_results.json").read_text())
+    data["split"] = "valid"
+    for arm in ("eg_grpo", "vanilla_grpo"):
+        (config.output_root / "tune" / arm / "arena" / "arena_results.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"no arm for the trial\(s\) \['steps360'\]"):
+        select_all(grown)
