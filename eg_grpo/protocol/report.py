@@ -48,6 +48,15 @@ def test_results(config: ProtocolConfig) -> dict:
                 figures, users, models, [(a, START_MODEL) for a in config.arms], holm_family=False
             ),
         }
+    out["views"] = [
+        {"view": name, "ranker": ranker, "budget": mode,
+         "arms": {arm: {fig: float(np.mean([stages[ranker][mode]["arms"][f"+gen_{n}"]["lifts"][fig]["lift"]
+                                           for n in names])) for fig in ("ctcvr", "gmv")}
+                  for arm, names in models.items()}}
+        for name, stages in [(arena["leading_view"]["name"], arena["stages"]),
+                             *((v["name"], v["stages"]) for v in arena.get("control_views", []))]
+        for ranker in stages for mode in stages[ranker]
+    ]  # fmt: skip
     for arm, names in models.items():
         evals = (
             [root / "test" / "sft_eval"]
@@ -119,12 +128,31 @@ def render(results: dict, config: ProtocolConfig) -> str:
     for name, c in m["comparisons"].items():
         clicks, gmv = (test["metrics"][d]["comparisons"][name] for d in DESCRIPTIVE)
         seeds = " / ".join(f"{x:+.5f}" for x in c["per_seed_diff"])
-        lines.append(f"| {name} | {c['diff']:+.5f} ± {c['diff_se']:.5f} | {_pct(c['lift'])} | {c['p']:.3f} | "
+        lines.append(f"| {name} | {c['diff']:+.5f} ± {c['diff_se']:.5f} | {_pct(c['lift'])} | {_p(c['p'])} | "
                      f"{'**yes**' if c['significant_holm'] else 'no'} | {seeds} | {_pct(clicks['lift'])} | "
                      f"{_pct(gmv['lift'])} |")  # fmt: skip
     lines += ["", "Δ clicks and Δ GMV are descriptive (relative, no stars). A comparison that is not significant "
               "is no evidence of a tie: docs/protocol.md states the gap these runs can detect.", ""]  # fmt: skip
-    return "\n".join(lines)
+    return "\n".join(lines + views_table(test))
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def views_table(test: dict) -> list[str]:
+    """Descriptive: each arm's lift over each view's control (mean over its seeds), every ranker and budget."""
+    lines = ["## Every view, ranker and budget mode (descriptive)", "",
+             "Each arm's CTCVR / GMV lift over the view's control, mean over its seeds; no standard errors.", "",
+             "| view | ranker | budget | " + " | ".join(test["arms"]) + " |",
+             "|---|---|---|" + "---|" * len(test["arms"])]  # fmt: skip
+    for row in test["views"]:
+        cells = [
+            f"{100 * row['arms'][a]['ctcvr']:+.2f} / {100 * row['arms'][a]['gmv']:+.2f} %"
+            for a in test["arms"]
+        ]
+        lines.append(f"| {row['view']} | {row['ranker']} | {row['budget']} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 _FIG = {"clicks": "ctr", "purchases": "ctcvr", "gmv": "gmv"}  # per-request metric -> arena figure name

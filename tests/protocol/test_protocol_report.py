@@ -58,8 +58,11 @@ def _arena(folder: Path, split: str, arms: dict[str, np.ndarray], candidates: fl
     ]
     pd.concat(rows).to_parquet(folder / "per_request.parquet")
     stage = {"control": {"ctcvr": 0.1}, "control_mean_candidates": 80.0,
-             "arms": {f"+gen_{k}": {"mean_candidates": candidates} for k in arms}}  # fmt: skip
-    results = {"split": split, "num_requests": 6, "num_users": 4, "stages": {"legacy": {"supplement": stage}}}
+             "arms": {f"+gen_{k}": {"mean_candidates": candidates,
+                                    "lifts": {"ctcvr": {"lift": v.mean() / 0.1 - 1}, "gmv": {"lift": 0.5}}}
+                      for k, v in arms.items()}}  # fmt: skip
+    results = {"split": split, "num_requests": 6, "num_users": 4, "leading_view": {"name": "classical"},
+               "stages": {"legacy": {"supplement": stage}}}  # fmt: skip
     (folder / "arena_results.json").write_text(json.dumps(results))
 
 
@@ -115,6 +118,9 @@ def test_select_then_report_on_hand_made_outputs(tmp_path):
     text = report.read_text()
     assert "| eg_grpo | steps120 |" in text and "+0.02000 ± 0.00000" in text and "(start)" in text
     assert (root / "protocol_lifts.png").stat().st_size > 0
+    # the descriptive table, the mean of the seeds' lifts: sft 0.2333 / 0.1 - 1; eg_grpo (1.4333 + 1.6333) / 2
+    row = "| classical | legacy | supplement | +133.33 / +50.00 % | +153.33 / +50.00 % | +143.33 / +50.00 % |"
+    assert row in text
 
     # a later selection that would choose otherwise, once test has run, is refused
     _arena_override = root / "tune" / "vanilla_grpo" / "arena"
