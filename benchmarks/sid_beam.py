@@ -11,7 +11,9 @@ Reported, both engines timed in this one process, interleaved round by round so 
 hits both alike (the best round is kept):
 
 - ``batched``: requests/s over ``--requests`` prompts in batches of ``--batch_size`` (tokenisation
-  included, as callers see it), and their ratio;
+  included, as callers see it), and their ratio; ``sid_constrained`` is the SID search ranking by the
+  constrained policy's log-prob (``score="constrained"``: the allowed ids' logits only, no eos forward),
+  timed in the same rounds;
 - ``single``: per-request latency percentiles (ms) at batch size 1 over ``--single`` prompts;
 - ``agreement``: whether both engines return the same SIDs in the same order, and the largest score gap;
 - ``load``: ``/proc/loadavg`` before and after (other work on the machine skews every number).
@@ -75,6 +77,9 @@ def main(args) -> dict:
     kwargs = {"mode": "beam", "num": args.beams}
 
     def run(engine, batch, size):
+        if engine == "sid_constrained":
+            return generate_sids(model, tokenizer, batch, trie, batch_size=size, engine="sid", score="constrained",
+                                 **kwargs)  # fmt: skip
         return generate_sids(model, tokenizer, batch, trie, batch_size=size, engine=engine, **kwargs)
 
     batch = prompts[: args.requests]
@@ -84,7 +89,7 @@ def main(args) -> dict:
     ]
     gap = max(abs(x.score - y.score) for a, b in zip(outputs["hf"], outputs["sid"]) for x, y in zip(a, b))
 
-    best = {"hf": float("inf"), "sid": float("inf")}
+    best = {"hf": float("inf"), "sid": float("inf"), "sid_constrained": float("inf")}
     for _ in range(args.repeats):
         for engine in best:
             start = time.perf_counter()
@@ -92,7 +97,7 @@ def main(args) -> dict:
             best[engine] = min(best[engine], time.perf_counter() - start)
     throughput = {engine: len(batch) / seconds for engine, seconds in best.items()}
 
-    latency = {"hf": [], "sid": []}
+    latency = {"hf": [], "sid": [], "sid_constrained": []}
     for prompt in prompts[: args.single]:
         for engine, times in latency.items():
             start = time.perf_counter()
@@ -119,11 +124,14 @@ def main(args) -> dict:
             "hf_requests_per_s": round(throughput["hf"], 1),
             "sid_requests_per_s": round(throughput["sid"], 1),
             "speedup": round(throughput["sid"] / throughput["hf"], 2),
+            "sid_constrained_requests_per_s": round(throughput["sid_constrained"], 1),
+            "constrained_speedup": round(throughput["sid_constrained"] / throughput["hf"], 2),
         },
         "single": {
             "requests": len(latency["sid"]),
             "hf_ms": pct(latency["hf"]),
             "sid_ms": pct(latency["sid"]),
+            "sid_constrained_ms": pct(latency["sid_constrained"]),
         },
         "agreement": {"same_sids_same_order": float(np.mean(same)), "max_score_gap": gap},
         "load": {"before": load_before, "after": loadavg()},
