@@ -5,9 +5,10 @@ docs/protocol.md states the rules (written before the runs); this package runs t
 
 1. **tune** (:func:`~eg_grpo.protocol.run.tune`): every arm's grid, the same number of trials per arm,
    on the tuning seed; each trial evaluated on the valid split (HR@10) and played in an arena on a
-   seeded sample of valid requests beside the classical stack.
+   seeded sample of valid requests beside the classical stack (real data without a funnel, e.g. Amazon
+   Office: no arena, and the metric is the evaluations' ``hr@K``, with each phase's own input folders).
 2. **select** (:func:`~eg_grpo.protocol.select.select_all`): per arm, the trial with the most expected
-   purchases per request; trials within one clustered standard error of it are ties, which go to the
+   purchases per request (or the highest ``hr@K``); trials within one clustered standard error of it are ties, which go to the
    higher valid HR@10, then to fewer steps. Written to ``selection.json`` before any test run.
 3. **test** (:func:`~eg_grpo.protocol.run.test`): each arm's chosen setting with every test seed,
    evaluated on the test split and played in one arena (all arms and seeds on the same requests).

@@ -37,6 +37,7 @@ import yaml
 
 START_MODEL = "sft"  # the arms' common start: a model, not an arm, in comparisons and arenas
 METRICS = ("clicks", "purchases", "gmv")  # arena figures a selection may read (per request)
+HIT_METRIC = re.compile(r"^hr@(\d+)$")  # or the evaluation's hit of the target SID in the top K (real data)
 # short names of grid keys in trial names; a key not listed keeps its own name
 SHORT = {"learning_rate": "lr", "max_steps": "steps", "num_expert_samples": "k", "rejection_selection": "sel"}
 _KEYS = {"output_root", "inputs", "arms", "rl_overrides", "tune", "test", "selection", "comparisons", "jobs"}
@@ -94,7 +95,7 @@ class Phase:
 
     seeds: list[int]
     evaluate: Path
-    arena: Path
+    arena: Path | None  # None: no funnel (real data); the selection reads hr@K from the evaluations
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class ProtocolConfig:
 
     path: Path
     output_root: Path
-    inputs: dict
+    inputs: dict  # phase ("tune", "test") -> the four input folders (ranker_dir may be None)
     arms: dict
     rl_overrides: dict
     tune: Phase
@@ -125,9 +126,7 @@ class ProtocolConfig:
         if missing:
             raise ValueError(f"{path}: missing key(s) {missing}")
         here = path.parent
-        inputs = dict(raw["inputs"])
-        if sorted(inputs) != sorted(_INPUTS):
-            raise ValueError(f"{path}: inputs must name exactly {list(_INPUTS)}, got {sorted(inputs)}")
+        inputs = _inputs(path, raw["inputs"])
         arms = {}
         for name, spec in raw["arms"].items():
             if name == START_MODEL:
@@ -158,10 +157,17 @@ class ProtocolConfig:
             raise ValueError(
                 f"{path}: selection keys are ranking_stage, budget_mode, metric; got {sorted(selection)}"
             )
-        if selection["metric"] not in METRICS:
+        if selection["metric"] not in METRICS and not HIT_METRIC.match(str(selection["metric"])):
             raise ValueError(
-                f"{path}: selection.metric must be one of {METRICS}, got {selection['metric']!r}"
+                f"{path}: selection.metric must be one of {METRICS} (an arena's) or hr@K (the evaluation's), "
+                f"got {selection['metric']!r}"
             )
+        for phase, name in ((tune, "tune"), (test, "test")):
+            if phase.arena is None and selection["metric"] in METRICS:
+                raise ValueError(f"{path}: {name} has no arena, but selection.metric {selection['metric']!r} "
+                                 "is an arena figure")  # fmt: skip
+            if phase.arena is not None and inputs[name]["ranker_dir"] is None:
+                raise ValueError(f"{path}: {name} plays an arena, which needs inputs.ranker_dir")
         comparisons = [tuple(c) for c in raw["comparisons"]]
         known = {START_MODEL, *arms}
         for pair in comparisons:
@@ -184,22 +190,45 @@ class ProtocolConfig:
     def trials(self) -> list[Trial]:
         return [t for arm in self.arms.values() for t in arm.trials()]
 
+    @property
+    def hit_k(self) -> int | None:
+        """K of an ``hr@K`` selection metric (read from the evaluations), None for an arena figure."""
+        match = HIT_METRIC.match(str(self.selection["metric"]))
+        return int(match.group(1)) if match else None
+
     def tuned_keys(self) -> tuple[str, ...]:
         """The grid keys: what each arm chooses for itself, and may differ between arms."""
         return tuple(sorted({k for arm in self.arms.values() for k in arm.grid}))
 
 
+def _inputs(path: Path, raw) -> dict:
+    """``{"tune": {...}, "test": {...}}``: one mapping for both phases, or one per phase (real data tunes on
+    an earlier layout with its own data, SIDs and SFT model). ``ranker_dir`` may be left out (no arena)."""
+    per_phase = raw if isinstance(raw, dict) and set(raw) == {"tune", "test"} else {"tune": raw, "test": raw}
+    out = {}
+    for phase, inputs in per_phase.items():
+        inputs = {"ranker_dir": None, **(inputs or {})}
+        if sorted(inputs) != sorted(_INPUTS):
+            raise ValueError(f"{path}: inputs ({phase}) must name {list(_INPUTS)} (ranker_dir optional), got "
+                             f"{sorted(inputs)}")  # fmt: skip
+        out[phase] = inputs
+    return out
+
+
 def _phase(path: Path, raw, key: str) -> Phase:
     allowed = {"seed", "evaluate", "arena"} if key == "tune" else {"seeds", "evaluate", "arena"}
+    if isinstance(raw, dict) and "arena" not in raw:
+        raw = {**raw, "arena": None}  # no arena: the selection reads an evaluation metric (hr@K)
     if not isinstance(raw, dict) or set(raw) != allowed:
-        raise ValueError(f"{path}: {key} needs exactly {sorted(allowed)}, got {raw!r}")
+        raise ValueError(f"{path}: {key} needs exactly {sorted(allowed)} (arena optional), got {raw!r}")
     seeds = [raw["seed"]] if key == "tune" else list(raw["seeds"])
     whole = all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
     if not whole or len(set(seeds)) != len(seeds):
         raise ValueError(f"{path}: {key} seeds must be distinct whole numbers, got {seeds}")
-    phase = Phase(seeds, path.parent / raw["evaluate"], path.parent / raw["arena"])
+    arena = path.parent / raw["arena"] if raw["arena"] else None
+    phase = Phase(seeds, path.parent / raw["evaluate"], arena)
     split = "valid" if key == "tune" else "test"
-    for file in (phase.evaluate, phase.arena):
+    for file in (f for f in (phase.evaluate, phase.arena) if f is not None):
         if not file.is_file():
             raise ValueError(f"{path}: {key}: {file} does not exist")
         read = (yaml.safe_load(file.read_text()) or {}).get("split")

@@ -17,7 +17,7 @@ import pandas as pd
 from eg_grpo.io import write_json
 from eg_grpo.protocol.config import START_MODEL, ProtocolConfig
 from eg_grpo.protocol.run import read_selection, test_dirs
-from eg_grpo.protocol.select import arm_figures, named_comparisons
+from eg_grpo.protocol.select import arm_figures, hit_figures, named_comparisons
 
 DESCRIPTIVE = ("clicks", "gmv")
 
@@ -27,27 +27,46 @@ def _hr10(eval_dir: Path) -> float:
 
 
 def test_results(config: ProtocolConfig) -> dict:
-    """The figures of the test step: per arm and seed, the named comparisons on every metric."""
+    """The figures of the test step: per arm and seed, the named comparisons on every metric (the arena's
+    figures, or the evaluations' hr@K where there is no funnel)."""
     root = config.output_root.resolve()
-    arena_dir = root / "test" / "arena"
+    seeds = config.test.seeds
+    models = {START_MODEL: [START_MODEL], **{a: [f"{a}_s{s}" for s in seeds] for a in config.arms}}
+    evals = {START_MODEL: root / "test" / "sft_eval",
+             **{f"{a}_s{s}": test_dirs(root, a, s)[1] for a in config.arms for s in seeds}}  # fmt: skip
+    out = {"seeds": seeds, "metrics": {},
+           "arms": {arm: {"hr@10": [_hr10(evals[n]) for n in names]} for arm, names in models.items()}}  # fmt: skip
+    if config.hit_k is not None:
+        figures, users = hit_figures(evals, config.inputs["test"]["data_dir"], config.hit_k, "test")
+        out["num_requests"], out["num_users"] = len(users), len(np.unique(users))
+        out["metrics"][config.selection["metric"]] = _family(figures, users, models, config, primary=True)
+        return out
+    _arena_results(config, root / "test" / "arena", models, out)
+    return out
+
+
+def _family(figures: dict, users: np.ndarray, models: dict, config: ProtocolConfig, primary: bool) -> dict:
+    return {
+        "per_model_mean": {name: float(v.mean()) for name, v in figures.items()},
+        "comparisons": named_comparisons(figures, users, models, config.comparisons, holm_family=primary),
+        "versus_start": named_comparisons(
+            figures, users, models, [(a, START_MODEL) for a in config.arms], holm_family=False
+        ),
+    }
+
+
+def _arena_results(config: ProtocolConfig, arena_dir: Path, models: dict, out: dict) -> None:
+    """The test arena's figures into ``out``: every metric's family, the control, candidates, the views."""
     frame = pd.read_parquet(arena_dir / "per_request.parquet")
     arena = json.loads((arena_dir / "arena_results.json").read_text())
-    sel, seeds = config.selection, config.test.seeds
-    models = {START_MODEL: [START_MODEL], **{a: [f"{a}_s{s}" for s in seeds] for a in config.arms}}
+    sel = config.selection
     stage = arena["stages"][sel["ranking_stage"]][sel["budget_mode"]]
-    out = {"num_requests": arena["num_requests"], "num_users": arena["num_users"], "seeds": seeds,
-           "control": stage["control"], "control_mean_candidates": stage["control_mean_candidates"],
-           "metrics": {}, "arms": {}}  # fmt: skip
+    out.update(num_requests=arena["num_requests"], num_users=arena["num_users"], control=stage["control"],
+               control_mean_candidates=stage["control_mean_candidates"])  # fmt: skip
     for metric in (sel["metric"], *(m for m in DESCRIPTIVE if m != sel["metric"])):
         figures, users = arm_figures(frame, sel["ranking_stage"], sel["budget_mode"], metric)
-        primary = metric == sel["metric"]  # the one family with stars; the rest is descriptive
-        out["metrics"][metric] = {
-            "per_model_mean": {name: float(v.mean()) for name, v in figures.items()},
-            "comparisons": named_comparisons(figures, users, models, config.comparisons, holm_family=primary),
-            "versus_start": named_comparisons(
-                figures, users, models, [(a, START_MODEL) for a in config.arms], holm_family=False
-            ),
-        }
+        # the selection's metric is the one family with stars; the rest is descriptive
+        out["metrics"][metric] = _family(figures, users, models, config, primary=metric == sel["metric"])
     out["views"] = [
         {"view": name, "ranker": ranker, "budget": mode,
          "arms": {arm: {fig: float(np.mean([stages[ranker][mode]["arms"][f"+gen_{n}"]["lifts"][fig]["lift"]
@@ -58,16 +77,9 @@ def test_results(config: ProtocolConfig) -> dict:
         for ranker in stages for mode in stages[ranker]
     ]  # fmt: skip
     for arm, names in models.items():
-        evals = (
-            [root / "test" / "sft_eval"]
-            if arm == START_MODEL
-            else [test_dirs(root, arm, s)[1] for s in seeds]
+        out["arms"][arm]["mean_candidates"] = float(
+            np.mean([stage["arms"][f"+gen_{n}"]["mean_candidates"] for n in names])
         )
-        out["arms"][arm] = {
-            "hr@10": [_hr10(d) for d in evals],
-            "mean_candidates": float(np.mean([stage["arms"][f"+gen_{n}"]["mean_candidates"] for n in names])),
-        }
-    return out
 
 
 def write_report(config: ProtocolConfig) -> Path:
@@ -89,13 +101,15 @@ def _pct(x: float) -> str:
 def render(results: dict, config: ProtocolConfig) -> str:
     sel, test = results["selection"], results["test"]
     metric = config.selection["metric"]
+    funnel = config.hit_k is None  # an arena figure (simulated), else the evaluations' hr@K (real data)
+    what = (f"expected {metric} per request of the channel beside the control ({config.selection['ranking_stage']} "
+            f"ranker, {config.selection['budget_mode']})" if funnel else f"{metric} of the evaluations")  # fmt: skip
     lines = [
-        "# The comparison protocol: results (simulated)",
+        "# The comparison protocol: results" + (" (simulated)" if funnel else ""),
         "",
-        f"Selection on valid ({sel['num_requests']:,} sampled requests, {sel['num_users']:,} users), one look at"
-        f" test ({test['num_requests']:,} sampled requests, {test['num_users']:,} users, seeds {test['seeds']}).",
-        f"Metric: expected {metric} per request of the channel beside the control "
-        f"({config.selection['ranking_stage']} ranker, {config.selection['budget_mode']}).",
+        f"Selection on valid ({sel['num_requests']:,} requests, {sel['num_users']:,} users), one look at"
+        f" test ({test['num_requests']:,} requests, {test['num_users']:,} users, seeds {test['seeds']}).",
+        f"Metric: {what}.",
         "",
         "## Tuning (valid, seed " + str(config.tune.seeds[0]) + ")",
         "",
@@ -118,22 +132,25 @@ def render(results: dict, config: ProtocolConfig) -> str:
         lift = f"{_pct(vs['lift'])} ± {100 * vs['lift_se']:.2f}" if vs else "(start)"
         spread = f"{vs['seed_sd']:.5f}" if vs else ""
         setting = sel["arms"][arm]["chosen"]["name"] if arm in sel["arms"] else "the start model"
+        candidates = f"{facts['mean_candidates']:.1f}" if "mean_candidates" in facts else "(no funnel)"
         lines.append(f"| {arm} | {setting} | {mean:.5f} | {lift} | {spread} | {np.mean(facts['hr@10']):.4f} "
-                     f"| {facts['mean_candidates']:.1f} |")  # fmt: skip
-    lines += ["", f"Control alone: {test['control'][_FIG[metric]]:.5f} {metric}/request, "
-              f"{test['control_mean_candidates']:.1f} candidates/request.", "",
-              "## The named comparisons (Holm over the family)", "",
+                     f"| {candidates} |")  # fmt: skip
+    if funnel:
+        lines += ["", f"Control alone: {test['control'][_FIG[metric]]:.5f} {metric}/request, "
+                  f"{test['control_mean_candidates']:.1f} candidates/request."]  # fmt: skip
+    extra = [d for d in DESCRIPTIVE if d in test["metrics"] and d != metric]
+    lines += ["", "## The named comparisons (Holm over the family)", "",
               f"| comparison | Δ {metric}/request ± SE (clustered by user) | relative | p | significant (Holm, 5 %) "
-              "| per-seed Δ | Δ clicks | Δ GMV |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+              "| per-seed Δ |" + "".join(f" Δ {d} |" for d in extra), "|---|---|---|---|---|---|" + "---|" * len(extra)]  # fmt: skip
     for name, c in m["comparisons"].items():
-        clicks, gmv = (test["metrics"][d]["comparisons"][name] for d in DESCRIPTIVE)
         seeds = " / ".join(f"{x:+.5f}" for x in c["per_seed_diff"])
+        others = "".join(f" {_pct(test['metrics'][d]['comparisons'][name]['lift'])} |" for d in extra)
         lines.append(f"| {name} | {c['diff']:+.5f} ± {c['diff_se']:.5f} | {_pct(c['lift'])} | {_p(c['p'])} | "
-                     f"{'**yes**' if c['significant_holm'] else 'no'} | {seeds} | {_pct(clicks['lift'])} | "
-                     f"{_pct(gmv['lift'])} |")  # fmt: skip
-    lines += ["", "Δ clicks and Δ GMV are descriptive (relative, no stars). A comparison that is not significant "
-              "is no evidence of a tie: docs/protocol.md states the gap these runs can detect.", ""]  # fmt: skip
-    return "\n".join(lines + views_table(test))
+                     f"{'**yes**' if c['significant_holm'] else 'no'} | {seeds} |{others}")  # fmt: skip
+    lines += ["", ("Δ clicks and Δ gmv are descriptive (relative, no stars). " if extra else "")
+              + "A comparison that is not significant is no evidence of a tie: docs/protocol.md states the gap "
+              "these runs can detect.", ""]  # fmt: skip
+    return "\n".join(lines + (views_table(test) if funnel else []))
 
 
 def _p(p: float) -> str:
@@ -177,7 +194,8 @@ def plot_lifts(test: dict, config: ProtocolConfig, path: Path) -> None:
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xticks(range(len(arms)), arms)
     ax.set_ylabel(f"{metric}/request over SFT (%)")
-    ax.set_title(f"Test, mean of {len(test['seeds'])} seeds, 95 % intervals (simulated)")
+    simulated = " (simulated)" if config.hit_k is None else ""
+    ax.set_title(f"Test, mean of {len(test['seeds'])} seeds, 95 % intervals{simulated}")
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -29,11 +29,11 @@ SELECTION_FILE = "selection.json"
 class Runner:
     """Starts the stages of one protocol file (paths made absolute, logs when steps share the cores)."""
 
-    def __init__(self, config: ProtocolConfig):
+    def __init__(self, config: ProtocolConfig, phase: str):
         self.config = config
         self.root = config.output_root.resolve()
         self.owner = f"protocol:{self.root}"
-        self.inputs = {k: Path(v).resolve() for k, v in config.inputs.items()}
+        self.inputs = {k: Path(v).resolve() for k, v in config.inputs[phase].items() if v is not None}
         missing = [f"{k}: {v}" for k, v in self.inputs.items() if not (v / "stage.json").is_file()]
         if missing:
             raise FileNotFoundError(
@@ -80,7 +80,7 @@ def test_dirs(root: Path, arm: str, seed: int) -> tuple[Path, Path]:
 def tune(config: ProtocolConfig) -> None:
     """Every arm's grid on the tuning seed, each trial evaluated on valid; then one valid arena per arm
     (its trials and the start model on the same sampled requests)."""
-    runner, root, seed = Runner(config), config.output_root.resolve(), config.tune.seeds[0]
+    runner, root, seed = Runner(config, "tune"), config.output_root.resolve(), config.tune.seeds[0]
     trials = sorted(config.trials(), key=lambda t: -(t.steps or 0))  # longest first: no idle core at the end
 
     def trial_task(trial: Trial):
@@ -102,6 +102,8 @@ def tune(config: ProtocolConfig) -> None:
         models = {START_MODEL: start, **{t.name: tune_dirs(root, t)[0] for t in config.arms[arm].trials()}}
         runner.arena(f"tune_arena_{arm}", config.tune.arena, models, root / "tune" / arm / "arena", alone)
 
+    if config.tune.arena is None:  # no funnel: the selection reads the evaluations
+        return
     # the first arena builds the shared channel indexes, alone; the others then read them, side by side
     first, *rest = config.arms
     arena_task(first, alone=True)
@@ -129,7 +131,7 @@ def test(config: ProtocolConfig) -> None:
     checked to be comparable arms (everything but the tuned keys held equal, the same seeds), then all of
     them and the start model are played in one test arena on the same sampled requests."""
     selection = read_selection(config)
-    runner, root = Runner(config), config.output_root.resolve()
+    runner, root = Runner(config, "test"), config.output_root.resolve()
     # the selection these test runs were made under: a later selection must choose the same (select.py)
     (root / "test").mkdir(parents=True, exist_ok=True)
     if not (root / "test" / SELECTION_FILE).is_file():
@@ -148,6 +150,8 @@ def test(config: ProtocolConfig) -> None:
              lambda: runner.evaluate("test_eval_sft", config.test.evaluate, start, root / "test" / "sft_eval")],
             config.jobs)  # fmt: skip
     check_comparable(config, [test_dirs(root, arm, seed)[0] for arm, seed in runs])
+    if config.test.arena is None:
+        return
     models = {START_MODEL: start, **{f"{arm}_s{seed}": test_dirs(root, arm, seed)[0] for arm, seed in runs}}
     runner.arena("test_arena", config.test.arena, models, root / "test" / "arena", alone=True)
 

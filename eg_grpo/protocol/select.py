@@ -81,28 +81,73 @@ def select_all(config: ProtocolConfig) -> dict:
     out = {"rule": __doc__.split("**Comparisons**")[0].strip(), "selection": sel,
            "grids": {name: arm.grid for name, arm in config.arms.items()}, "arms": {}}  # fmt: skip
     for name, arm in config.arms.items():
-        arena = root / "tune" / name / "arena"
-        if not (arena / "per_request.parquet").is_file():
-            raise FileNotFoundError(
-                f"{arena} holds no per_request.parquet: run the tuning first (--step tune)"
-            )
-        split = json.loads((arena / "arena_results.json").read_text())["split"]
-        if split != "valid":
-            raise ValueError(f"{arena} played the {split!r} split; the selection reads valid only")
-        frame = pd.read_parquet(arena / "per_request.parquet")
-        values, users = arm_figures(frame, sel["ranking_stage"], sel["budget_mode"], sel["metric"])
         trials = arm.trials()
-        missing = [t.name for t in trials if t.name not in values]
-        if missing:
-            raise ValueError(f"{arena} has no arm for the trial(s) {missing} (was the grid edited after the "
-                             "tuning?): re-run --step tune")  # fmt: skip
-        hr10 = {t.name: _hr10(tune_dirs(root, t)[1]) for t in trials}
+        evals = {t.name: tune_dirs(root, t)[1] for t in trials}
+        if config.hit_k is None:
+            values, users = _tuning_arena_figures(root / "tune" / name / "arena", sel, trials)
+        else:  # no funnel: the trials' own valid evaluations, and the start model's
+            models = {START_MODEL: root / "tune" / "sft_eval", **evals}
+            values, users = hit_figures(models, config.inputs["tune"]["data_dir"], config.hit_k, "valid")
+        hr10 = {t.name: _hr10(d) for t, d in zip(trials, evals.values(), strict=True)}
         out["arms"][name] = select_trial(values, users, hr10, trials)
         out["arms"][name]["start_model_mean"] = float(values[START_MODEL].mean())
         out["num_requests"], out["num_users"] = len(users), len(np.unique(users))
     _refuse_a_new_choice_after_test(root, out)
     write_json(root / SELECTION_FILE, out)
     return out
+
+
+def _tuning_arena_figures(arena: Path, sel: dict, trials: list[Trial]) -> tuple[dict, np.ndarray]:
+    if not (arena / "per_request.parquet").is_file():
+        raise FileNotFoundError(f"{arena} holds no per_request.parquet: run the tuning first (--step tune)")
+    split = json.loads((arena / "arena_results.json").read_text())["split"]
+    if split != "valid":
+        raise ValueError(f"{arena} played the {split!r} split; the selection reads valid only")
+    frame = pd.read_parquet(arena / "per_request.parquet")
+    values, users = arm_figures(frame, sel["ranking_stage"], sel["budget_mode"], sel["metric"])
+    missing = [t.name for t in trials if t.name not in values]
+    if missing:
+        raise ValueError(f"{arena} has no arm for the trial(s) {missing} (was the grid edited after the "
+                         "tuning?): re-run --step tune")  # fmt: skip
+    return values, users
+
+
+def hit_figures(evals: dict[str, Path], data_dir: str | Path, k: int, split: str) -> tuple[dict, np.ndarray]:
+    """``({model: (B,) 0/1 hit of the target SID in its top k}, (B,) users)`` from evaluation folders'
+    ``per_request.csv`` (``target_rank``: 0-based, -1 when absent), aligned on the request ids every one
+    scored, with each request's user from ``data_dir``'s requests (the clusters of the standard errors).
+
+    Raises:
+        FileNotFoundError: an evaluation is missing (run the step that makes it first).
+        ValueError: an evaluation of another split, or of other requests than the others.
+    """
+    ranks = {}
+    for name, folder in evals.items():
+        folder = Path(folder)
+        if not (folder / "per_request.csv").is_file():
+            raise FileNotFoundError(
+                f"{folder} holds no per_request.csv: run the step that evaluates {name} first"
+            )
+        results = json.loads((folder / "eval_results.json").read_text())
+        if results.get("split") != split:
+            raise ValueError(
+                f"{folder} evaluated the {results.get('split')!r} split; this step reads {split}"
+            )
+        ranks[name] = (
+            pd.read_csv(folder / "per_request.csv").set_index("request_id")["target_rank"].sort_index()
+        )
+    first = next(iter(ranks.values()))
+    for name, r in ranks.items():
+        if not r.index.equals(first.index):
+            raise ValueError(
+                f"the evaluation of {name} scored other requests than the others: compare like with like"
+            )
+    requests = pd.read_parquet(Path(data_dir) / "requests.parquet", columns=["request_id", "user_id"])
+    users = requests.set_index("request_id")["user_id"].reindex(first.index)
+    if users.isna().any():
+        raise ValueError(f"{data_dir} lacks requests the evaluations scored: evaluations of other data?")
+    hits = {name: ((r >= 0) & (r < k)).to_numpy(dtype=float) for name, r in ranks.items()}
+    return hits, users.to_numpy()
 
 
 def _refuse_a_new_choice_after_test(root: Path, selection: dict) -> None:

@@ -146,3 +146,68 @@ def test_select_refuses_a_tuning_arena_on_another_split_or_grid(tmp_path):
         (config.output_root / "tune" / arm / "arena" / "arena_results.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"no arm for the trial\(s\) \['steps360'\]"):
         select_all(grown)
+
+
+def _hits_eval(folder: Path, split: str, ranks: list[int]) -> None:
+    """An evaluation folder: per_request.csv of 0-based target ranks (-1: missed) and its HR@10."""
+    folder.mkdir(parents=True)
+    pd.DataFrame({"request_id": IDS, "target_rank": ranks}).to_csv(folder / "per_request.csv", index=False)
+    hr10 = float(np.mean([0 <= r < 10 for r in ranks]))
+    (folder / "eval_results.json").write_text(json.dumps({"split": split, "hr@10": hr10}))
+
+
+def test_real_data_without_a_funnel_selects_and_reports_on_the_evaluations_hr10(tmp_path):
+    amazon = Path(__file__).resolve().parents[2] / "recipes" / "configs" / "amazon_office" / "protocol"
+    raw = yaml.safe_load((amazon / "protocol.yaml").read_text())
+    raw["output_root"] = str(tmp_path / "out")
+    raw["inputs"] = {
+        p: {**raw["inputs"][p], "data_dir": str(tmp_path / f"data_{p}")} for p in ("tune", "test")
+    }
+    raw["arms"] = {a: {**raw["arms"][a], "config": str(amazon / raw["arms"][a]["config"])} for a in ("eg_grpo", "vanilla_grpo")}  # fmt: skip
+    raw["arms"]["eg_grpo"]["grid"] = raw["arms"]["vanilla_grpo"]["grid"] = {"max_steps": [150, 300]}
+    raw["tune"]["evaluate"], raw["test"]["evaluate"] = (
+        str(amazon / raw[p]["evaluate"]) for p in ("tune", "test")
+    )
+    raw["comparisons"] = [["eg_grpo", "sft"], ["eg_grpo", "vanilla_grpo"]]
+    raw["test"]["seeds"] = [0, 1]
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
+    config = ProtocolConfig.load(tmp_path / "p.yaml")
+    assert config.hit_k == 10 and config.tune.arena is None and config.inputs["tune"]["ranker_dir"] is None
+    for phase in ("tune", "test"):
+        (tmp_path / f"data_{phase}").mkdir()
+        pd.DataFrame({"request_id": IDS, "user_id": USERS}).to_parquet(
+            tmp_path / f"data_{phase}" / "requests.parquet"
+        )
+    root = config.output_root
+    _hits_eval(root / "tune" / "sft_eval", "valid", [0, 12, -1, 3, -1, 9])
+    _hits_eval(root / "tune" / "eg_grpo" / "eval" / "steps150", "valid", [0, 1, -1, 3, -1, 9])  # 4 hits
+    _hits_eval(root / "tune" / "eg_grpo" / "eval" / "steps300", "valid", [0, 1, 2, 3, -1, 9])  # 5 hits
+    _hits_eval(root / "tune" / "vanilla_grpo" / "eval" / "steps150", "valid", [0, 12, -1, 3, -1, 9])
+    _hits_eval(root / "tune" / "vanilla_grpo" / "eval" / "steps300", "test", [0, 12, -1, 3, -1, 9])
+    with pytest.raises(ValueError, match="evaluated the 'test' split; this step reads valid"):
+        select_all(config)
+    (root / "tune" / "vanilla_grpo" / "eval" / "steps300" / "eval_results.json").write_text(
+        json.dumps({"split": "valid", "hr@10": 0.5})
+    )
+    selection = select_all(config)
+    # eg: steps300 leads by one request of six (user 1's); the clustered SE of that shortfall is
+    # sqrt(4/3 * 22/36) / 6 = .150 < 1/6: not tied, the leader is chosen. vanilla: equal trials -> fewer steps.
+    eg = {t["name"]: t for t in selection["arms"]["eg_grpo"]["trials"]}
+    assert eg["steps150"]["shortfall"] == pytest.approx(1 / 6) and not eg["steps150"]["tied"]
+    assert eg["steps150"]["shortfall_se"] == pytest.approx((4 / 3 * 22 / 36) ** 0.5 / 6)
+    assert selection["arms"]["eg_grpo"]["chosen"]["name"] == "steps300"
+    assert selection["arms"]["vanilla_grpo"]["chosen"]["name"] == "steps150"
+    assert selection["arms"]["eg_grpo"]["start_model_mean"] == pytest.approx(3 / 6)
+
+    _hits_eval(root / "test" / "sft_eval", "test", [0, -1, -1, 3, -1, 20])  # 2 hits
+    for seed, ranks in ((0, [0, 1, -1, 3, -1, 20]), (1, [0, 1, 2, 3, -1, 20])):  # 3 and 4 hits
+        _hits_eval(root / "test" / "eg_grpo" / "eval" / f"s{seed}", "test", ranks)
+        _hits_eval(root / "test" / "vanilla_grpo" / "eval" / f"s{seed}", "test", [0, -1, -1, 3, -1, 20])
+    (root / "test" / "selection.json").write_text(json.dumps(selection))
+    text = write_report(config).read_text()
+    results = json.loads((root / "results.json").read_text())["test"]
+    eg_sft = results["metrics"]["hr@10"]["comparisons"]["eg_grpo - sft"]
+    assert eg_sft["diff"] == pytest.approx(1.5 / 6) and eg_sft["per_seed_diff"] == pytest.approx(
+        [1 / 6, 2 / 6]
+    )
+    assert "(simulated)" not in text and "(no funnel)" in text and "Every view" not in text
