@@ -141,13 +141,13 @@ def render(results: dict, config: ProtocolConfig) -> str:
     extra = [d for d in DESCRIPTIVE if d in test["metrics"] and d != metric]
     lines += ["", "## The named comparisons (Holm over the family)", "",
               f"| comparison | Δ {metric}/request ± SE (clustered by user) | relative | p | significant (Holm, 5 %) "
-              "| per-seed Δ |" + "".join(f" Δ {d} |" for d in extra), "|---|---|---|---|---|---|" + "---|" * len(extra)]  # fmt: skip
+              "| per-seed Δ |" + "".join(f" Δ {_LABEL[d]} |" for d in extra), "|---|---|---|---|---|---|" + "---|" * len(extra)]  # fmt: skip
     for name, c in m["comparisons"].items():
         seeds = " / ".join(f"{x:+.5f}" for x in c["per_seed_diff"])
         others = "".join(f" {_pct(test['metrics'][d]['comparisons'][name]['lift'])} |" for d in extra)
         lines.append(f"| {name} | {c['diff']:+.5f} ± {c['diff_se']:.5f} | {_pct(c['lift'])} | {_p(c['p'])} | "
                      f"{'**yes**' if c['significant_holm'] else 'no'} | {seeds} |{others}")  # fmt: skip
-    lines += ["", ("Δ clicks and Δ gmv are descriptive (relative, no stars). " if extra else "")
+    lines += ["", ("Δ clicks and Δ GMV are descriptive (relative, no stars). " if extra else "")
               + "A comparison that is not significant is no evidence of a tie: docs/protocol.md states the gap "
               "these runs can detect.", ""]  # fmt: skip
     return "\n".join(lines + (views_table(test) if funnel else []))
@@ -173,6 +173,7 @@ def views_table(test: dict) -> list[str]:
 
 
 _FIG = {"clicks": "ctr", "purchases": "ctcvr", "gmv": "gmv"}  # per-request metric -> arena figure name
+_LABEL = {"clicks": "clicks", "gmv": "GMV"}
 
 
 def plot_lifts(test: dict, config: ProtocolConfig, path: Path) -> None:
