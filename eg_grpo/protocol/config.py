@@ -162,6 +162,11 @@ class ProtocolConfig:
                 f"{path}: selection.metric must be one of {METRICS} (an arena's) or hr@K (the evaluation's), "
                 f"got {selection['metric']!r}"
             )
+        hit = HIT_METRIC.match(str(selection["metric"]))
+        beams = min((yaml.safe_load(p.evaluate.read_text()) or {}).get("num_beams", 0) for p in (tune, test))
+        if hit and not 1 <= int(hit.group(1)) <= beams:
+            raise ValueError(f"{path}: selection.metric {selection['metric']} needs 1 <= K <= the evaluations' "
+                             f"num_beams ({beams}): a target ranked past the beam is not seen")  # fmt: skip
         for phase, name in ((tune, "tune"), (test, "test")):
             if phase.arena is None and selection["metric"] in METRICS:
                 raise ValueError(f"{path}: {name} has no arena, but selection.metric {selection['metric']!r} "

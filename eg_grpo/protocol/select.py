@@ -25,7 +25,7 @@ import pandas as pd
 
 from eg_grpo.arena.config import GENERATIVE_PREFIX
 from eg_grpo.arena.stats import holm, paired_lift, two_sided_p
-from eg_grpo.io import write_json
+from eg_grpo.io import folder_fingerprint, write_json
 from eg_grpo.protocol.config import START_MODEL, ProtocolConfig, Trial
 from eg_grpo.protocol.run import SELECTION_FILE, tune_dirs
 
@@ -48,14 +48,15 @@ def arm_figures(per_request: pd.DataFrame, stage: str, mode: str, metric: str) -
     return figures, control["user_id"].to_numpy()
 
 
-def select_trial(values: dict[str, np.ndarray], users: np.ndarray, hr10: dict[str, float],
+def select_trial(values: dict[str, np.ndarray], users: np.ndarray, hr10: dict[str, float] | None,
                  trials: list[Trial]) -> dict:  # fmt: skip
     """The selection rule (module docstring) over one arm's trials.
 
     Args:
         values: trial name -> ``(B,)`` per-request metric on the valid requests.
         users: ``(B,)`` the user of each request (the clusters of the standard error).
-        hr10: trial name -> valid HR@10.
+        hr10: trial name -> valid HR@10; None when HR@10 is the selection metric itself (a tie-break by
+            the metric would always keep the leader), so ties go straight to fewer steps.
         trials: the arm's trials, in grid order.
 
     Returns:
@@ -63,6 +64,8 @@ def select_trial(values: dict[str, np.ndarray], users: np.ndarray, hr10: dict[st
         shortfall_se, tied, hr@10}, ...]}``.
     """
     leader = max(trials, key=lambda t: (float(values[t.name].mean()), -trials.index(t))).name
+    by_hr10 = hr10 is not None
+    hr10 = hr10 if by_hr10 else dict.fromkeys(values, float("nan"))
     rows = []
     for t in trials:
         gap = paired_lift(values[leader], values[t.name], users)  # leader - trial, >= 0 by construction
@@ -70,7 +73,9 @@ def select_trial(values: dict[str, np.ndarray], users: np.ndarray, hr10: dict[st
                      "shortfall": gap["diff"], "shortfall_se": gap["diff_se"],
                      "tied": t.name == leader or gap["diff"] <= gap["diff_se"], "hr@10": hr10[t.name]})  # fmt: skip
     tied = [(r, t) for r, t in zip(rows, trials, strict=True) if r["tied"]]
-    best, trial = min(tied, key=lambda rt: (-rt[0]["hr@10"], rt[1].steps or 0, trials.index(rt[1])))
+    best, trial = min(
+        tied, key=lambda rt: (-rt[0]["hr@10"] if by_hr10 else 0.0, rt[1].steps or 0, trials.index(rt[1]))
+    )
     return {"chosen": {"name": best["name"], "settings": trial.settings}, "leader": leader, "trials": rows}
 
 
@@ -89,7 +94,9 @@ def select_all(config: ProtocolConfig) -> dict:
             models = {START_MODEL: root / "tune" / "sft_eval", **evals}
             values, users = hit_figures(models, config.inputs["tune"]["data_dir"], config.hit_k, "valid")
         hr10 = {t.name: _hr10(d) for t, d in zip(trials, evals.values(), strict=True)}
-        out["arms"][name] = select_trial(values, users, hr10, trials)
+        out["arms"][name] = select_trial(values, users, None if config.hit_k == 10 else hr10, trials)
+        for row in out["arms"][name]["trials"]:
+            row["hr@10"] = hr10[row["name"]]  # shown either way
         out["arms"][name]["start_model_mean"] = float(values[START_MODEL].mean())
         out["num_requests"], out["num_users"] = len(users), len(np.unique(users))
     _refuse_a_new_choice_after_test(root, out)
@@ -121,7 +128,7 @@ def hit_figures(evals: dict[str, Path], data_dir: str | Path, k: int, split: str
         FileNotFoundError: an evaluation is missing (run the step that makes it first).
         ValueError: an evaluation of another split, or of other requests than the others.
     """
-    ranks = {}
+    ranks, data_print = {}, folder_fingerprint(data_dir)
     for name, folder in evals.items():
         folder = Path(folder)
         if not (folder / "per_request.csv").is_file():
@@ -133,6 +140,8 @@ def hit_figures(evals: dict[str, Path], data_dir: str | Path, k: int, split: str
             raise ValueError(
                 f"{folder} evaluated the {results.get('split')!r} split; this step reads {split}"
             )
+        if results.get("data_fingerprint", data_print) != data_print:  # e.g. the other layout's evaluation
+            raise ValueError(f"{folder} evaluated other data than {data_dir}: re-run its evaluation")
         ranks[name] = (
             pd.read_csv(folder / "per_request.csv").set_index("request_id")["target_rank"].sort_index()
         )

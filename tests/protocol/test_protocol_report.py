@@ -171,6 +171,10 @@ def test_real_data_without_a_funnel_selects_and_reports_on_the_evaluations_hr10(
     raw["comparisons"] = [["eg_grpo", "sft"], ["eg_grpo", "vanilla_grpo"]]
     raw["test"]["seeds"] = [0, 1]
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
+    for bad in ("hr@0", "hr@51"):  # the evaluations' beam is 50 wide
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**raw, "selection": {"metric": bad}}))
+        with pytest.raises(ValueError, match="needs 1 <= K <= the evaluations' num_beams"):
+            ProtocolConfig.load(tmp_path / "bad.yaml")
     config = ProtocolConfig.load(tmp_path / "p.yaml")
     assert config.hit_k == 10 and config.tune.arena is None and config.inputs["tune"]["ranker_dir"] is None
     for phase in ("tune", "test"):
@@ -189,6 +193,11 @@ def test_real_data_without_a_funnel_selects_and_reports_on_the_evaluations_hr10(
     (root / "tune" / "vanilla_grpo" / "eval" / "steps300" / "eval_results.json").write_text(
         json.dumps({"split": "valid", "hr@10": 0.5})
     )
+    other = root / "tune" / "eg_grpo" / "eval" / "steps150" / "eval_results.json"
+    other.write_text(json.dumps({**json.loads(other.read_text()), "data_fingerprint": "another-layout"}))
+    with pytest.raises(ValueError, match="evaluated other data than"):
+        select_all(config)
+    other.write_text(json.dumps({"split": "valid", "hr@10": 4 / 6}))
     selection = select_all(config)
     # eg: steps300 leads by one request of six (user 1's); the clustered SE of that shortfall is
     # sqrt(4/3 * 22/36) / 6 = .150 < 1/6: not tied, the leader is chosen. vanilla: equal trials -> fewer steps.

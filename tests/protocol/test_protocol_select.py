@@ -125,3 +125,17 @@ def test_a_new_choice_is_refused_once_test_runs_exist(tmp_path):
     _refuse_a_new_choice_after_test(tmp_path, chosen)  # the same choice: fine
     with pytest.raises(ValueError, match="reads test once"):
         _refuse_a_new_choice_after_test(tmp_path, other)
+
+
+def test_when_hr10_is_the_metric_itself_ties_go_to_fewer_steps():
+    users = np.array([0, 0, 1, 1, 2, 3])
+    short = np.array([0.0, 0, 1, 1, 0, 1])  # 3 hits
+    long = np.array([1.0, 1, 0, 1, 0, 1])  # 4 hits: leads by 1/6, with a clustered SE of .41: tied
+    trials = _trials(("steps150", 150), ("steps300", 300))
+    values = {"steps150": short, "steps300": long}
+    out = select_trial(values, users, None, trials)
+    assert out["leader"] == "steps300" and all(r["tied"] for r in out["trials"])
+    assert out["chosen"]["name"] == "steps150"
+    # a tie-break by the metric itself would always keep the leader
+    by_metric = {"steps150": 0.5, "steps300": 4 / 6}
+    assert select_trial(values, users, by_metric, trials)["chosen"]["name"] == "steps300"
