@@ -4,6 +4,7 @@ omission). Loopback only, bounded in requests and time. Prints one JSON line per
 
     python benchmarks/serve_open_loop.py --qps 10 20 40 60 100 --seconds 10
     python benchmarks/serve_open_loop.py --qps 60 100 --seconds 10 --max_queued_requests 64
+    python benchmarks/serve_open_loop.py --qps 5 10 20 40 --seconds 30 --beam_score constrained
     python benchmarks/serve_open_loop.py --qps 2 --seconds 2 --url http://127.0.0.1:8000  # running service
 
 Without ``--url`` it builds the demo-size model and SID folder of benchmarks/serve_load.py, starts
@@ -42,7 +43,13 @@ from eg_grpo.serve import ServeConfig, wait_healthy  # noqa: E402
 
 _local = threading.local()
 # Passed on to `python -m eg_grpo.serve` when given (None: the service's default).
-SERVICE_OPTIONS = ("max_batch_size", "max_ongoing_requests", "max_queued_requests", "request_timeout_s")
+SERVICE_OPTIONS = (
+    "max_batch_size",
+    "max_ongoing_requests",
+    "max_queued_requests",
+    "request_timeout_s",
+    "beam_score",
+)
 
 
 def _send(url: str, body: dict, due: float, timeout_s: float) -> tuple[float, float, int | str]:
@@ -121,6 +128,9 @@ def main() -> None:
     parser.add_argument("--max_ongoing_requests", type=int, default=None)
     parser.add_argument("--max_queued_requests", type=int, default=None)
     parser.add_argument("--request_timeout_s", type=float, default=None)
+    parser.add_argument(
+        "--beam_score", default=None, help="model | constrained (the service's default: model)"
+    )
     parser.add_argument("--threads", type=int, default=256, help="client threads (requests in flight)")
     parser.add_argument("--client_timeout_s", type=float, default=60)
     args = parser.parse_args()
