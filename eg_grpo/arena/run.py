@@ -176,7 +176,7 @@ def play_arena(
     part of one recall: ``recalled`` is :func:`recall_all`'s ``(items, latency)`` aligned with ``rows``.
     The day-by-day mode (:mod:`eg_grpo.arena.days`) recalls once and plays each day's slice, so the days
     add up to the whole run exactly. ``keep`` receives the leading view's per-request figures
-    (:func:`~eg_grpo.arena.views.play_view`) and, under ``"rows"``, the request rows they are aligned with.
+    (:func:`~eg_grpo.arena.views.play_view`), aligned with ``rows``.
     """
     log = oracle.log
     rows = split_rows(args, log) if rows is None else np.asarray(rows)
@@ -226,8 +226,6 @@ def play_arena(
     }
     played = Played(oracle, rows, n_exposed, users, recalled, {name: i for i, name in enumerate(quotas)},
                     rankings, newness)  # fmt: skip
-    if keep is not None:
-        keep["rows"] = rows  # the requests every kept figure is aligned with
     results["stages"] = play_view(views[0], played, args.budget_modes, keep)
     results["control_views"] = [  # a list: the views in their configured order
         {
@@ -241,19 +239,17 @@ def play_arena(
     return results
 
 
-def per_request_frame(kept: dict, log: SearchLog) -> pd.DataFrame:
+def per_request_frame(kept: dict, log: SearchLog, rows: np.ndarray) -> pd.DataFrame:
     """``per_request.parquet``: one row per request, ranking stage, budget mode and arm (``control`` too),
     with ``request_id``, ``user_id`` (the clusters of paired errors) and the figures of
-    :data:`~eg_grpo.arena.views.PER_REQUEST`; ``kept`` is what :func:`play_arena` kept."""
-    requests = log.requests.iloc[kept["rows"]]
+    :data:`~eg_grpo.arena.views.PER_REQUEST`; ``kept`` is what :func:`play_arena` kept on ``rows``."""
+    requests = log.requests.iloc[rows]
     ids, users = requests["request_id"].to_numpy(), requests["user_id"].to_numpy()
     parts = [
         pd.DataFrame(
             {"request_id": ids, "user_id": users, "stage": stage, "budget_mode": mode, "arm": arm, **figures}
         )
-        for key, figures in kept.items()
-        if key != "rows"
-        for stage, mode, arm in [key]
+        for (stage, mode, arm), figures in kept.items()
     ]
     return pd.concat(parts, ignore_index=True)
 
@@ -328,7 +324,7 @@ def run(args: ArenaArguments) -> Path:
         return Path(args.output_dir)
     check_generative_lineage(args)
     log = SearchLog.load(args.data_dir)
-    split_rows(args, log)  # an empty split is refused before the oracle and the indexes are built
+    rows = split_rows(args, log)  # an empty split is refused before the oracle and the indexes are built
     oracle = Oracle.from_data_dir(args.data_dir, log)
     ranker = None
     if "learned" in args.ranking_stages:
@@ -337,13 +333,13 @@ def run(args: ArenaArguments) -> Path:
         ranker = RankingSimulator.load(args.ranker_dir, log)
     channels = build_channels(args, oracle)
     kept = {} if args.per_request else None
-    results = play_arena(args, oracle, channels, ranker, keep=kept)
+    results = play_arena(args, oracle, channels, ranker, rows=rows, keep=kept)
     results["seconds"] = round(time.perf_counter() - start, 2)
     results["arguments"] = dataclasses.asdict(args)
     with atomic_dir(args.output_dir) as tmp:
         write_json(tmp / "arena_results.json", results)
         if kept is not None:
-            per_request_frame(kept, log).to_parquet(tmp / "per_request.parquet", index=False)
+            per_request_frame(kept, log, rows).to_parquet(tmp / "per_request.parquet", index=False)
         write_report(results, tmp)
         write_stage(tmp, record, results["seconds"], beam_score=args.beam_score)  # named at the default too
     return Path(args.output_dir)

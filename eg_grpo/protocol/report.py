@@ -17,13 +17,9 @@ import pandas as pd
 from eg_grpo.io import write_json
 from eg_grpo.protocol.config import START_MODEL, ProtocolConfig
 from eg_grpo.protocol.run import read_selection, test_dirs
-from eg_grpo.protocol.select import arm_figures, hit_figures, named_comparisons
+from eg_grpo.protocol.select import arm_figures, eval_hr10, hit_figures, named_comparisons
 
 DESCRIPTIVE = ("clicks", "gmv")
-
-
-def _hr10(eval_dir: Path) -> float:
-    return float(json.loads((eval_dir / "eval_results.json").read_text())["hr@10"])
 
 
 def test_results(config: ProtocolConfig) -> dict:
@@ -35,7 +31,7 @@ def test_results(config: ProtocolConfig) -> dict:
     evals = {START_MODEL: root / "test" / "sft_eval",
              **{f"{a}_s{s}": test_dirs(root, a, s)[1] for a in config.arms for s in seeds}}  # fmt: skip
     out = {"seeds": seeds, "metrics": {},
-           "arms": {arm: {"hr@10": [_hr10(evals[n]) for n in names]} for arm, names in models.items()}}  # fmt: skip
+           "arms": {arm: {"hr@10": [eval_hr10(evals[n]) for n in names]} for arm, names in models.items()}}  # fmt: skip
     if config.hit_k is not None:
         figures, users = hit_figures(evals, config.inputs["test"]["data_dir"], config.hit_k, "test")
         out["num_requests"], out["num_users"] = len(users), len(np.unique(users))
@@ -112,6 +108,9 @@ def render(results: dict, config: ProtocolConfig) -> str:
         f"Metric: {what}.",
         "",
         "## Tuning (valid, seed " + str(config.tune.seeds[0]) + ")",
+        "",
+        f"The start model (SFT): {sel['arms'][next(iter(sel['arms']))]['start_model_mean']:.5f} {metric}/request, "
+        f"valid HR@10 {sel['start_model_hr@10']:.4f}.",
         "",
         f"| arm | trial | {metric}/request | shortfall to leader ± SE | tied | valid HR@10 | chosen |",
         "|---|---|---|---|---|---|---|",

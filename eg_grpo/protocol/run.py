@@ -34,11 +34,13 @@ class Runner:
         self.root = config.output_root.resolve()
         self.owner = f"protocol:{self.root}"
         self.inputs = {k: Path(v).resolve() for k, v in config.inputs[phase].items() if v is not None}
-        missing = [f"{k}: {v}" for k, v in self.inputs.items() if not (v / "stage.json").is_file()]
+        # the folders are stage outputs; the start model a local model folder (every arm and evaluation reads it)
+        missing = [f"{k}: {v}" for k, v in self.inputs.items()
+                   if not (v / ("config.json" if k == "model_name_or_path" else "stage.json")).is_file()]  # fmt: skip
         if missing:
             raise FileNotFoundError(
-                f"{config.path}: inputs without a built stage folder ({'; '.join(missing)}); build them first "
-                "(the demo's: python -m eg_grpo.pipeline demo, or its data, sids, ranker and sft stages)"
+                f"{config.path}: inputs not built ({'; '.join(missing)}); build them first (the demo's: "
+                "python -m eg_grpo.pipeline demo, or its data, sids, ranker and sft stages)"
             )
         self.threads = max(1, cores_available() // config.jobs)
 

@@ -93,12 +93,13 @@ def select_all(config: ProtocolConfig) -> dict:
         else:  # no funnel: the trials' own valid evaluations, and the start model's
             models = {START_MODEL: root / "tune" / "sft_eval", **evals}
             values, users = hit_figures(models, config.inputs["tune"]["data_dir"], config.hit_k, "valid")
-        hr10 = {t.name: _hr10(d) for t, d in zip(trials, evals.values(), strict=True)}
+        hr10 = {t.name: eval_hr10(d) for t, d in zip(trials, evals.values(), strict=True)}
         out["arms"][name] = select_trial(values, users, None if config.hit_k == 10 else hr10, trials)
         for row in out["arms"][name]["trials"]:
             row["hr@10"] = hr10[row["name"]]  # shown either way
         out["arms"][name]["start_model_mean"] = float(values[START_MODEL].mean())
         out["num_requests"], out["num_users"] = len(users), len(np.unique(users))
+    out["start_model_hr@10"] = eval_hr10(root / "tune" / "sft_eval")  # the trials' reference on valid
     _refuse_a_new_choice_after_test(root, out)
     write_json(root / SELECTION_FILE, out)
     return out
@@ -175,7 +176,8 @@ def _refuse_a_new_choice_after_test(root: Path, selection: dict) -> None:
         )
 
 
-def _hr10(eval_dir: Path) -> float:
+def eval_hr10(eval_dir: Path) -> float:
+    """The ``hr@10`` of an evaluation folder."""
     return float(json.loads((Path(eval_dir) / "eval_results.json").read_text())["hr@10"])
 
 

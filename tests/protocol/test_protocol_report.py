@@ -72,6 +72,7 @@ def _eval(folder: Path, hr10: float) -> None:
 
 
 def _tuning(root: Path, split: str = "valid") -> None:
+    _eval(root / "tune" / "sft_eval", 0.62)
     base = np.full(6, 0.2)
     noisy = base + np.array([0.01, -0.01, 0.02, -0.02, 0.0, 0.006])  # 0.001 above base: within one SE
     _arena(root / "tune" / "eg_grpo" / "arena", split, {"sft": base, "steps120": base, "steps240": noisy})
@@ -116,7 +117,12 @@ def test_select_then_report_on_hand_made_outputs(tmp_path):
     assert results["purchases"]["comparisons"]["eg_grpo - vanilla_grpo"]["diff"] == pytest.approx(0.01)
     assert "significant_holm" not in results["clicks"]["comparisons"]["eg_grpo - sft"]  # descriptive
     text = report.read_text()
-    assert "| eg_grpo | steps120 |" in text and "+0.02000 ± 0.00000" in text and "(start)" in text
+    assert (
+        "| eg_grpo | steps120 |" in text
+        and "valid HR@10 0.6200" in text
+        and "+0.02000 ± 0.00000" in text
+        and "(start)" in text
+    )
     assert (root / "protocol_lifts.png").stat().st_size > 0
     # the descriptive table, the mean of the seeds' lifts: sft 0.2333 / 0.1 - 1; eg_grpo (1.4333 + 1.6333) / 2
     row = "| classical | legacy | supplement | +133.33 / +50.00 % | +153.33 / +50.00 % | +143.33 / +50.00 % |"
@@ -220,3 +226,19 @@ def test_real_data_without_a_funnel_selects_and_reports_on_the_evaluations_hr10(
         [1 / 6, 2 / 6]
     )
     assert "(simulated)" not in text and "(no funnel)" in text and "Every view" not in text
+
+
+def test_runs_refuse_inputs_that_are_not_built(tmp_path):
+    from eg_grpo.protocol.run import Runner
+
+    config = _config(tmp_path)
+    for name in ("data_dir", "sid_dir", "ranker_dir"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "stage.json").write_text("{}")
+    (tmp_path / "model_name_or_path").mkdir()  # a folder, but no model in it
+    with pytest.raises(
+        FileNotFoundError, match=r"inputs not built \(model_name_or_path: .*\); build them first"
+    ):
+        Runner(config, "tune")
+    (tmp_path / "model_name_or_path" / "config.json").write_text("{}")
+    assert Runner(config, "tune").inputs["data_dir"] == (tmp_path / "data_dir").resolve()
