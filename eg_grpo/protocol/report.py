@@ -112,14 +112,19 @@ def render(results: dict, config: ProtocolConfig) -> str:
         f"The start model (SFT): {sel['arms'][next(iter(sel['arms']))]['start_model_mean']:.5f} {metric}/request, "
         f"valid HR@10 {sel['start_model_hr@10']:.4f}.",
         "",
-        f"| arm | trial | {metric}/request | shortfall to leader ± SE | tied | valid HR@10 | chosen |",
-        "|---|---|---|---|---|---|---|",
+        f"| arm | trial | {metric}/request | shortfall to leader ± SE | tied | valid HR@10 | same weights as | chosen |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for arm, s in sel["arms"].items():
         for t in s["trials"]:
             lines.append(f"| {arm} | {t['name']} | {t['mean']:.5f} | {t['shortfall']:.5f} ± {t['shortfall_se']:.5f} "
-                         f"| {'yes' if t['tied'] else ''} | {t['hr@10']:.4f} | "
+                         f"| {'yes' if t['tied'] else ''} | {t['hr@10']:.4f} | {t.get('same_model_as') or ''} | "
                          f"{'**chosen**' if t['name'] == s['chosen']['name'] else ''} |")  # fmt: skip
+    for arm, s in sel["arms"].items():
+        copies = sum(bool(t.get("same_model_as")) for t in s["trials"])
+        if copies:
+            lines.append(f"\n{arm}: {len(s['trials'])} trials, {len(s['trials']) - copies} distinct models (a knob "
+                         "changed nothing in some trials: they trained byte-identical weights).")  # fmt: skip
     lines += ["", "## Test: each arm's chosen setting, mean over seeds", "",
               f"| arm | setting | {metric}/request | lift over SFT ± SE | seed spread (sd) | HR@10 (mean of seeds) "
               "| candidates/request |", "|---|---|---|---|---|---|---|"]  # fmt: skip

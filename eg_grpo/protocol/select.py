@@ -17,6 +17,7 @@ uncertainty of the seed-averaged arms, the spread says how much one more seed wo
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -95,14 +96,36 @@ def select_all(config: ProtocolConfig) -> dict:
             values, users = hit_figures(models, config.inputs["tune"]["data_dir"], config.hit_k, "valid")
         hr10 = {t.name: eval_hr10(d) for t, d in zip(trials, evals.values(), strict=True)}
         out["arms"][name] = select_trial(values, users, None if config.hit_k == 10 else hr10, trials)
+        same = identical_models({t.name: tune_dirs(root, t)[0] for t in trials})
         for row in out["arms"][name]["trials"]:
             row["hr@10"] = hr10[row["name"]]  # shown either way
+            row["same_model_as"] = same.get(row["name"])
         out["arms"][name]["start_model_mean"] = float(values[START_MODEL].mean())
         out["num_requests"], out["num_users"] = len(users), len(np.unique(users))
     out["start_model_hr@10"] = eval_hr10(root / "tune" / "sft_eval")  # the trials' reference on valid
     _refuse_a_new_choice_after_test(root, out)
     write_json(root / SELECTION_FILE, out)
     return out
+
+
+def identical_models(model_dirs: dict[str, Path]) -> dict[str, str]:
+    """``{trial: the earlier trial}`` for every trial whose saved weights (``*.safetensors``) are byte-identical
+    to an earlier one's: a knob that changed nothing (e.g. ``num_expert_samples: 2`` of the supervised control
+    where each prompt has one logged item), so the arm had fewer distinct trials than its grid says. Folders
+    without weights are skipped."""
+    first, same = {}, {}
+    for name, folder in model_dirs.items():
+        files = sorted(Path(folder).glob("*.safetensors"))
+        if not files:
+            continue
+        digest = hashlib.sha256()
+        for file in files:
+            digest.update(file.name.encode() + b"\0")
+            with file.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+        same[name] = first.setdefault(digest.hexdigest(), name)
+    return {name: earlier for name, earlier in same.items() if earlier != name}
 
 
 def _tuning_arena_figures(arena: Path, sel: dict, trials: list[Trial]) -> tuple[dict, np.ndarray]:

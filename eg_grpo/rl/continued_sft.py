@@ -19,6 +19,7 @@ docs/training.md ("The supervised control").
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -32,6 +33,8 @@ from eg_grpo.sft.model import lora_config
 from eg_grpo.sft.trainer import SIDSFTTrainer
 
 IGNORE_INDEX = -100  # label of a token outside the loss (the prompt)
+
+logger = logging.getLogger(__name__)
 
 
 def expert_targets(expert_completion_ids: list[list[int]], k: int) -> list[list[int]]:
@@ -77,6 +80,12 @@ def control_rows(rl_dataset, tokenizer, k: int):
 
     rows = [to_row(p, e, r) for p, e, r in zip(rl_dataset["prompt"], rl_dataset["expert_completion_ids"],
                                                 rl_dataset["request_id"])]  # fmt: skip
+    most = max((len(r["targets"]) for r in rows), default=k)
+    if most < k:  # e.g. one logged item per request: k and `most` train the very same model
+        logger.warning(
+            "num_expert_samples=%d, but no RL prompt has more than %d distinct expert SID(s): this run trains "
+            "exactly as num_expert_samples=%d would", k, most, most,
+        )  # fmt: skip
     from datasets import Dataset
 
     return Dataset.from_list(rows)

@@ -204,7 +204,16 @@ def test_real_data_without_a_funnel_selects_and_reports_on_the_evaluations_hr10(
     with pytest.raises(ValueError, match="evaluated other data than"):
         select_all(config)
     other.write_text(json.dumps({"split": "valid", "hr@10": 4 / 6}))
+    for arm, trial, weights in (("vanilla_grpo", "steps150", b"w"), ("vanilla_grpo", "steps300", b"w"),
+                                ("eg_grpo", "steps150", b"w"), ("eg_grpo", "steps300", b"v")):  # fmt: skip
+        (root / "tune" / arm / "models" / trial).mkdir(parents=True)
+        (root / "tune" / arm / "models" / trial / "model.safetensors").write_bytes(weights)
     selection = select_all(config)
+    same = {a: [t["same_model_as"] for t in s["trials"]] for a, s in selection["arms"].items()}
+    assert same == {
+        "eg_grpo": [None, None],
+        "vanilla_grpo": [None, "steps150"],
+    }  # a knob that changed nothing
     # eg: steps300 leads by one request of six (user 1's); the clustered SE of that shortfall is
     # sqrt(4/3 * 22/36) / 6 = .150 < 1/6: not tied, the leader is chosen. vanilla: equal trials -> fewer steps.
     eg = {t["name"]: t for t in selection["arms"]["eg_grpo"]["trials"]}
@@ -226,6 +235,7 @@ def test_real_data_without_a_funnel_selects_and_reports_on_the_evaluations_hr10(
         [1 / 6, 2 / 6]
     )
     assert "(simulated)" not in text and "(no funnel)" in text and "Every view" not in text
+    assert "vanilla_grpo: 2 trials, 1 distinct models" in text and "eg_grpo: 2 trials" not in text
 
 
 def test_runs_refuse_inputs_that_are_not_built(tmp_path):

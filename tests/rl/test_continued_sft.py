@@ -82,6 +82,25 @@ def test_rows_are_the_rl_prompts_with_their_logged_purchases_then_clicks(tiny_lo
     )
 
 
+def test_a_k_no_prompt_can_fill_is_reported(tokenizer, rl_rows, caplog):
+    """With one distinct expert per prompt (one logged item per request, as on Amazon Office), k=2 trains
+    what k=1 trains: the user is told so, by the numbers; a k that some prompt fills gets no warning."""
+    from datasets import Dataset
+
+    eos = tokenizer.eos_token_id
+    single = Dataset.from_dict({"prompt": ["a", "b"], "request_id": [1, 2],
+                                "expert_completion_ids": [[[3, 4, eos], [3, 4, eos]], [[5, 6, eos]]]})  # fmt: skip
+    with caplog.at_level("WARNING", logger="eg_grpo.rl.continued_sft"):
+        rows = control_rows(single, tokenizer, 2)
+    assert [len(t) for t in rows["targets"]] == [1, 1]
+    assert "num_expert_samples=2, but no RL prompt has more than 1 distinct expert SID(s)" in caplog.text
+    assert "exactly as num_expert_samples=1 would" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="eg_grpo.rl.continued_sft"):
+        control_rows(rl_rows[0], tokenizer, K)  # the tiny log holds prompts with K distinct experts
+    assert caplog.text == ""
+
+
 def test_the_collator_puts_the_loss_on_the_targets_only():
     collate = ExpertTargetsCollator(pad_token_id=0)
     batch = collate([{"prompt_ids": [5, 6, 7], "targets": [[1, 2, 9], [3, 4, 9]]},
