@@ -123,8 +123,9 @@ def render(results: dict, config: ProtocolConfig) -> str:
     for arm, s in sel["arms"].items():
         copies = sum(bool(t.get("same_model_as")) for t in s["trials"])
         if copies:
-            lines.append(f"\n{arm}: {len(s['trials'])} trials, {len(s['trials']) - copies} distinct models (a knob "
-                         "changed nothing in some trials: they trained byte-identical weights).")  # fmt: skip
+            distinct = len(s["trials"]) - copies
+            lines.append(f"\n{arm}: {len(s['trials'])} trials, {distinct} distinct model{'s' * (distinct != 1)} (a "
+                         "knob changed nothing in some trials: they trained byte-identical weights).")  # fmt: skip
     lines += ["", "## Test: each arm's chosen setting, mean over seeds", "",
               f"| arm | setting | {metric}/request | lift over SFT ± SE | seed spread (sd) | HR@10 (mean of seeds) "
               "| candidates/request |", "|---|---|---|---|---|---|---|"]  # fmt: skip

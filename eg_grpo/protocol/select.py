@@ -109,23 +109,40 @@ def select_all(config: ProtocolConfig) -> dict:
 
 
 def identical_models(model_dirs: dict[str, Path]) -> dict[str, str]:
-    """``{trial: the earlier trial}`` for every trial whose saved weights (``*.safetensors``) are byte-identical
-    to an earlier one's: a knob that changed nothing (e.g. ``num_expert_samples: 2`` of the supervised control
-    where each prompt has one logged item), so the arm had fewer distinct trials than its grid says. Folders
-    without weights are skipped."""
-    first, same = {}, {}
+    """``{trial: the earlier trial}`` for every trial whose saved weights are byte-identical to an earlier one's:
+    a knob that changed nothing (e.g. ``num_expert_samples: 2`` of the supervised control where each prompt has
+    one logged item), so the arm had fewer distinct trials than its grid says. The weights are the folder's
+    top-level ``*.safetensors`` and ``*.bin`` files (full models, adapters, shards); folders without any are
+    skipped. Only folders whose files have the same names and sizes are read and hashed."""
+    by_shape: dict[tuple, list[str]] = {}
     for name, folder in model_dirs.items():
-        files = sorted(Path(folder).glob("*.safetensors"))
-        if not files:
+        files = sorted(f for pattern in ("*.safetensors", "*.bin") for f in Path(folder).glob(pattern))
+        files = [f for f in files if f.name != "training_args.bin"]  # TrainingArguments, not weights
+        if files:
+            by_shape.setdefault(tuple((f.name, f.stat().st_size) for f in files), []).append(name)
+    same = {}
+    for names in by_shape.values():
+        if len(names) < 2:  # no other folder has these files' names and sizes: no copy, nothing to read
             continue
-        digest = hashlib.sha256()
-        for file in files:
+        first: dict[str, str] = {}
+        for name in names:
+            first_name = first.setdefault(_weights_digest(Path(model_dirs[name])), name)
+            if first_name != name:
+                same[name] = first_name
+    return {name: same[name] for name in model_dirs if name in same}
+
+
+def _weights_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for pattern in ("*.safetensors", "*.bin"):
+        for file in sorted(folder.glob(pattern)):
+            if file.name == "training_args.bin":
+                continue
             digest.update(file.name.encode() + b"\0")
             with file.open("rb") as f:
                 while chunk := f.read(1 << 20):
                     digest.update(chunk)
-        same[name] = first.setdefault(digest.hexdigest(), name)
-    return {name: earlier for name, earlier in same.items() if earlier != name}
+    return digest.hexdigest()
 
 
 def _tuning_arena_figures(arena: Path, sel: dict, trials: list[Trial]) -> tuple[dict, np.ndarray]:

@@ -235,7 +235,7 @@ def test_real_data_without_a_funnel_selects_and_reports_on_the_evaluations_hr10(
         [1 / 6, 2 / 6]
     )
     assert "(simulated)" not in text and "(no funnel)" in text and "Every view" not in text
-    assert "vanilla_grpo: 2 trials, 1 distinct models" in text and "eg_grpo: 2 trials" not in text
+    assert "vanilla_grpo: 2 trials, 1 distinct model (a knob" in text and "eg_grpo: 2 trials" not in text
 
 
 def test_runs_refuse_inputs_that_are_not_built(tmp_path):

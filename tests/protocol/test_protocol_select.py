@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from eg_grpo.protocol.config import Trial
-from eg_grpo.protocol.select import arm_figures, named_comparisons, seed_comparison, select_trial
+from eg_grpo.protocol.select import (
+    arm_figures,
+    identical_models,
+    named_comparisons,
+    seed_comparison,
+    select_trial,
+)
 
 
 def _trials(*specs):
@@ -139,3 +146,29 @@ def test_when_hr10_is_the_metric_itself_ties_go_to_fewer_steps():
     # a tie-break by the metric itself would always keep the leader
     by_metric = {"steps150": 0.5, "steps300": 4 / 6}
     assert select_trial(values, users, by_metric, trials)["chosen"]["name"] == "steps300"
+
+
+def test_identical_models_are_found_by_their_bytes_whatever_the_weight_files(tmp_path):
+    """Copies are the folders whose weight files (full, adapter, .bin, shards) hold the same bytes; equal sizes
+    with other bytes are not copies, training_args.bin is not weights, folders without weights are skipped."""
+
+    def folder(name: str, files: dict[str, bytes]) -> Path:
+        (tmp_path / name).mkdir()
+        for file, data in files.items():
+            (tmp_path / name / file).write_bytes(data)
+        return tmp_path / name
+
+    shards = {"model-00001-of-00002.safetensors": b"ab", "model-00002-of-00002.safetensors": b"cd"}
+    dirs = {
+        "a": folder("a", {"adapter_model.safetensors": b"w1", "training_args.bin": b"x"}),
+        "b": folder("b", {"adapter_model.safetensors": b"w2"}),  # same size, other bytes
+        "c": folder("c", {"adapter_model.safetensors": b"w1", "training_args.bin": b"other"}),
+        "d": folder("d", {"pytorch_model.bin": b"bin"}),
+        "e": folder("e", {"pytorch_model.bin": b"bin"}),
+        "f": folder("f", shards),
+        "g": folder("g", shards),
+        "h": folder("h", {**shards, "model-00002-of-00002.safetensors": b"ce"}),
+        "empty": folder("empty", {"config.json": b"{}"}),
+        "missing": tmp_path / "never_written",
+    }
+    assert identical_models(dirs) == {"c": "a", "e": "d", "g": "f"}
