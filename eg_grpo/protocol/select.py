@@ -114,34 +114,35 @@ def identical_models(model_dirs: dict[str, Path]) -> dict[str, str]:
     one logged item), so the arm had fewer distinct trials than its grid says. The weights are the folder's
     top-level ``*.safetensors`` and ``*.bin`` files (full models, adapters, shards); folders without any are
     skipped. Only folders whose files have the same names and sizes are read and hashed."""
+    files = {name: _weight_files(Path(folder)) for name, folder in model_dirs.items()}
     by_shape: dict[tuple, list[str]] = {}
-    for name, folder in model_dirs.items():
-        files = sorted(f for pattern in ("*.safetensors", "*.bin") for f in Path(folder).glob(pattern))
-        files = [f for f in files if f.name != "training_args.bin"]  # TrainingArguments, not weights
-        if files:
-            by_shape.setdefault(tuple((f.name, f.stat().st_size) for f in files), []).append(name)
+    for name, found in files.items():
+        if found:
+            by_shape.setdefault(tuple((f.name, f.stat().st_size) for f in found), []).append(name)
     same = {}
     for names in by_shape.values():
         if len(names) < 2:  # no other folder has these files' names and sizes: no copy, nothing to read
             continue
         first: dict[str, str] = {}
         for name in names:
-            first_name = first.setdefault(_weights_digest(Path(model_dirs[name])), name)
-            if first_name != name:
-                same[name] = first_name
+            earlier = first.setdefault(_digest(files[name]), name)
+            if earlier != name:
+                same[name] = earlier
     return {name: same[name] for name in model_dirs if name in same}
 
 
-def _weights_digest(folder: Path) -> str:
+def _weight_files(folder: Path) -> list[Path]:
+    found = [*folder.glob("*.safetensors"), *folder.glob("*.bin")]
+    return sorted(f for f in found if f.name != "training_args.bin")  # TrainingArguments, not weights
+
+
+def _digest(files: list[Path]) -> str:
     digest = hashlib.sha256()
-    for pattern in ("*.safetensors", "*.bin"):
-        for file in sorted(folder.glob(pattern)):
-            if file.name == "training_args.bin":
-                continue
-            digest.update(file.name.encode() + b"\0")
-            with file.open("rb") as f:
-                while chunk := f.read(1 << 20):
-                    digest.update(chunk)
+    for file in files:
+        digest.update(file.name.encode() + b"\0")
+        with file.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
     return digest.hexdigest()
 
 
